@@ -27,19 +27,31 @@ def _share_means(rel_dense: np.ndarray, labels: dict[str, list[str]], ids: list[
     return float(rel_dense[share & off].mean()), float(rel_dense[~share & off].mean())
 
 
-@pytest.mark.parametrize(("scheme", "margin"), [("moment", 0.02)])
-def test_similarity_is_higher_for_images_sharing_a_finding(premise_set, scheme, margin):
+@pytest.mark.parametrize(
+    ("scheme", "params", "margin", "max_p"),
+    [
+        ("moment", {}, 0.02, 0.05),
+        # GzPT's own eps (0.2, tuned on knee radiographs): higher on average, but DBSCAN
+        # chains a chest search into 2-3 long moments, so the margin is small (p ~ 0.1)
+        ("tima", {}, 0.005, None),
+        # a density scale for chest sweeps: dwell episodes become their own moments
+        ("tima", {"eps": 0.1}, 0.05, 0.05),
+    ],
+    ids=["moment", "tima-eps0.2", "tima-eps0.1"],
+)
+def test_similarity_is_higher_for_images_sharing_a_finding(premise_set, scheme, params, margin, max_p):
     """McGIP's premise: images sharing a finding class are looked at more alike.
 
-    Besides the raw means, the difference must beat a label-permutation null (p < 0.05),
-    so a bare comparison cannot pass by chance. TIMA is not listed: on these studies its
-    same-class advantage is not significant (see the README's status section).
+    Besides the raw means, the difference must beat a label-permutation null (``p < max_p``)
+    where one is given, so a bare comparison cannot pass by chance.
     """
     labels = read_labels(premise_set / "labels.csv")
     ids = list(labels)
-    m = compute_relation(load_gaze(premise_set), scheme, image_ids=ids, workers=2, progress=False).dense()
+    m = compute_relation(load_gaze(premise_set), scheme, image_ids=ids, workers=2, progress=False, **params).dense()
     same, other = _share_means(m, labels, ids)
     assert same > other + margin, (scheme, same, other)
+    if max_p is None:
+        return
     rng = np.random.default_rng(0)
     observed = same - other
     null = []
@@ -49,7 +61,7 @@ def test_similarity_is_higher_for_images_sharing_a_finding(premise_set, scheme, 
         a, b = _share_means(m, perm, ids)
         null.append(a - b)
     p_value = (1 + sum(x >= observed for x in null)) / (1 + len(null))
-    assert p_value < 0.05, (scheme, observed, p_value)
+    assert p_value < max_p, (scheme, observed, p_value)
 
 
 def test_cli_relation_end_to_end(studies, tmp_path):

@@ -162,30 +162,31 @@ def simulate_reading(
 
     noticed: list[int] = []
     for i, (f, mask) in enumerate(zip(spec.findings, rendered.masks)):
-        fr, fc = np.nonzero(mask)
-        if fr.size == 0:
+        if not mask.any():
             continue
+        fr, fc = np.nonzero(mask)
         p_notice = 1.0 / (1.0 + np.exp(-(f.conspicuity - profile.skill) / 0.07))
         centre = np.array([fc.mean() + 0.5, fr.mean() + 0.5])
         if rng.random() < p_notice:
             noticed.append(i)
-            n_fix = 2 + rng.poisson(profile.dwell * (0.4 + 0.6 * f.conspicuity))
-            dur_scale = 1.6
+            n_fix = 2 + rng.poisson(0.6 * profile.dwell * (0.4 + 0.6 * f.conspicuity))
+            dur_scale = 1.3
         elif rng.random() < f.conspicuity:  # a glance that does not register
             n_fix, dur_scale = 1, 1.0
         else:
             continue
-        pick = rng.integers(0, fr.size, n_fix)
-        pts = np.column_stack([fc[pick] + rng.uniform(0, 1, n_fix), fr[pick] + rng.uniform(0, 1, n_fix)])
+        pts = _inspection_points(rng, f.label, mask, n_fix, 1.2 * profile.pixels_per_degree)
         block = [(float(x), float(y), dur_scale, 1) for x, y in pts]
         # drawn to it when the sweep passes closest
         sweep_xy = np.array([(e[0], e[1]) for e in events])
         at = int(np.argmin(np.hypot(*(sweep_xy - centre).T))) + 1
         events[at:at] = block
-        if i in noticed and rng.random() < 0.6:  # come back to it later
-            k = int(rng.integers(1, 4))
-            pick = rng.integers(0, fr.size, k)
-            events.extend((float(fc[j] + 0.5), float(fr[j] + 0.5), 1.3, 1) for j in pick)
+    # decision phase (Kundel's search -> decision): after the search, the reader returns to
+    # what it noticed and inspects it again, in a temporally contiguous block
+    for i in rng.permutation(noticed):
+        f, mask = spec.findings[int(i)], rendered.masks[int(i)]
+        k = 4 + rng.poisson(profile.dwell * (0.4 + 0.6 * f.conspicuity))
+        events.extend((float(x), float(y), 1.1, 1) for x, y in _inspection_points(rng, f.label, mask, k, 1.2 * profile.pixels_per_degree))
 
     ev = np.array(events, dtype=float)
     xy = np.column_stack([np.clip(ev[:, 0], 0.5, w - 0.5), np.clip(ev[:, 1], 0.5, h - 0.5)])
@@ -205,6 +206,48 @@ def simulate_reading(
     fixations = np.column_stack([xy, t0, t1])
     samples = _raw_samples(rng, profile, fixations, sacc, blink_dur)
     return SimulatedReading(profile.reader_id, fixations, samples, noticed, profile.pixels_per_degree)
+
+
+def _inspection_points(rng: np.random.Generator, label: str, mask: np.ndarray, n: int, step: float) -> np.ndarray:
+    """``(n, 2)`` fixation targets ``(x, y)`` on a finding, following how it is inspected.
+
+    ``step`` (px, about a degree) is the smallest gaze shift that is a new fixation. A nodule
+    or a mass: alternately its centre and a point on a ring around it (margin and
+    surroundings, at least ``step`` out); an effusion: along its upper surface (the
+    meniscus), left to right; a pneumothorax: along the edge of its footprint (the pleural
+    line), top to bottom; an enlarged heart: alternately its left and right border
+    (gauging the cardiothoracic ratio).
+    """
+    fr, fc = np.nonzero(mask)
+    h, w = mask.shape
+    xy = np.column_stack([fc + 0.5, fr + 0.5])
+    if label in ("Nodule", "Mass"):
+        c = xy.mean(0)
+        radius = max(step, np.sqrt(fr.size / np.pi) + 0.5 * step)
+        ang = rng.uniform(0, 2 * np.pi, n)
+        ring = c + (radius * rng.uniform(0.9, 1.2, n))[:, None] * np.column_stack([np.cos(ang), np.sin(ang)])
+        centre = c + rng.normal(0.0, 0.15 * radius, (n, 2))
+        pts = np.where((np.arange(n) % 2 == 0)[:, None], centre, ring)
+    elif label == "Cardiomegaly":
+        mid = xy[:, 0].mean()
+        left, right = xy[xy[:, 0] < mid], xy[xy[:, 0] >= mid]
+        sides = [s for s in (left, right) if len(s)] or [xy]
+        pts = np.stack([sides[k % len(sides)][rng.integers(0, len(sides[k % len(sides)]))] for k in range(n)])
+    else:
+        if label == "Effusion":  # topmost pixel of each column, ordered left to right
+            cols = np.unique(fc)
+            line = np.column_stack([cols + 0.5, np.array([fr[fc == c].min() for c in cols]) + 0.5])
+            key = line[:, 0]
+        else:  # pneumothorax: footprint boundary, ordered top to bottom
+            inner = mask.copy()
+            inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+            br, bc = np.nonzero(mask & ~inner)
+            line = np.column_stack([bc + 0.5, br + 0.5]) if br.size else xy
+            key = line[:, 1]
+        pick = np.sort(rng.integers(0, len(line), n))
+        pts = line[np.argsort(key, kind="stable")][pick]
+    pts = pts + rng.normal(0.0, 1.5, pts.shape)
+    return np.column_stack([np.clip(pts[:, 0], 0.5, w - 0.5), np.clip(pts[:, 1], 0.5, h - 0.5)])
 
 
 def _merge_refixations(xy: np.ndarray, dur: np.ndarray, min_amplitude: float) -> tuple[np.ndarray, np.ndarray]:

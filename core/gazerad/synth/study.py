@@ -50,7 +50,7 @@ __all__ = [
     "generate_studies",
 ]
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 PIXEL_SPACING_MM = 0.7
 
 _GEOMETRY_COLUMNS = [
