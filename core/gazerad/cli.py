@@ -109,6 +109,56 @@ def _cmd_relation_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from gazerad.pretrain.trainer import PretrainConfig, load_config, pretrain
+
+    flags = {k: getattr(args, k) for k in _PRETRAIN_FLAGS if getattr(args, k, None) is not None}
+    if args.quiet:
+        flags["progress"] = False
+    if args.no_amp:
+        flags["amp"] = False
+    if args.config:
+        cfg = load_config(args.config, flags)
+    else:
+        missing = [k for k in ("data", "out") if k not in flags]
+        if missing:
+            raise ValueError("--" + " and --".join(missing) + " required (or --config FILE)")
+        cfg = PretrainConfig(**flags)
+    res = pretrain(cfg)
+    if "encoder" in res:
+        last = res["history"][-1]["loss"] if res["history"] else float("nan")
+        print(f"pretrain {cfg.framework} [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, "
+              f"final loss {last:.4f} -> {res['encoder']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from gazerad.pretrain.evaluate import evaluate_encoder
+
+    res = evaluate_encoder(
+        None if args.encoder == "random" else args.encoder, args.data, protocol=args.protocol, task=args.task,
+        backbone=args.backbone, image_size=args.size, epochs=args.epochs, seed=args.seed, device=args.device,
+    )
+    if args.out:
+        from gazerad.io.atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(res, indent=1))
+    print(json.dumps(res))
+    return 0
+
+
+def _cmd_train_attention(args: argparse.Namespace) -> int:
+    from gazerad.attention.model import run_train_attention
+
+    return run_train_attention(args)
+
+
+_PRETRAIN_FLAGS = (
+    "data", "out", "framework", "backbone", "image_size", "epochs", "batch_size", "lr", "relation", "threshold",
+    "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gazerad",
@@ -155,6 +205,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("parts", nargs="+")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_relation_merge)
+
+    s = sub.add_parser("pretrain", help="contrastive pre-training: SimCLR/MoCo/BYOL/SimSiam, +McGIP/GzPT, +FocusContrast")
+    s.add_argument("--config", default=None, help="JSON/YAML config (MONAI bundle style); flags override it")
+    s.add_argument("--data", default=None, help="study folder (labels.csv + images/)")
+    s.add_argument("--out", default=None, help="run folder (resumes from OUT/checkpoint.pt when present)")
+    s.add_argument("--framework", default=None, choices=["simclr", "moco", "byol", "simsiam"], help="default simclr")
+    s.add_argument("--backbone", default=None, help="resnet18 (default), resnet50, densenet121, resnet10")
+    s.add_argument("--size", dest="image_size", type=int, default=None, help="view side in px (default 128)")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None, help="global batch (default 64)")
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--temperature", type=float, default=None)
+    s.add_argument("--queue-size", type=int, default=None, help="MoCo queue length")
+    s.add_argument("--relation", default=None, help="McGIP/GzPT: relation .npz from 'gazerad relation'")
+    s.add_argument("--threshold", type=float, default=None, help="relation value above which a pair is positive (0.5)")
+    s.add_argument("--drop-p", type=float, default=None, help="GzPT: drop each gaze positive with probability P (0)")
+    s.add_argument("--attention", default=None, help="FocusContrast: attention.pt from 'gazerad train-attention'")
+    s.add_argument("--q", type=float, default=None, help="FocusContrast: attention mass a view keeps (0.5)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    s.add_argument("--workers", type=int, default=None, help="data loader processes (default 0)")
+    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_cmd_pretrain)
+
+    s = sub.add_parser("evaluate", help="evaluate a pre-trained encoder: linear probe, k-NN or fine-tune")
+    s.add_argument("--encoder", required=True, help="encoder.pt or run folder, or 'random' for an untrained backbone")
+    s.add_argument("--data", required=True, help="study folder; train split trains, test+validate score")
+    s.add_argument("--protocol", default="linear", choices=["linear", "knn", "finetune"])
+    s.add_argument("--task", default="multilabel", choices=["multilabel", "multiclass", "ordinal"])
+    s.add_argument("--backbone", default=None, help="with --encoder random")
+    s.add_argument("--size", type=int, default=None, help="input side (default: the encoder's)")
+    s.add_argument("--epochs", type=int, default=10, help="fine-tune epochs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None)
+    s.add_argument("--out", default=None, help="also write the metrics JSON here")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser(
+        "train-attention", help="train the FocusContrast attention predictor on gaze heatmaps; print held-out metrics"
+    )
+    s.add_argument("--studies", required=True, help="study folder (images/, labels.csv with a split column, gaze)")
+    s.add_argument("--out", required=True, help="output folder: attention.pt, metrics.json, curve.png, overlay.png")
+    s.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    s.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    s.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, cosine decay)")
+    s.add_argument("--size", type=int, default=128, help="model input side, a multiple of 16 (default 128)")
+    s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train_attention)
 
     s = sub.add_parser("info", help="load X-ray files (PNG/JPEG/DICOM/NIfTI/NRRD) and print their metadata")
     s.add_argument("paths", nargs="+")

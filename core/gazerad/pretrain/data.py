@@ -1,0 +1,207 @@
+"""Study tables, in-memory image tensors and the two-view dataset of contrastive pre-training.
+
+A study folder (``gazerad synth`` or the same layout of real data) has ``labels.csv`` with
+``Image Index``, ``Finding Labels``, ``split`` and one 0/1 column per class, and the images
+under ``images/``. Pre-training reads every image once, resizes it to a square ``base``
+grid and keeps it in memory as a ``(N, 1, base, base)`` float tensor in ``[0, 1]``; the
+views are cut from that tensor, so an epoch costs no file I/O.
+
+Randomness of a view depends only on ``(seed, epoch, index, view)``: the same run gives the
+same views whatever the number of loader workers or ranks, and a resumed run continues
+exactly where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from gazerad.data._table import read_rows
+from gazerad.errors import InputError
+
+__all__ = ["StudyTable", "read_study_table", "load_image_tensor", "ViewAugment", "TwoViewDataset", "view_seed"]
+
+_FIXED = ("Image Index", "Finding Labels", "Patient ID", "View Position", "Width", "Height", "PixelSpacing", "split")
+
+
+@dataclass
+class StudyTable:
+    """The images of a study folder with their labels.
+
+    Attributes:
+        root: study folder.
+        ids: image ids (``Image Index``), in ``labels.csv`` order.
+        paths: image files.
+        splits: ``train`` / ``validate`` / ``test`` per image.
+        classes: finding classes (the 0/1 columns of ``labels.csv``).
+        labels: ``(N, C)`` int64 multi-hot labels.
+    """
+
+    root: Path
+    ids: list[str]
+    paths: list[Path]
+    splits: list[str]
+    classes: list[str]
+    labels: np.ndarray
+
+    def subset(self, split: str | Sequence[str]) -> np.ndarray:
+        """Row indices whose split is ``split`` (or one of them)."""
+        want = {split} if isinstance(split, str) else set(split)
+        return np.array([i for i, s in enumerate(self.splits) if s in want], dtype=np.int64)
+
+    def targets(self, task: str = "multilabel") -> np.ndarray:
+        """Targets for ``task``: ``multilabel`` ``(N, C)`` 0/1; ``multiclass`` ``(N,)`` 0 for no
+        finding else 1 + the first class present; ``ordinal`` ``(N,)`` number of findings."""
+        if task == "multilabel":
+            return self.labels.copy()
+        if task == "multiclass":
+            has = self.labels.any(1)
+            return np.where(has, 1 + self.labels.argmax(1), 0).astype(np.int64)
+        if task == "ordinal":
+            return self.labels.sum(1).astype(np.int64)
+        raise ValueError(f"unknown task {task!r}; choose multilabel, multiclass or ordinal")
+
+
+def read_study_table(studies: str | os.PathLike) -> StudyTable:
+    """Read ``STUDIES/labels.csv`` (see module docstring); images must exist under ``images/``."""
+    root = Path(studies)
+    table = root / "labels.csv"
+    if not table.is_file():
+        raise InputError(root, "not a study folder: labels.csv is missing")
+    header, rows = read_rows(table, ["Image Index", "split"])
+    classes = [c for c in header if c not in _FIXED]
+    if not classes:
+        raise InputError(table, "no 0/1 class columns besides " + ", ".join(_FIXED))
+    if not rows:
+        raise InputError(table, "no images listed")
+    ids, paths, splits, labels = [], [], [], []
+    for i, r in enumerate(rows, start=1):
+        image = r["Image Index"].strip()
+        p = root / "images" / image
+        if not p.is_file():
+            raise InputError(table, f"image {image!r} not found at {p}", row=i)
+        try:
+            labels.append([int(float(r[c] or 0)) for c in classes])
+        except ValueError as exc:
+            raise InputError(table, f"class columns must be 0/1: {exc}", row=i) from None
+        ids.append(image)
+        paths.append(p)
+        splits.append(r["split"].strip() or "train")
+    if len(set(ids)) != len(ids):
+        raise InputError(table, "duplicate Image Index values")
+    return StudyTable(root, ids, paths, splits, classes, np.asarray(labels, dtype=np.int64))
+
+
+def load_image_tensor(paths: Sequence[str | os.PathLike], size: int, progress: bool = False) -> torch.Tensor:
+    """Read X-rays, scale each to ``[0, 1]`` by its 0.5/99.5 percentiles and area-resize to
+    ``size x size`` -> ``(N, 1, size, size)`` float32."""
+    from tqdm.auto import tqdm
+
+    from gazerad.io.xray import read_xray
+
+    out = torch.empty(len(paths), 1, size, size)
+    for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
+        img, _ = read_xray(p)
+        lo, hi = np.percentile(img, [0.5, 99.5])
+        img = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+        t = torch.from_numpy(img)[None, None]
+        out[i] = F.interpolate(t, size=(size, size), mode="area")[0] if t.shape[-2:] != (size, size) else t[0]
+    return out
+
+
+def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
+    """The seed of one view (deterministic, independent of workers and ranks)."""
+    return int(np.random.SeedSequence([seed, epoch, index, view]).generate_state(1)[0])
+
+
+class ViewAugment:
+    """Photometric and flip augmentation of a cropped view ``(1, h, w)`` in ``[0, 1]``.
+
+    Knee-style recipe of McGIP/GzPT (no colour jitter): horizontal flip (``flip_p``),
+    Gaussian blur with sigma in ``blur_sigma`` (fraction of the view side x 10, i.e. 0.1-2 px
+    at 224 px scaled to the view) with probability ``blur_p``, solarisation with ``solarize_p``,
+    plus a mild brightness/contrast jitter (``jitter``; X-ray exposure varies).
+    """
+
+    def __init__(
+        self,
+        flip_p: float = 0.5,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_p: float = 0.2,
+        jitter: float = 0.2,
+    ) -> None:
+        self.flip_p, self.blur_p, self.blur_sigma = flip_p, blur_p, blur_sigma
+        self.solarize_p, self.jitter = solarize_p, jitter
+
+    def __call__(self, x: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+        if rng.rand() < self.flip_p:
+            x = x.flip(-1)
+        if self.jitter > 0:
+            c = 1.0 + rng.uniform(-self.jitter, self.jitter)
+            b = rng.uniform(-self.jitter, self.jitter) / 2
+            x = ((x - 0.5) * c + 0.5 + b).clamp(0.0, 1.0)
+        if rng.rand() < self.blur_p:
+            sigma = rng.uniform(*self.blur_sigma) * x.shape[-1] / 224.0
+            if sigma > 0.2:
+                r = max(1, int(3 * sigma))
+                k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+                k = k / k.sum()
+                x = F.conv2d(F.pad(x[None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+                x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))[0]
+        if rng.rand() < self.solarize_p:
+            x = torch.where(x >= 0.5, 1.0 - x, x)
+        return x
+
+
+class TwoViewDataset(Dataset):
+    """Two augmented views of each image and its row index: ``(view1, view2, index)``.
+
+    Args:
+        images: ``(N, 1, S, S)`` tensor in ``[0, 1]``.
+        crop: an :class:`gazerad.attention.AttentionRandResizedCrop` (plain random resized crop
+            when ``attention`` is ``None``).
+        attention: optional ``(N, S, S)`` predicted attention maps (FocusContrast).
+        augment: photometric augmentation after the crop.
+        seed: run seed; call :meth:`set_epoch` at every epoch.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        crop,  # noqa: ANN001 - AttentionRandResizedCrop
+        attention: torch.Tensor | np.ndarray | None = None,
+        augment: ViewAugment | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.images = images
+        self.crop = crop
+        self.attention = None if attention is None else torch.as_tensor(attention, dtype=torch.float32)
+        if self.attention is not None and self.attention.shape[0] != images.shape[0]:
+            raise ValueError(f"attention has {self.attention.shape[0]} maps for {images.shape[0]} images")
+        self.augment = augment or ViewAugment()
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def view(self, index: int, view: int) -> torch.Tensor:
+        rng = np.random.RandomState(view_seed(self.seed, self.epoch, index, view) % (2**32))
+        self.crop.set_random_state(state=rng)
+        att = None if self.attention is None else self.attention[index]
+        v = torch.as_tensor(self.crop(self.images[index], att), dtype=torch.float32)
+        return self.augment(v, rng)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.view(index, 0), self.view(index, 1), int(index)
