@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
         try:
-            state = torch.load(ckpt, map_location=dev, weights_only=False)
+            state = torch.load(ckpt, map_location=dev, weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise InputError(ckpt, f"cannot read checkpoint ({exc}); delete it to start over") from None
         if state["config"]["framework"] != cfg.framework or state["config"]["backbone"] != cfg.backbone:
@@ -385,7 +385,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not p.is_file():
         raise InputError(p, "encoder not found (run 'gazerad pretrain' first)")
     try:
-        state = torch.load(p, map_location=device, weights_only=False)
+        state = torch.load(p, map_location=device, weights_only=True)
         net, _ = build_backbone(state["config"]["backbone"])
         net.load_state_dict(state["backbone"])
     except Exception as exc:  # noqa: BLE001
