@@ -253,7 +253,9 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     attention = _attention_maps(cfg, ids, images, rank) if cfg.attention else None
     positives = None
     if cfg.relation:
-        positives = GazePositives(align_relation(cfg.relation, ids), threshold=cfg.threshold, drop_p=cfg.drop_p, seed=cfg.seed + 7919 * rank)
+        # one drop seed on every rank: SimCLR/BYOL/SimSiam compute the global-batch mask on each
+        # rank, and it must be the same mask everywhere for the gathered loss to be one loss
+        positives = GazePositives(align_relation(cfg.relation, ids), threshold=cfg.threshold, drop_p=cfg.drop_p, seed=cfg.seed)
     crop = AttentionRandResizedCrop(cfg.image_size, scale=cfg.crop_scale, q=cfg.q)
     ds = TwoViewDataset(images, crop, attention, seed=cfg.seed)
     local_batch = cfg.batch_size // world
