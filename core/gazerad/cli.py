@@ -153,6 +153,44 @@ def _cmd_train_attention(args: argparse.Namespace) -> int:
     return run_train_attention(args)
 
 
+def _cmd_train_kacl(args: argparse.Namespace) -> int:
+    from gazerad.kacl import KACLConfig, train_kacl
+
+    flags = {k: getattr(args, k) for k in _KACL_FLAGS if getattr(args, k, None) is not None}
+    flags["progress"] = not args.quiet
+    flags["amp"] = not args.no_amp
+    cfg = KACLConfig(**flags)
+    res = train_kacl(cfg)
+    if "model" in res:
+        h = res["history"][-1] if res["history"] else {}
+        print(f"train-kacl [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, final loss {h.get('loss', float('nan')):.4f}"
+              f" -> {res['model']}")
+    return 0
+
+
+def _cmd_evaluate_localization(args: argparse.Namespace) -> int:
+    from gazerad.kacl import evaluate_kacl
+
+    res = evaluate_kacl(args.model, args.data, splits=args.splits, boxes_csv=args.boxes, out=args.out,
+                        overlays=args.overlays, cam_method=args.cam, cam_threshold=args.threshold, device=args.device)
+    auc = res["auc"]
+    print("ROC AUC  " + "  ".join(f"{k} {v:.3f}" for k, v in auc.items()))
+    if "localization" in res:
+        loc, base = res["localization"]["overall"], res["baseline_centred"]["overall"]
+        print("T(IoU)        " + "  ".join(f"{t:>5}" for t in loc))
+        print("accuracy      " + "  ".join(f"{v:5.3f}" for v in loc.values()))
+        print("centred box   " + "  ".join(f"{v:5.3f}" for v in base.values()))
+    if args.out:
+        print(f"metrics and overlays in {args.out}")
+    return 0
+
+
+_KACL_FLAGS = (
+    "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "labelled_fraction", "temperature",
+    "w_cls", "w_con", "refresh_every", "cam_method", "bin_width", "radiomics_backend", "seed", "device", "max_steps",
+)
+
+
 _PRETRAIN_FLAGS = (
     "data", "out", "framework", "backbone", "image_size", "epochs", "batch_size", "lr", "relation", "threshold",
     "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps",
@@ -257,6 +295,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_attention)
+
+    s = sub.add_parser("train-kacl", help="KACL: classifier + radiomics of its Grad-CAM region as positive view (or --method supervised)")
+    s.add_argument("--data", required=True, help="study folder (labels.csv with split, images/)")
+    s.add_argument("--out", required=True, help="run folder: kacl.pt, checkpoint.pt (resume), history.json, loss.png, tb/")
+    s.add_argument("--method", default="kacl", choices=["kacl", "supervised"])
+    s.add_argument("--backbone", default="densenet121", choices=["densenet121", "resnet10", "resnet18", "resnet50"])
+    s.add_argument("--image-size", dest="image_size", type=int, default=None, help="input side (default 224)")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="global batch (default 32)")
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--labelled-fraction", dest="labelled_fraction", type=float, default=None, help="fraction of training images with labels (default 1)")
+    s.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.5)")
+    s.add_argument("--w-cls", dest="w_cls", type=float, default=None, help="BCE weight (default 0.7)")
+    s.add_argument("--w-con", dest="w_con", type=float, default=None, help="contrastive weight (default 0.3)")
+    s.add_argument("--refresh-every", dest="refresh_every", type=int, default=None, help="recompute CAM ROIs and radiomics every K steps (default: every epoch)")
+    s.add_argument("--cam", dest="cam_method", default=None, choices=["gradcam", "gradcampp"])
+    s.add_argument("--bin-width", dest="bin_width", type=float, default=None, help="radiomics bin width on 0..255 intensities (default 8)")
+    s.add_argument("--radiomics-backend", dest="radiomics_backend", default=None, choices=["torch", "pyradiomics"])
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--device", default=None)
+    s.add_argument("--max-steps", dest="max_steps", type=int, default=None)
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_cmd_train_kacl)
+
+    s = sub.add_parser("evaluate-localization", help="per-class ROC AUC and T(IoU) localisation accuracy of a KACL/classifier run")
+    s.add_argument("--model", required=True, help="kacl.pt or its run folder")
+    s.add_argument("--data", required=True, help="study folder")
+    s.add_argument("--boxes", default=None, help="BBox_List_2017.csv (default: DATA/BBox_List_2017.csv)")
+    s.add_argument("--splits", nargs="+", default=["test", "validate"])
+    s.add_argument("--out", default=None, help="folder for metrics.json and overlays/")
+    s.add_argument("--overlays", type=int, default=8, help="overlay PNGs to write (default 8)")
+    s.add_argument("--cam", default="gradcam", choices=["gradcam", "gradcampp"])
+    s.add_argument("--threshold", type=float, default=0.5, help="CAM threshold after normalisation and blur")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=_cmd_evaluate_localization)
 
     s = sub.add_parser("info", help="load X-ray files (PNG/JPEG/DICOM/NIfTI/NRRD) and print their metadata")
     s.add_argument("paths", nargs="+")

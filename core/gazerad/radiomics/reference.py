@@ -63,6 +63,10 @@ def pyradiomics_features(
 
     classes = tuple(classes)
     img, m = check_pair(image, mask, name)
+    # pyradiomics refuses a mask without background ("no labels found"); a 1-pixel frame
+    # outside the ROI changes no feature (every class reads ROI pixels only)
+    img = np.pad(img, 1, mode="edge")
+    m = np.pad(m, 1)
     si = sitk.GetImageFromArray(img)
     sm = sitk.GetImageFromArray(m.astype(np.uint8))
     si.SetSpacing((float(spacing[1]), float(spacing[0])))  # SimpleITK is (x, y)

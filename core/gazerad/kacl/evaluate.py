@@ -1,0 +1,175 @@
+"""KACL / classifier evaluation: per-class ROC AUC and localisation accuracy at T(IoU).
+
+``gazerad evaluate-localization --model RUN --data STUDIES [--boxes BBox_List_2017.csv]``
+scores the held-out split: class probabilities -> per-class AUC; for every ground-truth
+box, Grad-CAM of *that* box's class -> boxes (:func:`gazerad.localize.map_to_boxes`) ->
+best IoU; accuracy at T(IoU) = 0.1 ... 0.7, beside a centred-box baseline. Overlay PNGs
+(CAM, predicted boxes red, true boxes green) go to ``OUT/overlays``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from gazerad.errors import InputError
+from gazerad.io.atomic import atomic_path, atomic_write_text
+from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
+
+__all__ = ["localize_images", "evaluate_kacl", "save_overlay"]
+
+
+def localize_images(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    requests: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    cam_method: str = "gradcam",
+    threshold: float = 0.5,
+    blur: int = 5,
+    batch: int = 32,
+    device: str | torch.device = "cpu",
+    return_maps: bool = False,
+) -> tuple[list[list[Box]], list[dict[int, np.ndarray]]]:
+    """Boxes for the requested classes of each image, one CAM per (image, class), batched.
+
+    Args:
+        model: a classifier with a ``cam_layer`` attribute (``KACLModel``).
+        images: ``(N, 1, S, S)``.
+        requests: per image, the class indices to localise.
+        class_names: labels given to the boxes.
+
+    Returns:
+        per image the boxes (all classes, best first per class) in ``S``-pixel coordinates,
+        and (if ``return_maps``) per image ``{class: (S, S) map}``.
+    """
+    cam = make_cam(model, model.cam_layer, cam_method)
+    pairs = [(i, c) for i, cs in enumerate(requests) for c in cs]
+    boxes: list[list[Box]] = [[] for _ in range(len(requests))]
+    maps: list[dict[int, np.ndarray]] = [{} for _ in range(len(requests))]
+    for b0 in range(0, len(pairs), batch):
+        chunk = pairs[b0 : b0 + batch]
+        x = images[[i for i, _ in chunk]].to(device)
+        m = cam(x, class_idx=[c for _, c in chunk])[:, 0].detach().cpu()
+        for (i, c), mp in zip(chunk, m):
+            boxes[i].extend(map_to_boxes(mp, threshold, blur, label=class_names[c]))
+            if return_maps:
+                maps[i][c] = mp.numpy()
+    model.zero_grad(set_to_none=True)
+    return boxes, maps
+
+
+def save_overlay(image: np.ndarray, cam: np.ndarray | None, predicted: Sequence[Box], truth: Sequence[tuple[str, tuple]], path: Path, title: str = "") -> None:
+    """PNG: the X-ray, the CAM (jet, 40 %), predicted boxes (red, with score) and true boxes (green)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=110)
+    ax.imshow(image, cmap="gray")
+    if cam is not None:
+        ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+    for lab, (x, y, w, h) in truth:
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="lime", lw=1.5))
+        ax.text(x, y - 2, lab, color="lime", fontsize=6)
+    for b in predicted:
+        ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, ec="red", lw=1.2, ls="--"))
+        ax.text(b.x, b.y + b.h + 8, f"{b.label} {b.score:.2f}", color="red", fontsize=6)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _auc(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for k, c in enumerate(classes):
+        out[c] = float(roc_auc_score(y[:, k], p[:, k])) if 0 < y[:, k].sum() < len(y) else float("nan")
+    vals = [v for v in out.values() if np.isfinite(v)]
+    out["macro"] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def evaluate_kacl(
+    model_path: str | Path,
+    data: str | Path,
+    splits: Sequence[str] = ("test", "validate"),
+    boxes_csv: str | Path | None = None,
+    out: str | Path | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    overlays: int = 8,
+    cam_method: str = "gradcam",
+    cam_threshold: float = 0.5,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """AUC and T(IoU) localisation of a trained model on held-out studies (see module docstring).
+
+    Returns:
+        ``{"auc": {class: auc, "macro": ...}, "localization": {...}, "baseline_centred": {...}, "n_images": N}``;
+        also written to ``OUT/metrics.json`` when ``out`` is given.
+    """
+    from gazerad.data.nih import read_bbox_list
+    from gazerad.io.xray import read_xray
+    from gazerad.kacl.trainer import load_kacl
+    from gazerad.pretrain.data import load_image_tensor, read_study_table
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, state = load_kacl(model_path, dev)
+    table = read_study_table(data)
+    if list(table.classes) != list(state["classes"]):
+        raise InputError(Path(data) / "labels.csv", f"classes {table.classes} differ from the model's {state['classes']}")
+    rows = table.subset(splits)
+    if len(rows) == 0:
+        raise InputError(Path(data) / "labels.csv", f"no images in splits {list(splits)}")
+    size = int(state["config"]["image_size"])
+    images = load_image_tensor([table.paths[i] for i in rows], size)
+    with torch.no_grad():
+        probs = torch.cat([torch.sigmoid(model(images[b : b + 64].to(dev))).cpu() for b in range(0, len(rows), 64)]).numpy()
+    result: dict[str, Any] = {"n_images": int(len(rows)), "auc": _auc(table.labels[rows], probs, table.classes)}
+
+    bpath = Path(boxes_csv) if boxes_csv else Path(data) / "BBox_List_2017.csv"
+    if bpath.is_file():
+        all_boxes = read_bbox_list(bpath)
+        ids = [table.ids[i] for i in rows]
+        unknown = sorted(set(all_boxes) - set(table.ids))
+        if unknown:
+            raise InputError(bpath, f"{len(unknown)} boxed images are not in labels.csv, e.g. {unknown[:3]}")
+        truth, requests, scales = {}, [], []
+        for k, i in enumerate(rows):
+            gts = [(lab, box) for lab, box in all_boxes.get(table.ids[i], []) if lab in table.classes]
+            truth[table.ids[i]] = gts
+            requests.append(sorted({table.classes.index(lab) for lab, _ in gts}))
+            h, w = read_xray(table.paths[i])[0].shape if gts else (size, size)
+            scales.append((w / size, h / size))
+        boxes, maps = localize_images(model, images, requests, table.classes, cam_method, cam_threshold, device=dev, return_maps=overlays > 0)
+        pred = {ids[k]: [b.scaled(*scales[k]) for b in bs] for k, bs in enumerate(boxes)}
+        truth = {k: v for k, v in truth.items() if v}
+        result["localization"] = localization_accuracy(pred, truth, thresholds)
+        base = {}
+        for k, i in enumerate(rows):
+            h_, w_ = size * scales[k][1], size * scales[k][0]
+            base[ids[k]] = [centred_box((h_, w_), 0.5, lab) for lab in table.classes]
+        result["baseline_centred"] = localization_accuracy(base, truth, thresholds)
+        if out is not None and overlays > 0:
+            od = Path(out) / "overlays"
+            od.mkdir(parents=True, exist_ok=True)
+            shown = [k for k in range(len(rows)) if truth.get(ids[k])][:overlays]
+            for k in shown:
+                sx, sy = scales[k]
+                tb = [(lab, (x / sx, y / sy, w / sx, h / sy)) for lab, (x, y, w, h) in truth[ids[k]]]
+                cam = maps[k][requests[k][0]] if maps[k] else None
+                save_overlay(images[k, 0].numpy(), cam, boxes[k], tb, od / f"{Path(ids[k]).stem}.png", f"{ids[k]}: CAM ({table.classes[requests[k][0]]}), predicted red, truth green")
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "metrics.json", json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,75 @@
+"""KACL's two-branch model: an image classifier and a radiomics encoder meeting in one embedding space.
+
+- image branch: MONAI backbone (DenseNet-121 as reported, or a ResNet) -> pooled
+  features ``(B, F_img)`` -> multi-label logits ``(B, C)``, and a projection head
+  (LayerNorm, Linear-GELU-Linear) -> ``(B, D)``;
+- radiomics branch: standardised radiomics ``(B, F_rad)`` -> MLP (Linear-GELU-Dropout-
+  Linear-Dropout, width ``F_rad``) -> projection head -> ``(B, D)``.
+
+``forward(x)`` returns the logits, so the model plugs into Grad-CAM unchanged;
+:attr:`KACLModel.cam_layer` names the last convolutional block.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from gazerad.ssl import build_backbone
+
+__all__ = ["KACLModel", "ProjectionHead", "RadiomicsEncoder"]
+
+
+class ProjectionHead(nn.Sequential):
+    """LayerNorm -> Linear -> GELU -> Linear: ``(B, in_dim)`` -> ``(B, out_dim)``."""
+
+    def __init__(self, in_dim: int, out_dim: int = 64, hidden_dim: int | None = None) -> None:
+        hidden = hidden_dim or in_dim
+        super().__init__(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+class RadiomicsEncoder(nn.Sequential):
+    """Linear -> GELU -> Dropout -> Linear -> Dropout, width = feature count: ``(B, F)`` -> ``(B, F)``."""
+
+    def __init__(self, n_features: int, dropout: float = 0.1) -> None:
+        super().__init__(
+            nn.Linear(n_features, n_features), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_features, n_features), nn.Dropout(dropout)
+        )
+
+
+class KACLModel(nn.Module):
+    """Image classifier + radiomics encoder with projection heads.
+
+    Args:
+        n_classes: finding classes (multi-label).
+        n_features: radiomics features per image.
+        backbone: ``densenet121``, ``resnet10``, ``resnet18`` or ``resnet50``.
+        proj_dim: shared embedding size ``D``.
+        dropout: radiomics encoder dropout.
+    """
+
+    def __init__(self, n_classes: int, n_features: int, backbone: str = "densenet121", proj_dim: int = 64, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone, fdim = build_backbone(backbone)
+        self.classifier = nn.Linear(fdim, n_classes)
+        self.image_head = ProjectionHead(fdim, proj_dim, hidden_dim=min(fdim, 512))
+        self.radiomics_encoder = RadiomicsEncoder(n_features, dropout)
+        self.radiomics_head = ProjectionHead(n_features, proj_dim)
+
+    @property
+    def cam_layer(self) -> str:
+        """Dotted name of the layer Grad-CAM hooks (the backbone's last feature block)."""
+        return "backbone.features.norm5" if self.backbone_name == "densenet121" else "backbone.layer4"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 1, H, W)`` -> logits ``(B, C)``."""
+        return self.classifier(self.backbone(x))
+
+    def image_branch(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 1, H, W)`` -> ``(logits (B, C), embedding (B, D))``."""
+        f = self.backbone(x)
+        return self.classifier(f), self.image_head(f)
+
+    def radiomics_branch(self, r: Tensor) -> Tensor:
+        """Standardised radiomics ``(B, F)`` -> embedding ``(B, D)``."""
+        return self.radiomics_head(self.radiomics_encoder(r))

@@ -1,0 +1,108 @@
+"""Batched Grad-CAM and Grad-CAM++ with the right class for every sample.
+
+MONAI's :class:`monai.visualize.GradCAM` scores ``logits[:, class_idx]``: with
+``class_idx=None`` it takes each sample's argmax, but indexing a ``(B, C)`` logit matrix
+with a ``(B,)`` index vector gives a ``(B, B)`` block, so every sample's map is the
+gradient of the *sum* of all the batch's chosen classes. :class:`BatchGradCAM` and
+:class:`BatchGradCAMpp` keep MONAI's hooks, upsampling and map arithmetic but score
+``logits[b, class_idx[b]]``, so each map belongs to its own sample's class, and they
+normalise each map to ``[0, 1]`` (MONAI's default normaliser flips it to ``[1, 0]``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.visualize.class_activation_maps import GradCAM, GradCAMpp, ModelWithHooks
+from torch import Tensor, nn
+
+__all__ = ["BatchGradCAM", "BatchGradCAMpp", "normalize_maps", "make_cam"]
+
+
+def normalize_maps(x: Tensor) -> Tensor:
+    """Min-max each map of a ``(B, C, *spatial)`` tensor to ``[0, 1]`` (a constant map -> 0)."""
+    flat = x.flatten(1)
+    lo = flat.amin(dim=1).view(-1, *([1] * (x.ndim - 1)))
+    hi = flat.amax(dim=1).view(-1, *([1] * (x.ndim - 1)))
+    span = hi - lo
+    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(x))
+
+
+class _PerSampleHooks(ModelWithHooks):
+    """MONAI's hooked model, scoring one class per sample."""
+
+    def class_score(self, logits: Tensor, class_idx) -> Tensor:  # type: ignore[override]
+        idx = torch.as_tensor(class_idx, device=logits.device, dtype=torch.long)
+        if idx.ndim == 0:
+            idx = idx.expand(logits.shape[0])
+        if idx.shape != (logits.shape[0],):
+            raise ValueError(f"class_idx must be an int or have one entry per sample ({logits.shape[0]}), got shape {tuple(idx.shape)}")
+        if int(idx.min()) < 0 or int(idx.max()) >= logits.shape[1]:
+            raise ValueError(f"class_idx out of range for {logits.shape[1]} classes: {idx.tolist()}")
+        return logits.gather(1, idx[:, None])[:, 0]
+
+
+class _PerSample:
+    def __init__(self, nn_module: nn.Module, target_layers: str | Sequence[str], **kwargs) -> None:
+        hooked = _PerSampleHooks(nn_module, target_layers, register_forward=True, register_backward=True)
+        super().__init__(hooked, target_layers, postprocessing=normalize_maps, **kwargs)  # type: ignore[call-arg]
+
+    def __call__(self, x: Tensor, class_idx: int | Sequence[int] | Tensor | None = None, layer_idx: int = -1, retain_graph: bool = False) -> Tensor:  # type: ignore[override]
+        """Maps for a batch.
+
+        Args:
+            x: ``(B, C, H, W)`` input.
+            class_idx: one class for all, one per sample (``(B,)``), or ``None`` for each
+                sample's own argmax.
+            layer_idx: which target layer (MONAI convention).
+            retain_graph: keep the autograd graph.
+
+        Returns:
+            ``(B, 1, H, W)`` maps in ``[0, 1]``.
+        """
+        if class_idx is not None and not isinstance(class_idx, int):
+            class_idx = torch.as_tensor(class_idx, dtype=torch.long, device=x.device)
+        with warnings.catch_warnings():  # torch warns that the input needs no gradient: expected here
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            return super().__call__(x, class_idx=class_idx, layer_idx=layer_idx, retain_graph=retain_graph)  # type: ignore[misc]
+
+
+class BatchGradCAM(_PerSample, GradCAM):
+    """Grad-CAM (Selvaraju et al.) with per-sample classes; see the module docstring."""
+
+
+class BatchGradCAMpp(_PerSample, GradCAMpp):
+    """Grad-CAM++ (Chattopadhyay et al.) with per-sample classes.
+
+    MONAI's ``GradCAMpp`` multiplies the gradient by ``exp(score)`` with ``score`` of shape
+    ``(B,)``, which broadcasts along the last spatial axis for ``B > 1``; here the score is
+    shaped ``(B, 1, 1, ...)`` so each sample is weighted by its own score.
+    """
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[override]
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        acti, grad = acti[layer_idx], grad[layer_idx]
+        b, c, *spatial = grad.shape
+        ones = [1] * len(spatial)
+        g2 = grad.pow(2)
+        denom = 2 * g2 + (acti * grad.pow(3)).view(b, c, -1).sum(-1).view(b, c, *ones)
+        denom = torch.where(denom != 0.0, denom, torch.ones_like(denom))
+        alpha = g2 / (denom + 1e-7)
+        score = torch.as_tensor(self.nn_module.score).reshape(b, 1, *ones)
+        weights = (alpha * F.relu(score.exp() * grad)).view(b, c, -1).sum(-1).view(b, c, *ones)
+        return F.relu((weights * acti).sum(1, keepdim=True))
+
+
+def make_cam(model: nn.Module, target_layer: str, method: str = "gradcam") -> BatchGradCAM:
+    """``"gradcam"`` or ``"gradcampp"`` on ``model``'s ``target_layer`` (a dotted module name)."""
+    names = dict(model.named_modules())
+    if target_layer not in names:
+        raise ValueError(f"target layer {target_layer!r} not found in the model")
+    if method == "gradcam":
+        return BatchGradCAM(model, target_layer)
+    if method in ("gradcampp", "gradcam++"):
+        return BatchGradCAMpp(model, target_layer)
+    raise ValueError(f"unknown CAM method {method!r}; choose gradcam or gradcampp")

@@ -1,0 +1,244 @@
+"""One radiomics API over two backends: ``pyradiomics`` (the reference) and ``torch`` (fast).
+
+>>> ex = RadiomicsExtractor(backend="torch", bin_width=25)
+>>> table = ex.extract(images, masks)          # lists of (H, W) arrays
+>>> table.values.shape, table.names[:2]
+((N, 102), ['firstorder_10Percentile', 'firstorder_90Percentile'])
+
+Inside a training loop use :meth:`RadiomicsExtractor.extract_tensor` on a ``(B, H, W)``
+batch already on the device. Both backends return the columns of
+:func:`gazerad.radiomics.names.feature_names` in the same order.
+
+NaN policy: for every ROI the input checks accept (non-empty, at least 2 x 2 pixels in
+extent, finite values) both backends return finite values, including a constant ROI
+(pyradiomics' conventions for degenerate matrices are reproduced). Anything a model
+consumes goes through :class:`FeatureStandardizer`, which maps NaN/inf (for instance a
+feature a future pyradiomics returns as NaN) to 0 after standardisation.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .discretize import discretize
+from .names import FEATURE_CLASSES, feature_names
+from .reference import extract_pyradiomics
+from .torch_backend import CLASS_MODULES, pad_batch
+from .validate import check_pair
+
+__all__ = ["FeatureTable", "RadiomicsExtractor", "FeatureStandardizer", "torch_features"]
+
+
+@dataclass
+class FeatureTable:
+    """A named feature matrix.
+
+    Attributes:
+        values: ``(N, F)`` float64.
+        names: ``F`` column names ``<class>_<Feature>``.
+        ids: ``N`` sample ids.
+    """
+
+    values: np.ndarray
+    names: list[str]
+    ids: list[str] = field(default_factory=list)
+
+    def column(self, name: str) -> np.ndarray:
+        """One feature over all samples."""
+        return self.values[:, self.names.index(name)]
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write ``id,<features...>`` atomically (temp file, then rename)."""
+        path = os.fspath(path)
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", *self.names])
+                for i, row in enumerate(self.values):
+                    w.writerow([self.ids[i] if i < len(self.ids) else str(i), *(repr(float(v)) for v in row)])
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _check_batch(image: torch.Tensor, mask: torch.Tensor, names: Sequence[str] | None) -> None:
+    if image.ndim != 3 or mask.shape != image.shape:
+        raise InputError(None, f"expected image and mask of the same shape (B, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
+    rows = mask.any(dim=2).sum(dim=1)
+    cols = mask.any(dim=1).sum(dim=1)
+    finite = torch.where(mask, torch.isfinite(image), torch.ones_like(mask)).flatten(1).all(dim=1)
+    for i in torch.nonzero((rows < 2) | (cols < 2) | ~finite).flatten().tolist():
+        name = names[i] if names is not None else f"sample {i}"
+        if int(rows[i]) == 0:
+            raise InputError(name, "mask is empty (no ROI pixel)")
+        if int(rows[i]) < 2 or int(cols[i]) < 2:
+            raise InputError(name, "ROI must span at least 2 rows and 2 columns (a single pixel or a line has no 2-D texture)")
+        raise InputError(name, "image has NaN or infinite values inside the ROI")
+
+
+def torch_features(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    bin_width: float = 25.0,
+    classes: Sequence[str] = FEATURE_CLASSES,
+    spacing: tuple[float, float] = (1.0, 1.0),
+    names: Sequence[str] | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """Torch-backend features of a batch.
+
+    Args:
+        image: ``(B, H, W)`` float tensor (any device; computed in float64).
+        mask: ``(B, H, W)`` bool/0-1 tensor.
+        bin_width: fixed bin width.
+        classes: feature classes, any subset of :data:`FEATURE_CLASSES` (output in that order).
+        spacing: pixel spacing ``(row, col)``.
+        names: sample names for error messages.
+        check: validate the ROIs (one cheap reduction; disable only for pre-validated input).
+
+    Returns:
+        ``(B, F)`` float64 tensor on the input's device.
+    """
+    image = image.to(torch.float64)
+    mask = mask.to(torch.bool)
+    if check:
+        _check_batch(image, mask, names)
+    # crop the batch to the union bounding box of its ROIs (plus 1 pixel of context)
+    rows = torch.nonzero(mask.any(dim=0).any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0).any(dim=0)).flatten()
+    r0, r1 = max(int(rows[0]) - 1, 0), int(rows[-1]) + 2
+    c0, c1 = max(int(cols[0]) - 1, 0), int(cols[-1]) + 2
+    image = image[:, r0:r1, c0:c1].contiguous()
+    mask = mask[:, r0:r1, c0:c1].contiguous()
+    levels = discretize(image, mask, bin_width)
+    out = []
+    for c in classes:
+        if c not in CLASS_MODULES:
+            raise ValueError(f"unknown radiomics feature class {c!r}; known: {', '.join(FEATURE_CLASSES)}")
+        mod = importlib.import_module(f".torch_backend.{CLASS_MODULES[c]}", __package__)
+        out.append(mod.features(image, mask, levels, spacing))
+    return torch.cat(out, dim=1)
+
+
+class RadiomicsExtractor:
+    """Extract 2-D radiomics from image/mask pairs.
+
+    Args:
+        backend: ``"torch"`` (batched, CPU or CUDA) or ``"pyradiomics"`` (the reference,
+            a process pool of ``n_workers``).
+        bin_width: fixed bin width of the grey-level discretisation.
+        classes: feature classes (default all seven: 102 features).
+        spacing: pixel spacing ``(row, col)`` in mm.
+        device: torch device for the torch backend (default CUDA when present, else CPU).
+        batch_size: pairs per torch batch (pairs of different sizes are zero-padded).
+        n_workers: processes for the pyradiomics backend.
+    """
+
+    def __init__(
+        self,
+        backend: str = "torch",
+        bin_width: float = 25.0,
+        classes: Sequence[str] = FEATURE_CLASSES,
+        spacing: tuple[float, float] = (1.0, 1.0),
+        device: str | torch.device | None = None,
+        batch_size: int = 16,
+        n_workers: int = 1,
+    ) -> None:
+        if backend not in ("torch", "pyradiomics"):
+            raise ValueError(f"backend must be 'torch' or 'pyradiomics', got {backend!r}")
+        if bin_width <= 0:
+            raise ValueError(f"bin_width must be > 0, got {bin_width}")
+        self.backend = backend
+        self.bin_width = float(bin_width)
+        self.classes = tuple(classes)
+        self.names = feature_names(self.classes)
+        self.spacing = (float(spacing[0]), float(spacing[1]))
+        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = int(batch_size)
+        self.n_workers = int(n_workers)
+
+    def extract(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], ids: Sequence[str] | None = None) -> FeatureTable:
+        """Features of each pair.
+
+        Args:
+            images: ``N`` arrays ``(H_i, W_i)``.
+            masks: ``N`` binary arrays of the same shapes.
+            ids: sample ids (used in errors and in the table).
+
+        Returns:
+            :class:`FeatureTable` with ``values`` ``(N, F)``.
+        """
+        if len(images) != len(masks):
+            raise InputError(None, f"{len(images)} images but {len(masks)} masks")
+        ids = [str(i) for i in ids] if ids is not None else [f"sample {i}" for i in range(len(images))]
+        if self.backend == "pyradiomics":
+            values = extract_pyradiomics(images, masks, self.bin_width, self.classes, self.spacing, self.n_workers, ids)
+            return FeatureTable(values, list(self.names), ids)
+        pairs = [check_pair(im, m, nm) for im, m, nm in zip(images, masks, ids)]
+        rows = []
+        for s in range(0, len(pairs), self.batch_size):
+            chunk = pairs[s : s + self.batch_size]
+            img, msk = pad_batch([p[0] for p in chunk], [p[1] for p in chunk], self.device)
+            rows.append(torch_features(img, msk, self.bin_width, self.classes, self.spacing, ids[s : s + len(chunk)], check=False).cpu().numpy())
+        values = np.concatenate(rows) if rows else np.zeros((0, len(self.names)))
+        return FeatureTable(values, list(self.names), ids)
+
+    def extract_tensor(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Torch backend on a ``(B, H, W)`` batch already on a device: ``(B, F)`` float64."""
+        return torch_features(image, mask, self.bin_width, self.classes, self.spacing)
+
+
+class FeatureStandardizer:
+    """Per-feature standardisation stored with a model; NaN/inf become 0 after scaling.
+
+    ``fit`` ignores non-finite entries; a constant feature gets scale 1.
+    """
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None, names: Sequence[str] | None = None) -> None:
+        self.mean = None if mean is None else np.asarray(mean, np.float64)
+        self.std = None if std is None else np.asarray(std, np.float64)
+        self.names = list(names) if names is not None else None
+
+    def fit(self, values: np.ndarray, names: Sequence[str] | None = None) -> "FeatureStandardizer":
+        """Fit mean and std on ``(N, F)`` values (finite entries only)."""
+        x = np.where(np.isfinite(values), values, np.nan)
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1])
+            std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1])
+        self.mean = np.nan_to_num(mean, nan=0.0)
+        std = np.nan_to_num(std, nan=1.0)
+        self.std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.mean)), std, 1.0)
+        self.names = list(names) if names is not None else self.names
+        return self
+
+    def transform(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``(x - mean) / std`` with non-finite results set to 0; keeps the input type."""
+        if self.mean is None or self.std is None:
+            raise RuntimeError("FeatureStandardizer is not fitted")
+        if isinstance(values, torch.Tensor):
+            mean = torch.as_tensor(self.mean, dtype=values.dtype, device=values.device)
+            std = torch.as_tensor(self.std, dtype=values.dtype, device=values.device)
+            z = (values - mean) / std
+            return torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+        z = (np.asarray(values, np.float64) - self.mean) / self.std
+        return np.where(np.isfinite(z), z, 0.0)
+
+    def state_dict(self) -> dict:
+        return {"mean": None if self.mean is None else self.mean.tolist(), "std": None if self.std is None else self.std.tolist(), "names": self.names}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "FeatureStandardizer":
+        return cls(state.get("mean"), state.get("std"), state.get("names"))
