@@ -187,7 +187,7 @@ def _cmd_evaluate_localization(args: argparse.Namespace) -> int:
 
 _KACL_FLAGS = (
     "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "labelled_fraction", "temperature",
-    "w_cls", "w_con", "refresh_every", "cam_method", "bin_width", "radiomics_backend", "seed", "device", "max_steps",
+    "w_cls", "w_con", "refresh_every", "cam_method", "cam_layer", "bin_width", "radiomics_backend", "seed", "device", "max_steps",
 )
 
 
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--w-con", dest="w_con", type=float, default=None, help="contrastive weight (default 0.3)")
     s.add_argument("--refresh-every", dest="refresh_every", type=int, default=None, help="recompute CAM ROIs and radiomics every K steps (default: every epoch)")
     s.add_argument("--cam", dest="cam_method", default=None, choices=["gradcam", "gradcampp"])
+    s.add_argument("--cam-layer", dest="cam_layer", default=None, help="module Grad-CAM hooks, e.g. backbone.layer3 (default: last block)")
     s.add_argument("--bin-width", dest="bin_width", type=float, default=None, help="radiomics bin width on 0..255 intensities (default 8)")
     s.add_argument("--radiomics-backend", dest="radiomics_backend", default=None, choices=["torch", "pyradiomics"])
     s.add_argument("--seed", type=int, default=None)

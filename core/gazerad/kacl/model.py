@@ -45,11 +45,17 @@ class KACLModel(nn.Module):
         backbone: ``densenet121``, ``resnet10``, ``resnet18`` or ``resnet50``.
         proj_dim: shared embedding size ``D``.
         dropout: radiomics encoder dropout.
+        cam_layer: layer Grad-CAM hooks (default: the backbone's last block; an earlier
+            block such as ``backbone.layer3`` gives a finer map on small inputs).
     """
 
-    def __init__(self, n_classes: int, n_features: int, backbone: str = "densenet121", proj_dim: int = 64, dropout: float = 0.1) -> None:
+    def __init__(
+        self, n_classes: int, n_features: int, backbone: str = "densenet121", proj_dim: int = 64, dropout: float = 0.1,
+        cam_layer: str | None = None,
+    ) -> None:
         super().__init__()
         self.backbone_name = backbone
+        self._cam_layer = cam_layer
         self.backbone, fdim = build_backbone(backbone)
         self.classifier = nn.Linear(fdim, n_classes)
         self.image_head = ProjectionHead(fdim, proj_dim, hidden_dim=min(fdim, 512))
@@ -59,6 +65,8 @@ class KACLModel(nn.Module):
     @property
     def cam_layer(self) -> str:
         """Dotted name of the layer Grad-CAM hooks (the backbone's last feature block)."""
+        if self._cam_layer:
+            return self._cam_layer
         return "backbone.features.norm5" if self.backbone_name == "densenet121" else "backbone.layer4"
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,9 @@ Per refresh (every epoch, or every ``refresh_every`` steps):
 3. radiomics of the ROI (:class:`gazerad.radiomics.RadiomicsExtractor`, torch backend by
    default) -> cache, standardised with statistics refitted on the training images.
 
-The first epoch uses the whole image as ROI (an untrained network's CAM is noise).
+The first epoch uses the whole image as ROI (an untrained network's CAM is noise). Before
+every refresh and at the end, BatchNorm statistics are re-estimated exactly
+(:func:`precise_bn`): eval-mode CAMs after few steps are otherwise meaningless.
 Each step: ``w_cls * BCE`` on the labelled items of the batch + ``w_con * NT-Xent``
 between the image embedding and the radiomics embedding of every item (other items are
 negatives), so unlabelled images (``labelled_fraction < 1``) train only the contrastive
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
 
-__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes"]
+__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn"]
 
 
 @dataclass
@@ -64,6 +66,7 @@ class KACLConfig:
     dropout: float = 0.1
     refresh_every: int | None = None  # steps; None = every epoch
     cam_method: str = "gradcam"
+    cam_layer: str | None = None  # default: the backbone's last block
     cam_threshold: float = 0.5
     blur: int = 5
     bin_width: float = 8.0  # on intensities scaled to 0..255
@@ -150,6 +153,33 @@ def refresh_radiomics(
     return out, {"cam_seconds": t_cam, "radiomics_seconds": t_rad}
 
 
+@torch.no_grad()
+def precise_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 64, device: torch.device | str = "cpu", limit: int = 2048) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over (up to ``limit``) images.
+
+    After few optimiser steps the exponential running averages still remember the
+    initialisation, so eval-mode outputs (and the Grad-CAM ROIs of the feedback loop) are
+    wrong; a forward pass in train mode with cumulative averaging fixes that. Weights are
+    untouched; the same images give the same statistics on every rank.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    was = model.training
+    model.train()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    step = max(1, len(images) // limit)
+    sub = images[::step][:limit]
+    for b0 in range(0, len(sub), batch):
+        model(sub[b0 : b0 + batch].to(device))
+    for m, (mom, tr) in zip(bns, saved):
+        m.momentum = mom
+    model.train(was)
+
+
 def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     from gazerad.pretrain.trainer import _setup_distributed as setup
 
@@ -194,7 +224,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
 
     use_rad = cfg.method == "kacl"
     extractor = RadiomicsExtractor(cfg.radiomics_backend, bin_width=cfg.bin_width, device=dev if cfg.radiomics_backend == "torch" else None)
-    model = KACLModel(len(table.classes), len(extractor.names), cfg.backbone, cfg.proj_dim, cfg.dropout).to(dev)
+    model = KACLModel(len(table.classes), len(extractor.names), cfg.backbone, cfg.proj_dim, cfg.dropout, cfg.cam_layer).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ds = TensorDataset(torch.arange(n))
     local = cfg.batch_size // world
@@ -240,6 +270,8 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
 
     def refresh(whole: bool) -> dict[str, float]:
         nonlocal raw
+        if not whole:
+            precise_bn(model, images, device=dev)
         mine = torch.arange(rank, n, world)
         feats, secs = refresh_radiomics(model, images[mine], extractor, labels[mine], labelled[mine], whole_image=whole,
                                         cam_method=cfg.cam_method, threshold=cfg.cam_threshold, blur=cfg.blur, device=dev)
@@ -322,6 +354,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                       f"  {entry['epoch_seconds']:.1f} s, radiomics {entry['radiomics_seconds']:.1f} s", flush=True)
         if stop:
             break
+    precise_bn(model, images, device=dev)
     result: dict[str, Any] = {"history": history, "seconds": time.perf_counter() - t0, "steps": step}
     if rank == 0:
         writer.close()
@@ -350,7 +383,7 @@ def load_kacl(path: str | Path, device: str | torch.device = "cpu") -> tuple[tor
     try:
         state = torch.load(p, map_location=device, weights_only=True)
         c = state["config"]
-        model = KACLModel(len(state["classes"]), len(state["feature_names"]), c["backbone"], c["proj_dim"], c["dropout"])
+        model = KACLModel(len(state["classes"]), len(state["feature_names"]), c["backbone"], c["proj_dim"], c["dropout"], c.get("cam_layer"))
         model.load_state_dict(state["model"])
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, f"not a GazeRad KACL model: {exc}") from None

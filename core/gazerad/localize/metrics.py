@@ -34,7 +34,8 @@ def localization_accuracy(
         thresholds: IoU thresholds.
 
     Returns:
-        ``{"overall": {T: acc}, "per_class": {label: {T: acc}}, "n_boxes": {label: n}, "best_iou": [...]}``
+        ``{"overall": {T: acc}, "per_class": {label: {T: acc}}, "n_boxes": {label: n},
+        "mean_best_iou": float, "mean_best_iou_per_class": {label: float}}``
     """
     best: dict[str, list[float]] = {}
     for image, gts in truth.items():
@@ -48,5 +49,6 @@ def localization_accuracy(
         "per_class": {lab: {float(t): float((np.array(v) >= t).mean()) for t in thresholds} for lab, v in sorted(best.items())},
         "n_boxes": {lab: len(v) for lab, v in sorted(best.items())},
         "mean_best_iou": float(allv.mean()) if allv.size else float("nan"),
+        "mean_best_iou_per_class": {lab: float(np.mean(v)) for lab, v in sorted(best.items())},
     }
     return out
