@@ -1,6 +1,8 @@
 """The reference backend: pyradiomics, 2-D (``force2D``, ``shape2D``), one process per core.
 
-pyradiomics is the ground truth the torch backend is tested against. Settings: fixed
+pyradiomics is the ground truth the torch backend is tested against. Each image goes in
+as a ``(1, H, W)`` slice with ``force2D=True, force2Ddimension=0``: 4 in-plane angles
+(GLCM, GLRLM) and the 8-neighbourhood (GLSZM, GLDM, NGTDM). Settings: fixed
 bin width, ``distances = [1]``, no resampling or normalisation, ``label = 1``; the 3-D
 ``shape`` class is never enabled (it takes seconds on a 2-D image).
 """
@@ -67,10 +69,13 @@ def pyradiomics_features(
     # outside the ROI changes no feature (every class reads ROI pixels only)
     img = np.pad(img, 1, mode="edge")
     m = np.pad(m, 1)
-    si = sitk.GetImageFromArray(img)
-    sm = sitk.GetImageFromArray(m.astype(np.uint8))
-    si.SetSpacing((float(spacing[1]), float(spacing[0])))  # SimpleITK is (x, y)
-    sm.SetSpacing((float(spacing[1]), float(spacing[0])))
+    # a (1, H, W) slice: with force2Ddimension=0 pyradiomics then uses the 4 in-plane angles
+    # and the 8-neighbourhood. (A 2-D SimpleITK image with the same settings silently keeps
+    # only the left/right neighbours: 1-D texture.)
+    si = sitk.GetImageFromArray(img[None])
+    sm = sitk.GetImageFromArray(m[None].astype(np.uint8))
+    si.SetSpacing((float(spacing[1]), float(spacing[0]), 1.0))  # SimpleITK is (x, y, z)
+    sm.SetSpacing((float(spacing[1]), float(spacing[0]), 1.0))
     result = _extractor(bin_width, classes).execute(si, sm)
     return np.array([float(result[f"original_{n}"]) for n in feature_names(classes)], dtype=np.float64)
 

@@ -1,0 +1,131 @@
+"""The radiomics extractor API: both backends agree, bad input fails clearly, standardiser, CSV."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gazerad.errors import InputError
+from gazerad.radiomics import FEATURE_CLASSES, FeatureStandardizer, RadiomicsExtractor, feature_names, torch_features
+
+sys.path.insert(0, str(Path(__file__).parent))
+from radiomics_cases import assert_parity, parity_cases  # noqa: E402
+
+
+def test_feature_names_match_pyradiomics() -> None:
+    import radiomics.featureextractor  # noqa: F401 - registers classes
+    from radiomics import getFeatureClasses
+
+    names = feature_names()
+    assert len(names) == 102 and len(set(names)) == 102
+    classes = getFeatureClasses()
+    for c in FEATURE_CLASSES:
+        live = {n for n, deprecated in classes[c].getFeatureNames().items() if not deprecated}
+        ours = {n.split("_", 1)[1] for n in names if n.startswith(c + "_")}
+        assert ours == live, c
+
+
+def test_torch_backend_equals_reference_through_the_api() -> None:
+    """The public API on a mixed-size list (padded batches of 5) matches pyradiomics on all 102 features."""
+    cases = parity_cases()
+    images, masks = [c[0] for c in cases if c[2] == 25.0], [c[1] for c in cases if c[2] == 25.0]
+    ours = RadiomicsExtractor("torch", bin_width=25.0, batch_size=5, device="cpu").extract(images, masks)
+    ref = RadiomicsExtractor("pyradiomics", bin_width=25.0, n_workers=2).extract(images, masks)
+    assert ours.names == ref.names == feature_names()
+    assert np.isfinite(ref.values).all()
+    # assert_parity reports against the case list: compare row by row
+    bad = np.abs(ours.values - ref.values) > 1e-8 + 1e-4 * np.abs(ref.values)
+    assert not bad.any(), [(i, ours.names[j], ours.values[i, j], ref.values[i, j]) for i, j in zip(*np.nonzero(bad))][:10]
+
+
+@pytest.mark.parametrize("backend", ["torch", "pyradiomics"])
+def test_bad_input_is_named(backend: str) -> None:
+    ex = RadiomicsExtractor(backend, device="cpu")
+    img = np.random.default_rng(0).normal(100, 20, (32, 32))
+    good = np.zeros((32, 32), bool)
+    good[5:15, 5:15] = True
+    with pytest.raises(InputError, match="case-b.*mask is empty"):
+        ex.extract([img, img], [good, np.zeros((32, 32), bool)], ids=["case-a", "case-b"])
+    with pytest.raises(InputError, match="case-a.*does not match image shape"):
+        ex.extract([img], [np.ones((40, 40), bool)], ids=["case-a"])  # mask larger than (partly outside) the image
+    line = np.zeros((32, 32), bool)
+    line[4, 2:20] = True
+    with pytest.raises(InputError, match="at least 2 rows and 2 columns"):
+        ex.extract([img], [line], ids=["x"])
+    nan = img.copy()
+    nan[7, 7] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        ex.extract([nan], [good], ids=["x"])
+    with pytest.raises(InputError, match="binary"):
+        ex.extract([img], [good.astype(np.uint8) * 3], ids=["x"])
+    with pytest.raises(InputError, match="2-D"):
+        ex.extract([img[None]], [good[None]], ids=["x"])
+
+
+def test_constant_image_policy() -> None:
+    """A constant ROI gives finite values in both backends, equal to each other (documented policy)."""
+    img = np.full((24, 24), 42.0)
+    m = np.zeros((24, 24), bool)
+    m[4:20, 3:18] = True
+    t = RadiomicsExtractor("torch", device="cpu").extract([img], [m]).values
+    r = RadiomicsExtractor("pyradiomics").extract([img], [m]).values
+    assert np.isfinite(t).all() and np.isfinite(r).all()
+    assert np.allclose(t, r, rtol=1e-4, atol=1e-8)
+
+
+def test_whole_image_roi_works_in_both_backends() -> None:
+    """pyradiomics refuses a mask without background; the reference backend pads a frame."""
+    img = np.random.default_rng(1).normal(100, 20, (20, 20))
+    m = np.ones((20, 20), bool)
+    t = RadiomicsExtractor("torch", device="cpu").extract([img], [m]).values
+    r = RadiomicsExtractor("pyradiomics").extract([img], [m]).values
+    assert np.allclose(t, r, rtol=1e-4, atol=1e-8)
+
+
+def test_extract_tensor_on_a_batch_matches_list_api() -> None:
+    cases = [c for c in parity_cases() if c[0].shape == (64, 64) and c[2] == 25.0]
+    img = torch.from_numpy(np.stack([c[0] for c in cases]))
+    msk = torch.from_numpy(np.stack([c[1] for c in cases]))
+    ex = RadiomicsExtractor("torch", device="cpu")
+    a = ex.extract_tensor(img, msk).numpy()
+    b = ex.extract([c[0] for c in cases], [c[1] for c in cases]).values
+    assert np.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert len(cases) >= 2
+    empty = msk.clone()
+    empty[1] = False
+    with pytest.raises(InputError, match="sample 1.*empty"):
+        torch_features(img, empty)
+
+
+def test_standardizer_fit_transform_and_state(tmp_path: Path) -> None:
+    x = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0], [5.0, 5.0, np.inf]])
+    s = FeatureStandardizer().fit(x, ["a", "b", "c"])
+    z = s.transform(x)
+    assert np.allclose(z[:, 0], [-1.2247449, 0.0, 1.2247449])
+    assert np.all(z[:, 1] == 0.0)  # constant feature: scale 1, centred
+    assert z[0, 2] == 0.0 and z[2, 2] == 0.0  # NaN / inf -> 0
+    zt = s.transform(torch.from_numpy(x))
+    assert isinstance(zt, torch.Tensor) and np.allclose(zt.numpy(), z)
+    s2 = FeatureStandardizer.from_state_dict(s.state_dict())
+    assert np.allclose(s2.transform(x), z) and s2.names == ["a", "b", "c"]
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FeatureStandardizer().transform(x)
+
+
+def test_table_csv_is_written_atomically(tmp_path: Path) -> None:
+    img = np.random.default_rng(2).normal(100, 20, (24, 24))
+    m = np.zeros((24, 24), bool)
+    m[3:20, 4:21] = True
+    table = RadiomicsExtractor("torch", classes=("firstorder", "glcm"), device="cpu").extract([img, img + 1], [m, m], ids=["p", "q"])
+    assert table.values.shape == (2, 18 + 24)
+    out = tmp_path / "f.csv"
+    table.to_csv(out)
+    rows = list(csv.reader(out.open()))
+    assert rows[0][:2] == ["id", "firstorder_10Percentile"] and [r[0] for r in rows[1:]] == ["p", "q"]
+    assert float(rows[2][table.names.index("firstorder_Mean") + 1]) == pytest.approx(table.column("firstorder_Mean")[1])
+    assert [p.name for p in tmp_path.iterdir()] == ["f.csv"]
