@@ -109,9 +109,15 @@ def neighbour_views(x: torch.Tensor, offsets: Offsets, fill: float | int = 0) ->
 
 
 def prepare_levels(mask: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Levels zeroed outside the ROI and cropped to the batch's ROI bounding box: ``(B, h, w)``, contiguous."""
+    """Levels zeroed outside the ROI and cropped to the batch's ROI bounding box: ``(B, h, w)``, contiguous.
+
+    The result has the narrowest integer dtype that holds the levels (``uint8`` below 256), so
+    the per-pixel passes of GLDM, GLSZM and NGTDM move 1 byte per pixel.
+    """
     levels, mask = crop_to_rois(levels, mask, mask=mask)
-    return levels * mask
+    top = int(levels.max()) if levels.numel() else 0
+    dtype = torch.uint8 if top < 256 else torch.int16 if top < 2**15 else torch.int32
+    return levels.to(dtype) * mask
 
 
 def gldm_matrix(levels: torch.Tensor, ng: int, offsets: Offsets) -> torch.Tensor:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ..names import CLASS_FEATURES
 from .glcm import EPS, Angles, angle_mean, crop_to_roi, resolve_angles
 
-__all__ = ["features", "glrlm_matrices", "line_layout", "line_runs"]
+__all__ = ["features", "glrlm_matrices", "line_layout", "line_runs", "compact_levels"]
 
 
 def line_layout(lev: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -83,11 +83,32 @@ def line_runs(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(value, length)``, each ``(M,)`` int64, over the ``M`` segments of the flat
         sequence but its last (a gap); ``value == 0`` marks gaps, not runs.
     """
+    value, length, _ = _segments(lines)
+    return value, length
+
+
+def _segments(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`line_runs` plus each segment's flat start position in the padded ``(B, L, T + 1)`` layout."""
     z = F.pad(lines, (0, 1)).reshape(-1)  # (B * L * (T + 1),), a 0 ends every line
     change = torch.ones_like(z, dtype=torch.bool)
     torch.ne(z[1:], z[:-1], out=change[1:])
     starts = torch.nonzero(change).flatten()
-    return z[starts[:-1]].long(), starts[1:] - starts[:-1]
+    first = starts[:-1]
+    return z[first].long(), starts[1:] - first, first
+
+
+def compact_levels(levels: torch.Tensor, ng: int) -> torch.Tensor:
+    """Levels in the narrowest integer dtype that holds ``0..ng`` (``uint8`` for ``ng < 256``).
+
+    Every per-pixel pass (layout copies, comparisons) then moves 1 byte per pixel instead of 4-8.
+    """
+    dtype = torch.uint8 if ng < 256 else torch.int16 if ng < 2**15 else torch.int32
+    return levels if levels.dtype == dtype else levels.to(dtype)
+
+
+def _multi_exact(lines: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: some line of the ``(B, L, T)`` layout holds two ROI pixels."""
+    return (lines > 0).sum(dim=2, dtype=torch.int32).amax(dim=1) >= 2
 
 
 def glrlm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,19 +125,28 @@ def glrlm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> tuple[torch
         line of the angle holds two ROI pixels (pyradiomics zeroes the angle's matrix otherwise).
     """
     b, na = levels.shape[0], len(angles)
-    dtype = torch.int32 if b * na * ng < 2**31 else torch.int64
-    lev = levels.to(dtype)
-    # code = 1 + flat (sample, angle 0, level) row index inside the ROI, 0 outside: runs of
-    # equal codes are runs of equal levels, and a run's code is its matrix row
-    sample = (torch.arange(b, device=lev.device, dtype=dtype) * (na * ng)).view(b, 1, 1)
-    code = torch.where(lev > 0, lev + sample, torch.zeros_like(lev))
+    # the layouts and run detection work on 1-byte levels; a run's sample comes from its
+    # position in the flat layout, its matrix row from (sample, angle, level)
+    lev = compact_levels(levels, ng)
     rows, lengths, multi = [], [], []
     for a, (dy, dx) in enumerate(angles):
-        lines = line_layout(code, dy, dx)
-        value, length = line_runs(lines)
-        rows.append(torch.where(value > 0, value + (a * ng - 1), -1))  # -1: a gap
+        lines = line_layout(lev, dy, dx)
+        value, length, start = _segments(lines)
+        per_sample = lines.shape[1] * (lines.shape[2] + 1)  # flat positions per sample (_segments pads 1)
+        sample = torch.div(start, per_sample, rounding_mode="floor")
+        is_run = value > 0
+        rows.append(torch.where(is_run, sample * (na * ng) + (a * ng - 1) + value, -1))  # -1: a gap
         lengths.append(length)
-        multi.append((lines > 0).sum(dim=2).amax(dim=1) >= 2)
+        # a run of >= 2 pixels proves the angle has a line with two ROI pixels; only samples
+        # without one need the exact (full-layout) count
+        long_run = torch.zeros(b, dtype=torch.int64, device=lev.device)
+        long_run.index_add_(0, sample, (is_run & (length >= 2)).to(torch.int64))
+        has = long_run > 0
+        if not bool(has.all()):
+            todo = torch.nonzero(~has).flatten()
+            has = has.clone()
+            has[todo] = _multi_exact(lines[todo])
+        multi.append(has)
     row = rows[0] if na == 1 else torch.cat(rows)
     length = lengths[0] if na == 1 else torch.cat(lengths)
     is_run = row >= 0
