@@ -112,18 +112,27 @@ def torch_features(
     Returns:
         ``(B, F)`` float64 tensor on the input's device.
     """
-    image = image.to(torch.float64)
     mask = mask.to(torch.bool)
+    if image.ndim == 3 and mask.shape == image.shape:
+        # crop the batch to the union bounding box of its ROIs first: nothing outside it is
+        # read (the checks and every class look at ROI pixels and their in-ROI neighbours)
+        union = mask.any(dim=0)
+        rows = torch.nonzero(union.any(dim=1)).flatten()
+        cols = torch.nonzero(union.any(dim=0)).flatten()
+        if rows.numel() > 0:
+            r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+            image = image[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
+            mask = mask[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
+    image = image.to(torch.float64)
     if check:
         _check_batch(image, mask, names)
-    # crop the batch to the union bounding box of its ROIs (plus 1 pixel of context)
-    rows = torch.nonzero(mask.any(dim=0).any(dim=1)).flatten()
-    cols = torch.nonzero(mask.any(dim=0).any(dim=0)).flatten()
-    r0, r1 = max(int(rows[0]) - 1, 0), int(rows[-1]) + 2
-    c0, c1 = max(int(cols[0]) - 1, 0), int(cols[-1]) + 2
-    image = image[:, r0:r1, c0:c1].contiguous()
-    mask = mask[:, r0:r1, c0:c1].contiguous()
     levels = discretize(image, mask, bin_width)
+    # the classes read the levels many times: 1 byte per pixel where they fit
+    top = int(levels.max()) if levels.numel() else 0
+    if top < 256:
+        levels = levels.to(torch.uint8)
+    elif top < 2**15:
+        levels = levels.to(torch.int16)
     out = []
     for c in classes:
         if c not in CLASS_MODULES:

@@ -133,12 +133,13 @@ def gldm_matrix(levels: torch.Tensor, ng: int, offsets: Offsets) -> torch.Tensor
         with dependence ``j``.
     """
     b, nd = levels.shape[0], 1 + len(offsets)
-    lev = levels.to(torch.int32)
-    key = torch.zeros_like(lev)  # dependence - 1 (the pixel itself excluded)
+    lev = levels if levels.dtype in (torch.uint8, torch.int16) else levels.to(torch.int32)
+    dep = torch.zeros(lev.shape, dtype=torch.uint8, device=lev.device)  # dependence - 1 (<= 8)
     for nb in neighbour_views(lev, offsets):
-        key += nb == lev  # a neighbour outside the ROI/image is 0, never equal to an ROI level
+        dep += nb == lev  # a neighbour outside the ROI/image is 0, never equal to an ROI level
     # flat bin (sample, level, dependence); pixels outside the ROI land in level row 0, dropped below
-    key += lev * nd
+    key = lev.to(torch.int32) * nd
+    key += dep
     key += (torch.arange(b, device=lev.device, dtype=torch.int32) * ((ng + 1) * nd)).view(b, 1, 1)
     counts = torch.bincount(key.reshape(-1), minlength=b * (ng + 1) * nd).view(b, ng + 1, nd)
     return counts[:, 1:].to(torch.float64)

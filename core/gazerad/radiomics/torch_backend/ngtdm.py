@@ -48,8 +48,10 @@ def ngtdm_matrix(levels: torch.Tensor, ng: int, offsets: Sequence[tuple[int, int
         ``|i - mean of the ROI neighbours|`` over those pixels (0 for a pixel with none).
     """
     b = levels.shape[0]
-    lev = levels.to(torch.int32)
-    count = torch.zeros_like(lev)
+    # small integers: neighbour counts <= 8 (uint8), neighbour sums <= 8 Ng (int16 below 4096 levels)
+    small = ng < 4096
+    lev = levels.to(torch.int16 if small else torch.int32)
+    count = torch.zeros(lev.shape, dtype=torch.uint8, device=lev.device)
     total = torch.zeros_like(lev)
     for nb in neighbour_views(lev, offsets):
         count += nb > 0
@@ -57,7 +59,7 @@ def ngtdm_matrix(levels: torch.Tensor, ng: int, offsets: Sequence[tuple[int, int
     num = (lev * count).sub_(total).abs_()  # 0 where a pixel has no ROI neighbour
     diff = num.to(torch.float64).div_(count.clamp_(min=1))
     # flat bin (sample, level); pixels outside the ROI land in level 0, dropped below
-    key = lev + (torch.arange(b, device=lev.device, dtype=torch.int32) * (ng + 1)).view(b, 1, 1)
+    key = lev.to(torch.int32) + (torch.arange(b, device=lev.device, dtype=torch.int32) * (ng + 1)).view(b, 1, 1)
     key = key.reshape(-1)
     n = torch.bincount(key, minlength=b * (ng + 1)).view(b, ng + 1)[:, 1:].to(torch.float64)
     s = torch.bincount(key, weights=diff.reshape(-1), minlength=b * (ng + 1)).view(b, ng + 1)[:, 1:]
