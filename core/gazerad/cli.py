@@ -187,7 +187,7 @@ def _cmd_evaluate_localization(args: argparse.Namespace) -> int:
 
 _KACL_FLAGS = (
     "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "labelled_fraction", "temperature",
-    "w_cls", "w_con", "refresh_every", "cam_method", "cam_layer", "bin_width", "radiomics_backend", "seed", "device", "max_steps",
+    "w_cls", "w_con", "refresh_every", "cam_method", "cam_layer", "bin_width", "radiomics_backend", "seed", "device", "max_steps", "init_encoder",
 )
 
 
@@ -317,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default=None)
     s.add_argument("--max-steps", dest="max_steps", type=int, default=None)
+    s.add_argument("--init-encoder", dest="init_encoder", default=None, help="encoder.pt of 'gazerad pretrain' to start the backbone from (fine-tuning)")
     s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_train_kacl)

@@ -511,6 +511,7 @@ def train_attention(
     w_cc: float = 1.0,
     sigma_deg: float = 1.0,
     n_overlay: int = 4,
+    gaze: Any = None,
 ) -> dict[str, Any]:
     """Train the attention predictor on a study folder; evaluate on its held-out images.
 
@@ -528,6 +529,8 @@ def train_attention(
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         amp: mixed precision (default: on for CUDA, never on CPU).
         progress: tqdm bars.
+        gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
+            ``load_gaze(studies)``), e.g. gaze uploaded to the server.
         features: ``BasicUNet`` features.
         w_kl, w_cc: loss weights.
         sigma_deg: heatmap kernel in degrees.
@@ -553,7 +556,8 @@ def train_attention(
     studies, out = Path(studies), Path(out)
     dev = _device(device)
     use_amp = (dev.type == "cuda") if amp is None else (bool(amp) and dev.type == "cuda")
-    gaze = load_gaze(studies)
+    if gaze is None:
+        gaze = load_gaze(studies)
     kw = dict(input_size=input_size, sigma_deg=sigma_deg, gaze=gaze, progress=progress)
     train_ds = AttentionDataset(studies, part="train", **kw)
     held_ds = AttentionDataset(studies, part="heldout", **kw)

@@ -77,6 +77,7 @@ class KACLConfig:
     device: str | None = None
     progress: bool = True
     max_steps: int | None = None
+    init_encoder: str | None = None  # encoder.pt of `gazerad pretrain`: backbone initialisation (fine-tuning)
 
     def __post_init__(self) -> None:
         if self.method not in ("kacl", "supervised"):
@@ -225,6 +226,13 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     use_rad = cfg.method == "kacl"
     extractor = RadiomicsExtractor(cfg.radiomics_backend, bin_width=cfg.bin_width, device=dev if cfg.radiomics_backend == "torch" else None)
     model = KACLModel(len(table.classes), len(extractor.names), cfg.backbone, cfg.proj_dim, cfg.dropout, cfg.cam_layer).to(dev)
+    if cfg.init_encoder:
+        from gazerad.pretrain.trainer import load_encoder
+
+        enc, enc_cfg = load_encoder(cfg.init_encoder, dev)
+        if enc_cfg.get("backbone") != cfg.backbone:
+            raise InputError(cfg.init_encoder, f"encoder is a {enc_cfg.get('backbone')}, the model a {cfg.backbone}: pass --backbone {enc_cfg.get('backbone')}")
+        model.backbone.load_state_dict(enc.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ds = TensorDataset(torch.arange(n))
     local = cfg.batch_size // world

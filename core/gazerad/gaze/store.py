@@ -1,0 +1,300 @@
+"""Gaze recordings stored beside images: one canonical JSON file per image.
+
+Used by the MONAI Label app (gaze uploaded through the label API) and by anything that
+keeps gaze next to a folder of X-rays. An upload in any supported format is parsed
+*strictly* (a bad row, a point outside the image, an empty recording are errors naming the
+file), re-keyed to the target image and written atomically as::
+
+    {"format": "gazerad-gaze", "version": 1, "image_id": "IM0001",
+     "records": [{"reader_id": "r1", "fixations": [[x, y, t_start, t_end], ...],
+                  "image_size": [H, W], "pixels_per_degree": 38.2, "source_format": "mcgip_json"}]}
+
+Accepted upload formats: this canonical JSON, McGIP JSON / ``;``-CSV, EGD-CXR CSV, EyeLink
+EDF, a REFLACX ``fixations.csv`` (one reading), and a generic CSV with columns
+``x, y, t_start, t_end`` (or ``duration``), optional ``reader``, times in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from gazerad.errors import InputError
+from gazerad.gaze.record import GazeCollection, GazeRecord
+from gazerad.io.atomic import atomic_write_text
+
+__all__ = [
+    "FORMAT", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
+]
+
+FORMAT = "gazerad-gaze"
+_VERSION = 1
+# a chest film read on a diagnostic monitor subtends about 25 degrees of visual angle vertically
+_DEFAULT_FIELD_DEG = 25.0
+
+
+def default_pixels_per_degree(image_size: tuple[int, int]) -> float:
+    """The pixels-per-degree assumed when a recording does not say: image height / 25 deg."""
+    return float(image_size[0]) / _DEFAULT_FIELD_DEG
+
+
+def _sniff(path: Path) -> str:
+    """Format of one uploaded file, by suffix and content."""
+    suffix = path.suffix.lower()
+    if suffix == ".edf":
+        return "edf"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, "gaze upload is neither UTF-8 text nor an EyeLink .edf file") from None
+    if not text.strip():
+        raise InputError(path, "gaze upload is empty")
+    stripped = text.lstrip()
+    if stripped.startswith("{") or stripped.startswith("["):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+        return "canonical" if isinstance(obj, dict) and obj.get("format") == FORMAT else "mcgip_json"
+    header = {h.strip() for h in text.splitlines()[0].split(",")}
+    if {"x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation"} <= header:
+        return "reflacx_fixations"
+    if {"DICOM_ID", "FPOGX", "FPOGY"} <= header:
+        return "egd"
+    if {"x", "y", "t_start"} <= header and ({"t_end"} <= header or {"duration"} <= header):
+        return "generic"
+    if len(text.splitlines()[0].split(";")) >= 3:
+        return "mcgip_csv"
+    raise InputError(
+        path,
+        "unknown gaze format: expected GazeRad JSON, McGIP JSON/CSV, EGD-CXR CSV, EyeLink EDF, a REFLACX "
+        "fixations.csv or a CSV with columns x, y, t_start, t_end",
+    )
+
+
+def _records_from_canonical(path: Path) -> list[GazeRecord]:
+    obj = json.loads(path.read_text(encoding="utf-8-sig"))
+    if obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
+        raise InputError(path, f"GazeRad gaze JSON must have version {_VERSION} and a 'records' list")
+    out = []
+    for k, r in enumerate(obj["records"], start=1):
+        if not isinstance(r, dict) or "fixations" not in r:
+            raise InputError(path, "each record needs a 'fixations' list of [x, y, t_start, t_end]", row=k)
+        try:
+            fix = np.asarray(r["fixations"], dtype=np.float64)
+            out.append(GazeRecord(
+                image_id=str(obj.get("image_id", "")), reader_id=str(r.get("reader_id", "")), fixations=fix,
+                image_size=tuple(r["image_size"]) if r.get("image_size") else None,
+                pixels_per_degree=float(r["pixels_per_degree"]) if r.get("pixels_per_degree") else None,
+                source=str(path),
+            ))
+        except (TypeError, ValueError) as exc:
+            raise InputError(path, f"bad record: {exc}", row=k) from None
+    return out
+
+
+def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], reader: str) -> list[GazeRecord]:
+    from gazerad.gaze import importers as imp
+
+    sizes = {image_id: image_size}
+    if fmt == "canonical":
+        return _records_from_canonical(path)
+    if fmt == "reflacx_fixations":
+        coll = GazeCollection()
+        with tempfile.TemporaryDirectory() as td:
+            shutil.copy(path, Path(td) / "fixations.csv")
+            rec = imp._reflacx_reading(coll, Path(td), image_id, reader, image_size, False, True)
+        if rec is not None:
+            rec.source = str(path)
+        return [rec] if rec is not None else []
+    if fmt == "generic":
+        header = [h.strip() for h in path.read_text(encoding="utf-8-sig").splitlines()[0].split(",")]
+        cols = {"x": "x", "y": "y", "t_start": "t_start"}
+        cols["t_end" if "t_end" in header else "duration"] = "t_end" if "t_end" in header else "duration"
+        if "reader" in header:
+            cols["reader"] = "reader"
+        if "image" not in header:
+            # the generic loader groups by an image column: add one holding the target id
+            with tempfile.TemporaryDirectory() as td:
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
+                tmp = Path(td) / path.name
+                tmp.write_text("\n".join([lines[0] + ",image"] + [ln + f",{image_id}" for ln in lines[1:] if ln.strip()]) + "\n")
+                cols["image"] = "image"
+                coll = imp.load_generic_csv(tmp, cols, image_sizes=sizes, strict=True)
+                for r in coll.records():
+                    r.source = str(path)
+                return coll.records()
+        cols["image"] = "image"
+        return imp.load_generic_csv(path, cols, strict=True).records()
+    if fmt == "edf":
+        return imp.load_gaze(path, format="edf", image_id=image_id, strict=True).records()
+    # McGIP / EGD-CXR name their image inside the file: size every image they name as the target
+    coll = imp.load_gaze(path, format=fmt if fmt != "mcgip_csv" else "mcgip_csv", strict=True,
+                         **({"image_sizes": _AnySize(image_size)} if fmt in ("mcgip_json", "mcgip_csv") else {}))
+    return coll.records()
+
+
+class _AnySize(dict):
+    """``image_sizes`` mapping that answers one size for any image id (uploads are for one image)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self._size = size
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> tuple[int, int]:
+        return self._size
+
+    def get(self, key: str, default: Any = None) -> tuple[int, int]:
+        return self._size
+
+
+def parse_gaze_upload(
+    path: str | os.PathLike,
+    image_id: str,
+    image_size: tuple[int, int],
+    reader_id: str | None = None,
+    pixels_per_degree: float | None = None,
+) -> list[GazeRecord]:
+    """Parse an uploaded gaze file for one image, strictly.
+
+    Args:
+        path: the uploaded file (any format of the module docstring).
+        image_id: the image the recording belongs to; every record is re-keyed to it.
+        image_size: ``(H, W)`` of that image; every fixation must lie inside it.
+        reader_id: overrides the readers named in the file (default: the file's, or ``"upload"``).
+        pixels_per_degree: overrides the file's; records without one get
+            :func:`default_pixels_per_degree`.
+
+    Returns:
+        one :class:`GazeRecord` per reader, each with at least one fixation.
+
+    Raises:
+        InputError: naming the file (and row) for an unknown format, bad numbers, NaN,
+            fixations ending before they start, points outside the image, or no fixation.
+    """
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        raise InputError(p, "gaze upload is empty or missing")
+    fmt = _sniff(p)
+    try:
+        recs = _load_any(p, fmt, image_id, tuple(image_size), reader_id or "upload")
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(p, f"cannot read gaze ({fmt}): {exc}") from None
+    h, w = int(image_size[0]), int(image_size[1])
+    out = []
+    for k, r in enumerate(recs):
+        f = r.fixations
+        if len(f) == 0:
+            continue
+        bad = ~((f[:, 0] >= 0) & (f[:, 0] < w) & (f[:, 1] >= 0) & (f[:, 1] < h))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(p, f"fixation {i + 1} at (x={f[i, 0]:.1f}, y={f[i, 1]:.1f}) lies outside the {w} x {h} image")
+        ppd = pixels_per_degree or r.pixels_per_degree or default_pixels_per_degree((h, w))
+        rid = reader_id or r.reader_id or (f"upload{k + 1}" if len(recs) > 1 else "upload")
+        out.append(GazeRecord(image_id, rid, f, image_size=(h, w), pixels_per_degree=float(ppd), source=str(p)))
+    if not out:
+        raise InputError(p, "gaze upload holds no fixation")
+    for r in out:
+        r.screen = {"source_format": fmt}
+    return out
+
+
+def write_gaze_json(path: str | os.PathLike, image_id: str, records: Iterable[GazeRecord]) -> Path:
+    """Write records of one image as canonical JSON, atomically (temp file + rename)."""
+    recs = [
+        {
+            "reader_id": r.reader_id, "fixations": np.round(r.fixations, 6).tolist(),
+            "image_size": list(r.image_size) if r.image_size else None,
+            "pixels_per_degree": r.pixels_per_degree,
+            "source_format": (r.screen or {}).get("source_format"),
+        }
+        for r in records
+    ]
+    atomic_write_text(path, json.dumps({"format": FORMAT, "version": _VERSION, "image_id": image_id, "records": recs}))
+    return Path(path)
+
+
+def read_gaze_json(path: str | os.PathLike) -> list[GazeRecord]:
+    """Records of a canonical gaze JSON file."""
+    p = Path(path)
+    try:
+        return _records_from_canonical(p)
+    except json.JSONDecodeError as e:
+        raise InputError(p, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+
+
+class GazeStore:
+    """A folder of canonical gaze files, one ``<image id>.json`` per image.
+
+    Args:
+        root: the folder (created on the first write).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def path(self, image_id: str) -> Path:
+        if not image_id or "/" in image_id or "\\" in image_id or image_id in (".", "..") or "\x00" in image_id:
+            raise InputError(None, f"invalid image id {image_id!r}")
+        return self.root / f"{image_id}.json"
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def put(self, image_id: str, records: Iterable[GazeRecord], replace: bool = False) -> list[GazeRecord]:
+        """Store (append to, or with ``replace`` overwrite) the image's readings; returns all stored."""
+        recs = list(records)
+        old = [] if replace or not self.has(image_id) else self.get(image_id)
+        taken = {r.reader_id for r in old}
+        for r in recs:
+            base, n = r.reader_id, 2
+            while r.reader_id in taken:
+                r.reader_id = f"{base}-{n}"
+                n += 1
+            taken.add(r.reader_id)
+        allr = old + recs
+        write_gaze_json(self.path(image_id), image_id, allr)
+        return allr
+
+    def get(self, image_id: str) -> list[GazeRecord]:
+        recs = read_gaze_json(self.path(image_id))
+        for r in recs:
+            r.image_id = image_id
+        return recs
+
+    def remove(self, image_id: str) -> None:
+        p = self.path(image_id)
+        if p.is_file():
+            p.unlink()
+
+    def image_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json") if not p.name.startswith("."))
+
+    def summary(self, image_id: str) -> dict[str, Any]:
+        """``{"readers": [...], "fixations": n, "seconds": total fixation time}`` of one image."""
+        recs = self.get(image_id)
+        return {
+            "readers": [r.reader_id for r in recs], "fixations": int(sum(len(r) for r in recs)),
+            "seconds": round(float(sum(r.durations.sum() for r in recs)), 3),
+        }
+
+    def collection(self, rename: dict[str, str] | None = None) -> GazeCollection:
+        """Every stored recording; ``rename`` maps stored ids to the ids wanted in the collection."""
+        coll = GazeCollection()
+        for i in self.image_ids():
+            for r in self.get(i):
+                r.image_id = (rename or {}).get(i, i)
+                coll.add(r)
+        return coll

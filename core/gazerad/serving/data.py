@@ -1,0 +1,168 @@
+"""A folder of X-rays as the MONAI Label app sees it: images, class labels, boxes and gaze.
+
+The folder is MONAI Label's datastore (``studies``). Class labels and splits come from a
+``labels.csv`` (NIH layout: ``Image Index``, ``split``, one 0/1 column per class) in the
+folder or its parent (a ``gazerad synth`` study set served from ``STUDIES/images``);
+``BBox_List_2017.csv`` likewise. Gaze comes from two places, merged per image: the study
+set's own readings (``load_gaze`` of the parent) and recordings uploaded to the server,
+kept as canonical JSON in ``<datastore>/labels/gaze/<image id>.json``
+(:class:`gazerad.gaze.store.GazeStore`).
+
+Image ids are MONAI Label's: the file name without its extension (``00000001_000`` for
+``00000001_000.png``); tables keyed by file name are matched either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gazerad.errors import InputError
+from gazerad.gaze.record import GazeCollection
+from gazerad.gaze.store import GazeStore
+from gazerad.io.atomic import atomic_path
+
+__all__ = ["IMAGE_SUFFIXES", "DatastoreView", "is_safe_id", "image_id_of"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".nii.gz", ".nii", ".nrrd")
+GAZE_TAG = "gaze"
+
+
+def image_id_of(name: str) -> str:
+    """``00000001_000.png`` -> ``00000001_000`` (the longest known suffix is removed)."""
+    low = name.lower()
+    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if low.endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def is_safe_id(image_id: str) -> bool:
+    """An id that names a file inside the datastore and nothing else (no paths, no ``..``)."""
+    return (
+        isinstance(image_id, str) and 0 < len(image_id) <= 255 and image_id not in (".", "..")
+        and not any(c in image_id for c in ("/", "\\", "\x00")) and not image_id.startswith(".")
+    )
+
+
+@dataclass
+class DatastoreView:
+    """Read-side view of a datastore folder (cheap to build: nothing is read until asked).
+
+    Args:
+        root: the datastore folder (MONAI Label's ``studies``).
+    """
+
+    root: Path
+    _labels: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # ------------------------------------------------------------------ images
+    def images(self) -> dict[str, Path]:
+        """``{image id: path}`` of every X-ray in the folder (sorted by id)."""
+        out = {}
+        for p in sorted(self.root.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES):
+                out.setdefault(image_id_of(p.name), p)
+        return out
+
+    def image_path(self, image_id: str) -> Path:
+        """Path of one image; :class:`InputError` for an unsafe or unknown id."""
+        if not is_safe_id(image_id):
+            raise InputError(None, f"invalid image id {image_id!r} (ids are file names without a path)")
+        for s in IMAGE_SUFFIXES:
+            p = self.root / f"{image_id}{s}"
+            if p.is_file():
+                return p
+        raise InputError(None, f"unknown image id {image_id!r}: no such image in the datastore")
+
+    # ------------------------------------------------------------------ tables
+    def _find(self, name: str) -> Path | None:
+        for d in (self.root, self.root.parent):
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    def labels(self) -> dict[str, Any]:
+        """``{"classes": [...], "labels": {id: 0/1 array}, "splits": {id: split}}`` from
+        ``labels.csv`` (empty when there is none)."""
+        from gazerad.data._table import read_rows
+
+        p = self._find("labels.csv")
+        if p is None:
+            return {"classes": [], "labels": {}, "splits": {}, "source": None}
+        from gazerad.pretrain.data import _FIXED
+
+        header, rows = read_rows(p, ["Image Index"])
+        classes = [c for c in header if c not in _FIXED]
+        labels, splits = {}, {}
+        for i, r in enumerate(rows, start=1):
+            iid = image_id_of(r["Image Index"].strip())
+            try:
+                labels[iid] = np.asarray([int(float(r[c] or 0)) for c in classes], dtype=np.int64)
+            except ValueError as exc:
+                raise InputError(p, f"class columns must be 0/1: {exc}", row=i) from None
+            splits[iid] = (r.get("split") or "train").strip().lower() or "train"
+        return {"classes": classes, "labels": labels, "splits": splits, "source": str(p)}
+
+    def boxes(self) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
+        """NIH boxes by image id (``{}`` without a ``BBox_List_2017.csv``)."""
+        from gazerad.data.nih import read_bbox_list
+
+        p = self._find("BBox_List_2017.csv")
+        return {image_id_of(k): v for k, v in read_bbox_list(p).items()} if p else {}
+
+    # ------------------------------------------------------------------ gaze
+    @property
+    def gaze_store(self) -> GazeStore:
+        return GazeStore(self.root / "labels" / GAZE_TAG)
+
+    def gaze(self) -> GazeCollection:
+        """Every reading keyed by image id: the study set's own (if any) plus uploads."""
+        coll = GazeCollection()
+        parent = self.root.parent
+        if self.root.name == "images" and any((parent / "reflacx" / "main_data").glob("metadata_phase_*.csv")):
+            from gazerad.gaze.importers import load_gaze
+
+            for r in load_gaze(parent).records():
+                r.image_id = image_id_of(r.image_id)
+                coll.add(r)
+        for r in self.gaze_store.collection().records():
+            coll.add(r)
+        return coll
+
+    # ------------------------------------------------------------------ workspace
+    def workspace(self, out: str | os.PathLike, need_labels: bool = True, id_names: bool = False) -> Path:
+        """A study folder for the gazerad trainers: ``labels.csv`` (file names, or image ids
+        with ``id_names``, splits, classes) and ``images`` (a link to the datastore). Images
+        without a label row get split ``unlabelled``. Raises :class:`InputError` when
+        ``need_labels`` and no image has a label."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        imgs = self.images()
+        lab = self.labels()
+        classes = lab["classes"] or ["Finding"]
+        if need_labels and not any(i in lab["labels"] for i in imgs):
+            raise InputError(self.root, "no image has class labels: put a labels.csv (Image Index, split, one 0/1 column per class) beside the images")
+        link = out / "images"
+        if link.is_symlink() or link.exists():
+            if link.is_symlink():
+                link.unlink()
+        if not link.exists():
+            os.symlink(self.root.resolve(), link, target_is_directory=True)
+        with atomic_path(out / "labels.csv") as tmp, tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["Image Index", "split", *classes])
+            for iid, p in imgs.items():
+                y = lab["labels"].get(iid)
+                split = lab["splits"].get(iid, "train") if y is not None else "unlabelled"
+                y = y if y is not None else np.zeros(len(classes), dtype=np.int64)
+                w.writerow([iid if id_names else p.name, split, *[int(v) for v in y]])
+        return out

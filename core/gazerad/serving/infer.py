@@ -1,0 +1,317 @@
+"""Inference behind the server: attention maps, localisation and classification of one X-ray.
+
+Each service holds a model file path and reloads the weights whenever the file changes
+(size or modification time), so a training run that publishes new weights is used by the
+next request without a restart. Nothing is loaded at construction. Thread-safe.
+
+Outputs keep the input's geometry: a heatmap is written with the spacing, origin and
+direction SimpleITK reads from the input file (PNG: spacing 1, origin 0), so it overlays
+the image exactly in any viewer (3D Slicer included).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from gazerad.errors import InputError
+
+__all__ = [
+    "ModelNotReady", "ModelSlot", "Geometry", "read_geometry", "write_heatmap", "load_input",
+    "AttentionService", "LocalizationService", "ClassificationService", "attention_summary",
+]
+
+
+class ModelNotReady(RuntimeError):
+    """The model file does not exist yet: train the model (or bundle weights) first."""
+
+
+class ModelSlot:
+    """A model loaded lazily from ``path`` and reloaded when the file changes.
+
+    Args:
+        path: the weights file.
+        loader: ``path -> model object``.
+        name: shown in errors.
+    """
+
+    def __init__(self, path: str | os.PathLike, loader: Callable[[Path], Any], name: str) -> None:
+        self.path = Path(path)
+        self.loader = loader
+        self.name = name
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._obj: Any = None
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def get(self) -> Any:
+        """The current model; reloaded if the file changed since the last call."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise ModelNotReady(
+                f"model '{self.name}' has no weights yet ({self.path} is missing): train it first "
+                f"(POST /train/{self.name}) or start with 'gazerad serve', which trains the sample models"
+            ) from None
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                self._obj = self.loader(self.path)
+                self._stamp = stamp
+            return self._obj
+
+    @property
+    def version(self) -> str | None:
+        """The loaded weights' stamp (``mtime_ns-size``), ``None`` before the first load."""
+        return None if self._stamp is None else f"{self._stamp[0]}-{self._stamp[1]}"
+
+
+@dataclass
+class Geometry:
+    """2-D image geometry as SimpleITK reports it (LPS, mm)."""
+
+    size: tuple[int, int]  # (W, H)
+    spacing: tuple[float, float]
+    origin: tuple[float, float]
+    direction: tuple[float, float, float, float]
+
+    def to_physical(self, x: float, y: float) -> tuple[float, float]:
+        """Continuous pixel coordinates (``gazerad.coords``: corner origin) -> LPS mm."""
+        i, j = x - 0.5, y - 0.5  # ITK indices are pixel centres
+        d = self.direction
+        px = self.origin[0] + d[0] * i * self.spacing[0] + d[1] * j * self.spacing[1]
+        py = self.origin[1] + d[2] * i * self.spacing[0] + d[3] * j * self.spacing[1]
+        return float(px), float(py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
+
+
+def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
+    """Geometry of an image file (header only); identity geometry when ITK cannot read it."""
+    import SimpleITK as sitk
+
+    try:
+        r = sitk.ImageFileReader()
+        r.SetFileName(str(path))
+        r.ReadImageInformation()
+        if r.GetDimension() >= 2:
+            d = r.GetDirection()
+            n = r.GetDimension()
+            dir2 = (d[0], d[1], d[n], d[n + 1])
+            return Geometry((int(shape[1]), int(shape[0])), tuple(float(s) for s in r.GetSpacing()[:2]),
+                            tuple(float(o) for o in r.GetOrigin()[:2]), tuple(float(v) for v in dir2))
+    except RuntimeError:
+        pass
+    return Geometry((int(shape[1]), int(shape[0])), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
+
+
+def write_heatmap(path: str | os.PathLike, heat: np.ndarray, geometry: Geometry) -> Path:
+    """Write an ``(H, W)`` float map with the given geometry (``.nrrd`` / ``.nii.gz`` by suffix), atomically."""
+    import SimpleITK as sitk
+
+    from gazerad.io.atomic import atomic_path
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(heat, dtype=np.float32))
+    img.SetSpacing(geometry.spacing)
+    img.SetOrigin(geometry.origin)
+    img.SetDirection(geometry.direction)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), True)
+    return Path(path)
+
+
+def load_input(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """Read an X-ray for inference: ``(H, W)`` float32 (bright = dense) and its geometry.
+
+    Raises:
+        InputError: naming the file when it cannot be read, is empty or not finite.
+    """
+    from gazerad.io.xray import read_xray
+
+    img, _ = read_xray(path)
+    if img.ndim != 2 or min(img.shape) < 8:
+        raise InputError(path, f"expected a 2-D X-ray of at least 8 x 8 pixels, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise InputError(path, "image has NaN or infinite pixels")
+    return img.astype(np.float32, copy=False), read_geometry(path, img.shape)
+
+
+def _prepare(img: np.ndarray, size: int) -> torch.Tensor:
+    """KACL/classifier input exactly as in training (:func:`gazerad.pretrain.data.load_image_tensor`)."""
+    import torch.nn.functional as F
+
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    x = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+    t = torch.from_numpy(x)[None, None]
+    return F.interpolate(t, size=(size, size), mode="area") if t.shape[-2:] != (size, size) else t
+
+
+def attention_summary(heat: np.ndarray, n_peaks: int = 5, boxes: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """Peaks and attention mass per region of a map that sums to 1.
+
+    Returns:
+        ``{"peaks": [{"x", "y", "value"}...], "regions": {"upper-left": mass, ...},
+        "entropy": bits, "max": value, "boxes": [mass inside each requested box]}``; regions
+        are a 3 x 3 grid of the image (left/right as displayed).
+    """
+    from scipy import ndimage
+
+    h, w = heat.shape
+    total = float(heat.sum()) or 1.0
+    p = heat / total
+    mx = ndimage.maximum_filter(p, size=max(3, min(h, w) // 16))
+    ys, xs = np.nonzero((p == mx) & (p > 0))
+    order = np.argsort(-p[ys, xs])[:n_peaks]
+    peaks = [{"x": float(xs[k]) + 0.5, "y": float(ys[k]) + 0.5, "value": float(p[ys[k], xs[k]])} for k in order]
+    regions = {}
+    for i, rn in enumerate(("upper", "middle", "lower")):
+        for j, cn in enumerate(("left", "centre", "right")):
+            regions[f"{rn}-{cn}"] = float(p[i * h // 3 : (i + 1) * h // 3, j * w // 3 : (j + 1) * w // 3].sum())
+    nz = p[p > 0]
+    out = {"peaks": peaks, "regions": regions, "entropy": float(-(nz * np.log2(nz)).sum()), "max": float(p.max())}
+    if boxes:
+        inside = []
+        for b in boxes:
+            x, y, bw, bh = (float(v) for v in b[:4])
+            x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+            x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+            inside.append(float(p[y0:y1, x0:x1].sum()) if x1 > x0 and y1 > y0 else 0.0)
+        out["boxes"] = inside
+    return out
+
+
+class AttentionService:
+    """Predicted radiologist attention for one image (FocusContrast's predictor)."""
+
+    def __init__(self, model_path: str | os.PathLike, device: str | None = None) -> None:
+        from gazerad.attention.model import load_attention_model
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.slot = ModelSlot(model_path, lambda p: load_attention_model(p, self.device), "attention")
+
+    def __call__(self, image_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
+                 boxes: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Heatmap ``(H, W)`` (sums to 1) and its JSON summary; written to ``out_path`` if given."""
+        from gazerad.attention.model import predict_attention
+
+        t0 = time.perf_counter()
+        model = self.slot.get()
+        img, geom = load_input(image_path)
+        t1 = time.perf_counter()
+        heat = predict_attention(model, img)
+        t2 = time.perf_counter()
+        info = attention_summary(heat, boxes=boxes)
+        info.update(geometry=geom.to_dict(), model_version=self.slot.version,
+                    latencies={"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4)})
+        if out_path is not None:
+            write_heatmap(out_path, heat, geom)
+        return heat, info
+
+
+def _load_classifier(path: Path, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from gazerad.kacl.trainer import load_kacl
+
+    return load_kacl(path, device)
+
+
+class ClassificationService:
+    """Multi-label class probabilities from a KACL or supervised classifier (``kacl.pt`` format)."""
+
+    name = "classification"
+
+    def __init__(self, model_path: str | os.PathLike, device: str | None = None) -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.slot = ModelSlot(model_path, lambda p: _load_classifier(p, self.device), self.name)
+
+    def classes(self) -> list[str]:
+        return list(self.slot.get()[1]["classes"]) if self.slot.exists() else []
+
+    def probabilities(self, image_path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray, Geometry, dict]:
+        model, state = self.slot.get()
+        img, geom = load_input(image_path)
+        x = _prepare(img, int(state["config"]["image_size"])).to(self.device)
+        with torch.no_grad():
+            p = torch.sigmoid(model(x))[0].cpu().numpy()
+        return p, x, img, geom, state
+
+    def __call__(self, image_path: str | os.PathLike) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        p, _, _, _, state = self.probabilities(image_path)
+        pred = [{"idx": i, "label": c, "score": float(p[i])} for i, c in enumerate(state["classes"])]
+        return {"prediction": pred, "model_version": self.slot.version, "latencies": {"total": round(time.perf_counter() - t0, 4)}}
+
+
+class LocalizationService(ClassificationService):
+    """Grad-CAM boxes per class (KACL's localisation) plus class probabilities.
+
+    A class is localised when its probability is at least ``min_score`` (default 0.5), or
+    when the request names it; at least the top class is always localised.
+    """
+
+    name = "localization"
+
+    def __call__(self, image_path: str | os.PathLike, classes: Sequence[str] | None = None, min_score: float = 0.5,
+                 cam_threshold: float = 0.5, max_boxes: int = 3, cam_out: str | os.PathLike | None = None) -> dict[str, Any]:
+        from gazerad.kacl.evaluate import localize_images
+
+        t0 = time.perf_counter()
+        p, x, img, geom, state = self.probabilities(image_path)
+        names = list(state["classes"])
+        if classes:
+            unknown = [c for c in classes if c not in names]
+            if unknown:
+                raise InputError(None, f"unknown classes {unknown}; the model knows {names}")
+            want = [names.index(c) for c in classes]
+        else:
+            want = [i for i in range(len(names)) if p[i] >= min_score] or [int(np.argmax(p))]
+        model, _ = self.slot.get()
+        t1 = time.perf_counter()
+        boxes, maps = localize_images(model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device,
+                                      return_maps=cam_out is not None)
+        t2 = time.perf_counter()
+        size = x.shape[-1]
+        h, w = img.shape
+        sx, sy = w / size, h / size
+        per_class: dict[str, int] = {}
+        out_boxes = []
+        for b in boxes[0]:
+            if per_class.get(b.label, 0) >= max_boxes:
+                continue
+            per_class[b.label] = per_class.get(b.label, 0) + 1
+            bb = b.scaled(sx, sy)
+            prob = float(p[names.index(b.label)])
+            c0 = geom.to_physical(bb.x + bb.w / 2, bb.y + bb.h / 2)
+            out_boxes.append({
+                "label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h,
+                "score": float(b.score * prob), "cam_score": float(b.score), "probability": prob,
+                "center_mm": list(c0), "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
+            })
+        result = {
+            "boxes": out_boxes,
+            # MONAI Label's detection result: centre + size in physical (LPS) mm
+            "box": [[b["center_mm"][0], b["center_mm"][1], 0.0, b["size_mm"][0], b["size_mm"][1], 1.0] for b in out_boxes],
+            "label": [b["label"] for b in out_boxes],
+            "score": [b["score"] for b in out_boxes],
+            "prediction": [{"idx": i, "label": c, "score": float(p[i])} for i, c in enumerate(names)],
+            "size": [w, h],
+            "geometry": geom.to_dict(),
+            "model_version": self.slot.version,
+            "latencies": {"classify": round(t1 - t0, 4), "cam": round(t2 - t1, 4)},
+        }
+        if cam_out is not None and maps[0]:
+            import torch.nn.functional as F
+
+            m = maps[0][want[0]]
+            up = F.interpolate(torch.from_numpy(m)[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+            write_heatmap(cam_out, up, geom)
+        return result

@@ -1,0 +1,277 @@
+"""Training jobs the server runs: from a datastore folder to published weights.
+
+Each job builds a study workspace from the datastore (:meth:`DatastoreView.workspace`),
+runs the gazerad trainer, then *publishes*: the new weights are copied next to the old
+ones and renamed over them (atomic), so the server's next inference loads them
+(:class:`gazerad.serving.infer.ModelSlot` watches the file) and a failed run leaves the
+published model untouched. Statistics (the key metric, history, time) go to
+``MODEL_DIR/<name>.stats.json``.
+
+Jobs and their key metric:
+
+- ``attention``: the FocusContrast attention predictor on the datastore's gaze (study set
+  readings plus uploads); held-out CC of predicted vs. gaze heatmaps.
+- ``localization``: KACL (classifier + radiomics of the Grad-CAM region); held-out macro
+  AUC, and T(IoU)=0.3 localisation accuracy when ``BBox_List_2017.csv`` exists.
+- ``classification``: supervised multi-label classifier, fine-tuned from the ``pretrain``
+  encoder when one is published; held-out macro AUC.
+- ``pretrain``: SimCLR/MoCo/BYOL/SimSiam with McGIP positives from the gaze relation and/or
+  FocusContrast crops from the published attention model; final loss.
+
+``multi_gpu`` with more than one visible CUDA device runs the KACL, classifier and
+pre-training jobs under ``torchrun`` (one process per GPU); otherwise one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gazerad.errors import InputError
+from gazerad.io.atomic import atomic_path, atomic_write_text
+from gazerad.serving.data import DatastoreView
+
+__all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish"]
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "attention": {"epochs": 10, "input_size": 128, "batch_size": 8, "lr": 1e-3},
+    "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
+                     "cam_layer": "backbone.layer3", "bin_width": 16, "labelled_fraction": 1.0},
+    "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
+                       "cam_layer": "backbone.layer3"},
+    "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10",
+                 "mcgip": True, "focuscontrast": True, "threshold": 0.7, "scheme": "tima"},
+}
+_COMMON = {"device": None, "multi_gpu": False, "seed": 0, "max_steps": None}
+
+
+def publish(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy ``src`` onto ``dest`` atomically (temp file in ``dest``'s folder, then rename)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dest)
+
+
+def read_stats(model_dir: str | os.PathLike, name: str) -> dict[str, Any]:
+    """The last published run's statistics (``{}`` before the first)."""
+    p = Path(model_dir) / f"{name}.stats.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _params(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    p = {**_COMMON, **DEFAULTS[name]}
+    for k, v in request.items():
+        if k in p and v is not None:
+            p[k] = type(p[k])(v) if isinstance(p[k], (bool, int, float)) and not isinstance(v, bool) and p[k] is not None else v
+    if isinstance(p.get("multi_gpu"), str):
+        p["multi_gpu"] = p["multi_gpu"].lower() in ("1", "true", "yes")
+    return p
+
+
+def _device(p: dict[str, Any]) -> str:
+    dev = p.get("device")
+    if isinstance(dev, (list, tuple)):
+        dev = dev[0] if dev else None
+    if dev in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(dev).startswith("cuda") and not torch.cuda.is_available():
+        print(f"[gazerad] device {dev!r} requested but CUDA is not available: training on the CPU", flush=True)
+        return "cpu"
+    return str(dev)
+
+
+def _n_procs(p: dict[str, Any], dev: str) -> int:
+    n = torch.cuda.device_count() if dev.startswith("cuda") else 0
+    if p.get("multi_gpu") and n > 1:
+        return n
+    if p.get("multi_gpu"):
+        print(f"[gazerad] multi_gpu requested, {n} CUDA device(s) visible: one process", flush=True)
+    return 1
+
+
+def _torchrun(nproc: int, args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "gazerad", *args]
+    print("[gazerad] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
+    from gazerad.kacl.evaluate import evaluate_kacl
+
+    try:
+        m = evaluate_kacl(model_file, work, splits=("test", "validate"), overlays=0, device=dev)
+    except InputError as exc:
+        return {"evaluation": f"skipped: {exc}"}
+    out: dict[str, Any] = {"auc": m["auc"]}
+    if "localization" in m:
+        loc = m["localization"]
+        out["localization"] = loc
+        out["baseline_centred"] = m.get("baseline_centred")
+    return out
+
+
+def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
+    from gazerad.kacl import KACLConfig, train_kacl
+
+    work = view.workspace(run / "workspace")
+    cfg = dict(data=str(work), out=str(run / "out"), method="kacl" if name == "localization" else "supervised",
+               backbone=p["backbone"], image_size=int(p["image_size"]), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+               lr=float(p["lr"]), cam_layer=p.get("cam_layer"), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"))
+    if name == "localization":
+        cfg.update(bin_width=float(p["bin_width"]), labelled_fraction=float(p["labelled_fraction"]))
+    enc = model_dir / "pretrain_encoder.pt"
+    if name == "classification" and enc.is_file():
+        try:
+            enc_backbone = torch.load(enc, map_location="cpu", weights_only=True)["config"]["backbone"]
+        except Exception:  # noqa: BLE001 - an unreadable encoder is reported by the trainer below
+            enc_backbone = cfg["backbone"]
+        if enc_backbone == cfg["backbone"]:
+            cfg["init_encoder"] = str(enc)
+            print(f"[gazerad] fine-tuning from the published encoder {enc}", flush=True)
+    ckpt = Path(cfg["out"]) / "checkpoint.pt"
+    if ckpt.is_file() and not p.get("resume"):
+        ckpt.unlink()
+    nproc = _n_procs(p, dev)
+    if nproc > 1:
+        args = ["train-kacl"]
+        for k, v in cfg.items():
+            if v is not None and k != "device":
+                args += [f"--{k.replace('_', '-')}", str(v)]
+        _torchrun(nproc, args)
+        hist = json.loads((Path(cfg["out"]) / "history.json").read_text())["history"]
+    else:
+        hist = train_kacl(KACLConfig(**cfg))["history"]
+    model_file = Path(cfg["out"]) / "kacl.pt"
+    metrics = _auc_metrics(model_file, work, dev)
+    auc = metrics.get("auc", {}).get("macro")
+    stats = {"key_metric": "heldout_macro_auc", "best_metric": auc, **metrics, "history": hist}
+    if "localization" in metrics:
+        stats["t_iou_0.3"] = metrics["localization"]["overall"].get(0.3)
+        stats["mean_best_iou"] = metrics["localization"]["mean_best_iou"]
+    return model_file, stats
+
+
+def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
+    from gazerad.attention.model import train_attention
+
+    gaze = view.gaze()
+    if len(gaze) == 0:
+        raise InputError(view.root, "no gaze in the datastore: upload recordings (PUT /datastore/label?tag=gaze) first")
+    work = view.workspace(run / "workspace", need_labels=False, id_names=True)
+    res = train_attention(work, run / "out", epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+                          input_size=int(p["input_size"]), seed=int(p["seed"]), device=dev, gaze=gaze, progress=True)
+    if _n_procs(p, dev) > 1:
+        print("[gazerad] the attention predictor trains on one device", flush=True)
+    cc = res["heldout"].get("cc")
+    stats = {"key_metric": "heldout_cc", "best_metric": cc, "heldout": res["heldout"], "centre_prior": res["centre_prior"],
+             "n_train": res["n_train"], "n_heldout": res["n_heldout"], "n_gaze_images": len(gaze), "history": res["history"]}
+    return Path(res["files"]["model"]), stats
+
+
+def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
+    from gazerad.gaze.relation import compute_relation
+    from gazerad.gaze.base import get_scheme
+    from gazerad.pretrain.trainer import PretrainConfig, pretrain
+
+    work = view.workspace(run / "workspace", need_labels=False)
+    out = run / "out"
+    cfg = dict(data=str(work), out=str(out), framework=p["framework"], backbone=p["backbone"], image_size=int(p["image_size"]),
+               epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"),
+               splits=("train", "unlabelled", "test", "validate"))
+    used = []
+    if p.get("mcgip"):
+        names = {i: path.name for i, path in view.images().items()}
+        gaze = view.gaze()
+        for r in gaze.records():
+            r.image_id = names.get(r.image_id, r.image_id)
+        if len(gaze) >= 2:
+            # TIMA with eps 0.1: the setting that separates chest findings (README, McGIP's premise)
+            scheme = get_scheme("tima", eps=0.1) if p["scheme"] == "tima" else p["scheme"]
+            rel = compute_relation(gaze, scheme, progress=False)
+            rel.save(run / "relation.npz")
+            cfg.update(relation=str(run / "relation.npz"), threshold=float(p["threshold"]))
+            used.append("mcgip")
+        else:
+            print("[gazerad] McGIP skipped: fewer than 2 images have gaze", flush=True)
+    att = model_dir / "attention.pt"
+    if p.get("focuscontrast") and att.is_file():
+        cfg["attention"] = str(att)
+        used.append("focuscontrast")
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file() and not p.get("resume"):
+        ckpt.unlink()
+    nproc = _n_procs(p, dev)
+    if nproc > 1:
+        args = ["pretrain"]
+        for k, v in cfg.items():
+            if v is not None and k not in ("device", "splits"):
+                args += [f"--{k.replace('_', '-')}", str(v)]
+        _torchrun(nproc, args)
+        hist = json.loads((out / "history.json").read_text())["history"]
+    else:
+        hist = pretrain(PretrainConfig(**cfg))["history"]
+    final = hist[-1]["loss"] if hist else None
+    return out / "encoder.pt", {"key_metric": "final_loss", "best_metric": final, "methods": used or ["plain"], "history": hist}
+
+
+JOBS: dict[str, Callable[..., tuple[Path, dict]]] = {
+    "attention": lambda view, run, p, dev, md: _attention_job(view, run, p, dev, md),
+    "localization": lambda view, run, p, dev, md: _kacl_job("localization", view, run, p, dev, md),
+    "classification": lambda view, run, p, dev, md: _kacl_job("classification", view, run, p, dev, md),
+    "pretrain": lambda view, run, p, dev, md: _pretrain_job(view, run, p, dev, md),
+}
+PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "classification": "classification.pt",
+             "pretrain": "pretrain_encoder.pt"}
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLike, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train model ``name`` on the datastore and publish it to ``model_dir``; returns its stats.
+
+    Args:
+        name: ``attention``, ``localization``, ``classification`` or ``pretrain``.
+        datastore: the datastore folder.
+        model_dir: where published weights live (MONAI Label's ``model/``).
+        request: overrides of :data:`DEFAULTS` (``epochs``, ``device``, ``multi_gpu``, ...).
+    """
+    if name not in JOBS:
+        raise ValueError(f"unknown training job {name!r}; choose one of {sorted(JOBS)}")
+    p = _params(name, dict(request or {}))
+    dev = _device(p)
+    model_dir = Path(model_dir)
+    run = model_dir / "runs" / name
+    run.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print(f"[gazerad] training {name} on {datastore} ({dev}); params {json.dumps({k: v for k, v in p.items() if v is not None})}", flush=True)
+    weights, stats = JOBS[name](DatastoreView(Path(datastore)), run, p, dev, model_dir)
+    dest = publish(weights, model_dir / PUBLISHED[name])
+    stats.update(name=name, published=str(dest), seconds=round(time.perf_counter() - t0, 2), device=dev,
+                 finished=time.strftime("%Y-%m-%d %H:%M:%S"), params={k: v for k, v in p.items() if v is not None},
+                 total_time=f"{time.perf_counter() - t0:.1f}s")
+    stats = _json_safe(stats)
+    atomic_write_text(model_dir / f"{name}.stats.json", json.dumps(stats, indent=1))
+    print(f"[gazerad] published {dest} ({stats['key_metric']} = {stats['best_metric']})", flush=True)
+    return stats

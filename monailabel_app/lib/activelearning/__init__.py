@@ -1,0 +1,3 @@
+from .strategies import HighestScore
+
+__all__ = ["HighestScore"]

@@ -1,0 +1,48 @@
+"""Strategies: the unread image with the highest stored score of one scoring method.
+
+"Unread" = no gaze recording stored yet and not in the request's ``exclude`` list. Scores
+are those the matching scoring method wrote into image info (``gazerad_<method>``); images
+without a stored score are scored first (in-process) so the answer is never stale-empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from gazerad.serving.data import GAZE_TAG
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    "entropy": "Classifier uncertainty: highest mean binary entropy of the class probabilities",
+    "mc_dropout": "Classifier uncertainty: highest disagreement under Monte-Carlo dropout",
+    "gaze_novelty": "Gaze novelty: the image least like any image that already has gaze",
+    "diversity": "Embedding diversity: the image farthest from every labelled or read image",
+}
+
+
+class HighestScore(Strategy):
+    def __init__(self, method: str, scorer: Any) -> None:
+        super().__init__(_DESCRIPTIONS[method])
+        self.method = method
+        self.key = f"gazerad_{method}"
+        self.scorer = scorer
+
+    def __call__(self, request: Dict[str, Any], datastore: Any) -> Dict[str, Any]:
+        exclude = set(request.get("exclude") or [])
+        ids = [i for i in datastore.list_images() if i not in exclude and GAZE_TAG not in datastore.get_labels_by_image_id(i)]
+        if not ids:
+            return {}
+        infos = {i: datastore.get_image_info(i) for i in ids}
+        if any(self.key not in infos[i] for i in ids):
+            logger.info(f"{self.method}: scoring images without a stored score first")
+            self.scorer({}, datastore)
+            infos = {i: datastore.get_image_info(i) for i in ids}
+        scored = [(float(infos[i][self.key]), i) for i in ids if self.key in infos[i]]
+        if not scored:
+            return {}
+        score, best = max(scored)
+        return {"id": best, "score": score, "strategy": self.method}

@@ -1,0 +1,3 @@
+from .tasks import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
+
+__all__ = ["AttentionConfig", "ClassificationConfig", "LocalizationConfig", "PretrainConfig"]

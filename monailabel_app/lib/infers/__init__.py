@@ -1,0 +1,3 @@
+from .tasks import AttentionInfer, ClassificationInfer, LocalizationInfer
+
+__all__ = ["AttentionInfer", "ClassificationInfer", "LocalizationInfer"]

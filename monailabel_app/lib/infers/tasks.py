@@ -1,0 +1,99 @@
+"""Infer tasks: MONAI Label's InferTask interface over :mod:`gazerad.serving.infer`.
+
+All three are 2-D (``dimension: 2``) and read the image with GazeRad's X-ray loader
+(PNG/JPEG 8/16-bit, DICOM CR/DX incl. MONOCHROME1, NIfTI, NRRD). Weights are loaded on the
+first request and reloaded when training publishes new ones. Request params:
+
+- ``attention``: ``boxes`` (optional list of ``[x, y, w, h]``: attention mass inside each).
+  Returns the heatmap (``.nrrd``, float32, the input's size, spacing, origin and direction,
+  sums to 1) and JSON ``{peaks, regions, entropy, max, geometry, model_version}``.
+- ``localization``: ``classes`` (optional list), ``min_score`` (0.5), ``cam_threshold`` (0.5),
+  ``max_boxes`` (3 per class), ``output`` = ``json`` (default: MONAI Label detection JSON,
+  also with pixel boxes and class probabilities), ``slicer`` (the file returned is a Slicer
+  markups ROI JSON) or ``cam`` (the file returned is the Grad-CAM heatmap).
+- ``classification``: MONAI Label's classification JSON ``{"prediction": [{idx, label, score}]}``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Tuple, Union
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
+from gazerad.serving.markups import roi_markups
+
+
+def _tmp(suffix: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="gazerad-")
+    os.close(fd)
+    return path
+
+
+class _Task(InferTask):
+    service_cls: Any = None
+
+    def __init__(self, path: str, type: InferType, description: str, labels: Any = None, config: Dict[str, Any] | None = None) -> None:
+        super().__init__(type=type, labels=labels, dimension=2, description=description, config=config)
+        self.path = path
+        self.service = self.service_cls(path)
+
+    def get_path(self, validate: bool = True) -> Union[str, None]:
+        return self.path if (not validate or os.path.exists(self.path)) else None
+
+    def is_valid(self) -> bool:
+        # listed even before training: a request then gets a clear "train first" answer
+        return True
+
+    def info(self) -> Dict[str, Any]:
+        i = super().info()
+        i["weights"] = "ready" if os.path.exists(self.path) else "missing: train this model first"
+        return i
+
+
+class AttentionInfer(_Task):
+    service_cls = AttentionService
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, InferType.OTHERS, "Predicted radiologist attention (FocusContrast predictor): a heatmap summing to 1",
+                         labels=["attention"], config={"boxes": []})
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
+        out = _tmp(".nrrd")
+        _, info = self.service(request["image"], out, boxes=request.get("boxes") or None)
+        return out, info
+
+
+class LocalizationInfer(_Task):
+    service_cls = LocalizationService
+
+    def __init__(self, path: str, labels: Any = None) -> None:
+        super().__init__(path, InferType.DETECTION, "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
+                         labels=labels, config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"})
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
+        output = request.get("output", "json")
+        cam = _tmp(".nrrd") if output == "cam" else None
+        res = self.service(request["image"], classes=request.get("classes") or None, min_score=float(request.get("min_score", 0.5)),
+                           cam_threshold=float(request.get("cam_threshold", 0.5)), max_boxes=int(request.get("max_boxes", 3)), cam_out=cam)
+        if output == "slicer":
+            path = _tmp(".json")
+            with open(path, "w") as fh:
+                import json
+
+                json.dump(roi_markups(res["boxes"], res["geometry"]), fh)
+            return path, res
+        return cam, res
+
+
+class ClassificationInfer(_Task):
+    service_cls = ClassificationService
+
+    def __init__(self, path: str, labels: Any = None) -> None:
+        super().__init__(path, InferType.CLASSIFICATION, "Multi-label finding classifier (fine-tuned from the gaze-guided encoder when one is published)",
+                         labels=labels)
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
+        return None, self.service(request["image"])

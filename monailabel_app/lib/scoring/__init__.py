@@ -1,0 +1,3 @@
+from .scores import GazeRadScore
+
+__all__ = ["GazeRadScore"]

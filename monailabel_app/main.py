@@ -1,0 +1,160 @@
+"""GazeRad MONAI Label app: attention maps, localisation, classification, training and
+gaze-aware active learning for 2-D X-rays.
+
+    monailabel start_server --app monailabel_app --studies STUDIES/images \
+        --conf models all --conf use_pretrained_model true
+    gazerad serve                      # the same, with sample studies and first models prepared
+
+Conf keys (``--conf KEY VALUE``):
+
+- ``models``: ``all`` (default) or a comma list of ``attention, localization,
+  classification, pretrain``.
+- ``use_pretrained_model``: ``true`` (default): a missing ``model/<name>.pt`` is taken from
+  ``model/pretrained_<name>.pt`` when present.
+- ``skip_trainers``, ``skip_strategies``, ``skip_scoring``: ``false`` by default.
+- ``auto_update_scoring``: ``false`` by default (MONAI Label's default would rescore every
+  image at start and after each training).
+- ``model_dir``: weights folder (default ``<app>/model``).
+
+Construction is cheap and has no side effects beyond MONAI Label's own datastore index:
+no model is loaded until the first request, and training runs in MONAI Label's
+subprocess. Errors reach clients as 4xx/5xx with a message: unknown or unsafe image id
+(404/400), unreadable image or bad parameters (422), model not trained yet (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Dict
+
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.others.generic import strtobool
+
+import gazerad
+from gazerad.errors import InputError
+from gazerad.serving.data import DatastoreView, is_safe_id
+from gazerad.serving.infer import ModelNotReady
+from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
+from lib.datastore import GazeRadDatastore
+
+logger = logging.getLogger(__name__)
+
+CONFIGS: Dict[str, type] = {
+    "attention": AttentionConfig,
+    "localization": LocalizationConfig,
+    "classification": ClassificationConfig,
+    "pretrain": PretrainConfig,
+}
+
+
+def _http_error(exc: Exception) -> HTTPException:
+    if isinstance(exc, HTTPException):
+        return exc
+    if isinstance(exc, ModelNotReady):
+        return HTTPException(status_code=503, detail=str(exc))
+    if isinstance(exc, InputError):
+        return HTTPException(status_code=422, detail=str(exc))
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return HTTPException(status_code=422, detail=f"bad request: {exc}")
+    return HTTPException(status_code=500, detail=f"{type(exc).__name__}: {exc}")
+
+
+class GazeRadApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]) -> None:
+        self.model_dir = conf.get("model_dir") or os.path.join(app_dir, "model")
+        os.makedirs(self.model_dir, exist_ok=True)
+        names = conf.get("models", "all")
+        names = list(CONFIGS) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONFIGS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; choose from {list(CONFIGS)} or 'all'")
+        self.planner = None
+        self.models: Dict[str, TaskConfig] = {}
+        try:  # class names for /info (a small CSV read; no model is loaded)
+            classes = DatastoreView(studies).labels()["classes"] if os.path.isdir(studies) else []
+        except InputError:
+            classes = []
+        for n in names:
+            c = CONFIGS[n]()
+            c.init(n, self.model_dir, conf, None, classes=classes)
+            self.models[n] = c
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="GazeRad",
+                         description="Gaze- and knowledge-guided X-ray models: attention maps, localisation, classification",
+                         version=gazerad.__version__)
+        self._auto_update_scoring = strtobool(conf.get("auto_update_scoring", "false"))
+
+    # ------------------------------------------------------------------ construction
+    def init_datastore(self) -> Datastore:
+        return GazeRadDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        infers: Dict[str, InferTask] = {}
+        for c in self.models.values():
+            infers.update(c.infer() or {})
+        return infers
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        if strtobool(self.conf.get("skip_trainers", "false")):
+            return {}
+        return {n: t for n, c in self.models.items() if (t := c.trainer()) is not None}
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        strategies: Dict[str, Strategy] = {"random": Random()}
+        if not strtobool(self.conf.get("skip_strategies", "false")):
+            for c in self.models.values():
+                strategies.update(c.strategy() or {})
+        return strategies
+
+    def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
+        methods: Dict[str, ScoringMethod] = {}
+        if not strtobool(self.conf.get("skip_scoring", "false")):
+            for c in self.models.values():
+                methods.update(c.scoring_method() or {})
+        return methods
+
+    # ------------------------------------------------------------------ requests
+    def _resolve_image(self, image: Any) -> None:
+        """Accept a datastore id, or a file MONAI Label itself saved from an upload."""
+        if not isinstance(image, str):
+            return
+        if is_safe_id(image):
+            if not self.datastore().get_image_uri(image):
+                raise HTTPException(status_code=404, detail=f"unknown image id {image!r}: no such image in the datastore")
+            return
+        real = os.path.realpath(image)
+        tmp = os.path.realpath(tempfile.gettempdir())
+        if os.path.isfile(real) and os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp"):
+            return  # MONAI Label's own temp copy of an uploaded image
+        raise HTTPException(status_code=400, detail=f"invalid image id {image!r} (ids are file names without a path)")
+
+    def infer(self, request, datastore=None):
+        self._resolve_image(request.get("image"))
+        try:
+            return super().infer(request, datastore)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an HTTP answer with a message
+            logger.warning(f"infer failed: {exc}")
+            raise _http_error(exc) from None
+
+    def next_sample(self, request):
+        try:
+            return super().next_sample(request)
+        except Exception as exc:  # noqa: BLE001
+            raise _http_error(exc) from None
+
+    def scoring(self, request, datastore=None):
+        try:
+            return super().scoring(request, datastore)
+        except Exception as exc:  # noqa: BLE001
+            raise _http_error(exc) from None
