@@ -14,45 +14,8 @@ from PIL import Image
 
 from gazerad.cli import main as cli
 from gazerad.kacl import KACLConfig, cam_classes, evaluate_kacl, load_kacl, train_kacl
-from gazerad.synth.phantom import render, sample_spec
 
-SIZE = 128
-
-
-def _mass_studies(root: Path, n: int = 96, seed: int = 0) -> Path:
-    """Phantom chests without findings; half get one obvious mass (a bright disc, r 9-14 px)
-    in a lung field. Written in the study layout: images/, labels.csv, BBox_List_2017.csv."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    labels, boxes = [], []
-    for i in range(n):
-        r = render(sample_spec(rng, size=SIZE, n_findings=0))
-        img = r.image.astype(np.float64)
-        has = i % 2 == 0
-        if has:
-            lung = np.argwhere(r.lungs)
-            for _ in range(50):
-                cy, cx = lung[rng.integers(len(lung))]
-                rad = rng.uniform(9, 14)
-                disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= rad * rad
-                if (r.lungs | ~disc).all():
-                    break
-            img = img + disc * (np.percentile(img, 99) - np.percentile(img, 20)) * 0.8
-            boxes.append((f"{i:05d}.png", "Mass", int(cx - rad), int(cy - rad), int(2 * rad + 1), int(2 * rad + 1)))
-        img = np.clip(img, 0, 65535).astype(np.uint16)
-        Image.fromarray(img).save(root / "images" / f"{i:05d}.png")
-        split = "train" if i < int(0.7 * n) else "test"
-        labels.append((f"{i:05d}.png", "Mass" if has else "No Finding", split, int(has), 0))
-    with (root / "labels.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["Image Index", "Finding Labels", "split", "Mass", "Nodule"])
-        w.writerows(labels)
-    with (root / "BBox_List_2017.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
-        w.writerows(boxes)
-    return root
+from mass_studies import SIZE, mass_studies as _mass_studies
 
 
 @pytest.fixture(scope="module")

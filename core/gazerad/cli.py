@@ -193,7 +193,7 @@ _KACL_FLAGS = (
 
 _PRETRAIN_FLAGS = (
     "data", "out", "framework", "backbone", "image_size", "epochs", "batch_size", "lr", "relation", "threshold",
-    "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps",
+    "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps", "splits",
 )
 
 
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--framework", default=None, choices=["simclr", "moco", "byol", "simsiam"], help="default simclr")
     s.add_argument("--backbone", default=None, help="resnet18 (default), resnet50, densenet121, resnet10")
     s.add_argument("--size", dest="image_size", type=int, default=None, help="view side in px (default 128)")
+    s.add_argument("--splits", nargs="+", default=None, help="labels.csv splits to pre-train on (default: train)")
     s.add_argument("--epochs", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=None, help="global batch (default 64)")
     s.add_argument("--lr", type=float, default=None)
@@ -339,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voi-lut", action="store_true", help="apply the DICOM VOI LUT / window")
     s.add_argument("--window", nargs=2, type=float, metavar=("CENTER", "WIDTH"), help="linear window to [0, 1]")
     s.set_defaults(func=_cmd_info)
+
+    from gazerad.serving.launch import add_parser as _add_serve
+
+    _add_serve(sub)
     return p
 
 

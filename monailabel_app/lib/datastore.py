@@ -76,10 +76,16 @@ class GazeRadDatastore(LocalDatastore):
         return image_id
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        if label_tag == GAZE_TAG:
-            self._known(label_id)
+        if label_tag != GAZE_TAG:
+            return super().remove_label(label_id, label_tag)
+        obj = self._known(label_id)
+        with FileLock(self._lock_file):
             self.gaze.remove(label_id)
-        super().remove_label(label_id, label_tag)
+            obj.labels.pop(GAZE_TAG, None)
+            self._update_datastore_file(lock=False)
+
+    def has_gaze(self, image_id: str) -> bool:
+        return is_safe_id(image_id) and self.gaze.has(image_id)
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:
         info = super().get_image_info(image_id)

@@ -197,6 +197,8 @@ def parse_gaze_upload(
         f = r.fixations
         if len(f) == 0:
             continue
+        if r.image_size is not None and tuple(r.image_size) != (h, w):
+            raise InputError(p, f"recorded on a {r.image_size[1]} x {r.image_size[0]} image, but the image is {w} x {h} (W x H)")
         bad = ~((f[:, 0] >= 0) & (f[:, 0] < w) & (f[:, 1] >= 0) & (f[:, 1] < h))
         if bad.any():
             i = int(np.argmax(bad))

@@ -34,6 +34,7 @@ def localize_images(
     batch: int = 32,
     device: str | torch.device = "cpu",
     return_maps: bool = False,
+    cam_layer: str | None = None,
 ) -> tuple[list[list[Box]], list[dict[int, np.ndarray]]]:
     """Boxes for the requested classes of each image, one CAM per (image, class), batched.
 
@@ -42,12 +43,13 @@ def localize_images(
         images: ``(N, 1, S, S)``.
         requests: per image, the class indices to localise.
         class_names: labels given to the boxes.
+        cam_layer: the layer Grad-CAM hooks (default: ``model.cam_layer``).
 
     Returns:
         per image the boxes (all classes, best first per class) in ``S``-pixel coordinates,
         and (if ``return_maps``) per image ``{class: (S, S) map}``.
     """
-    cam = make_cam(model, model.cam_layer, cam_method)
+    cam = make_cam(model, cam_layer or model.cam_layer, cam_method)
     pairs = [(i, c) for i, cs in enumerate(requests) for c in cs]
     boxes: list[list[Box]] = [[] for _ in range(len(requests))]
     maps: list[dict[int, np.ndarray]] = [{} for _ in range(len(requests))]

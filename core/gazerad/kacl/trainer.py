@@ -94,6 +94,21 @@ class KACLConfig:
         return dataclasses.asdict(self)
 
 
+class _TrainForward(torch.nn.Module):
+    """One training forward of a :class:`KACLModel`: ``(x, radiomics or None)`` ->
+    ``(logits, image embedding or None, radiomics embedding or None)``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple:
+        if r is None:
+            return self.model(x), None, None
+        logits, z_img = self.model.image_branch(x)
+        return logits, z_img, self.model.radiomics_branch(r)
+
+
 def cam_classes(logits: torch.Tensor, labels: torch.Tensor | None, labelled: torch.Tensor | None) -> torch.Tensor:
     """The class each sample's CAM is computed for: the most confident labelled finding
     of a labelled sample with findings, else the top prediction. ``(B, C)`` -> ``(B,)``."""
@@ -267,9 +282,12 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         if rank == 0 and cfg.progress:
             print(f"resuming {cfg.method} from {ckpt} at epoch {start_epoch}/{cfg.epochs}")
 
-    net: torch.nn.Module = model
+    # every forward goes through one module, so DDP synchronises all gradients (image and
+    # radiomics branches); the supervised baseline leaves the projection heads unused
+    net: torch.nn.Module = _TrainForward(model)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                        find_unused_parameters=not use_rad)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -315,12 +333,11 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             lab = labelled[idx].to(dev)
             with torch.autocast(dev.type, enabled=use_amp):
                 if use_rad:
-                    logits, z_img = net.module.image_branch(x) if world > 1 else model.image_branch(x)
                     r = standardizer.transform(raw[idx].double()).float().to(dev)
-                    z_rad = model.radiomics_branch(r)
+                    logits, z_img, z_rad = net(x, r)
                     con = ntxent(z_img.float(), z_rad.float())
                 else:
-                    logits = net(x)
+                    logits, _, _ = net(x)
                     con = torch.zeros((), device=dev)
                 per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(1)
                 cls = (per * lab).sum() / lab.sum().clamp(min=1)

@@ -261,7 +261,13 @@ class LocalizationService(ClassificationService):
     name = "localization"
 
     def __call__(self, image_path: str | os.PathLike, classes: Sequence[str] | None = None, min_score: float = 0.5,
-                 cam_threshold: float = 0.5, max_boxes: int = 3, cam_out: str | os.PathLike | None = None) -> dict[str, Any]:
+                 cam_threshold: float = 0.5, max_boxes: int = 3, cam_out: str | os.PathLike | None = None,
+                 cam_layer: str | None = None) -> dict[str, Any]:
+        """Boxes (pixels and LPS mm) with scores, class probabilities, optionally the CAM.
+
+        ``cam_layer`` overrides the layer Grad-CAM hooks (default: the model's own, the one
+        its KACL training used); ``cam_threshold`` is on the normalised, blurred map.
+        """
         from gazerad.kacl.evaluate import localize_images
 
         t0 = time.perf_counter()
@@ -275,9 +281,13 @@ class LocalizationService(ClassificationService):
         else:
             want = [i for i in range(len(names)) if p[i] >= min_score] or [int(np.argmax(p))]
         model, _ = self.slot.get()
+        if cam_layer and cam_layer not in dict(model.named_modules()):
+            raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
+        if not 0.0 < cam_threshold < 1.0:
+            raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
         t1 = time.perf_counter()
         boxes, maps = localize_images(model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device,
-                                      return_maps=cam_out is not None)
+                                      return_maps=cam_out is not None, cam_layer=cam_layer)
         t2 = time.perf_counter()
         size = x.shape[-1]
         h, w = img.shape

@@ -19,7 +19,8 @@ Jobs and their key metric:
   FocusContrast crops from the published attention model; final loss.
 
 ``multi_gpu`` with more than one visible CUDA device runs the KACL, classifier and
-pre-training jobs under ``torchrun`` (one process per GPU); otherwise one process.
+pre-training jobs under ``torchrun`` (one process per GPU; ``nproc`` gloo processes on the
+CPU when given, e.g. to test the path); otherwise one process.
 """
 
 from __future__ import annotations
@@ -45,13 +46,19 @@ __all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish"]
 DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 10, "input_size": 128, "batch_size": 8, "lr": 1e-3},
     "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
-                     "cam_layer": "backbone.layer3", "bin_width": 16, "labelled_fraction": 1.0},
+                     "cam_layer": "backbone.layer2", "bin_width": 16, "labelled_fraction": 1.0},
     "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
-                       "cam_layer": "backbone.layer3"},
+                       "cam_layer": "backbone.layer2"},
     "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10",
                  "mcgip": True, "focuscontrast": True, "threshold": 0.7, "scheme": "tima"},
 }
-_COMMON = {"device": None, "multi_gpu": False, "seed": 0, "max_steps": None}
+_COMMON = {"device": None, "multi_gpu": False, "nproc": None, "seed": 0, "max_steps": None}
+_KACL_CLI = {k: "--" + k.replace("_", "-") for k in (
+    "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "cam_layer", "seed", "max_steps",
+    "bin_width", "labelled_fraction", "init_encoder")}
+_PRETRAIN_CLI = {"data": "--data", "out": "--out", "framework": "--framework", "backbone": "--backbone", "image_size": "--size",
+                 "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed", "max_steps": "--max-steps",
+                 "relation": "--relation", "threshold": "--threshold", "attention": "--attention", "splits": "--splits"}
 
 
 def publish(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -93,12 +100,27 @@ def _device(p: dict[str, Any]) -> str:
 
 
 def _n_procs(p: dict[str, Any], dev: str) -> int:
+    """Processes for ``multi_gpu``: one per visible GPU; on the CPU ``nproc`` gloo processes if asked."""
+    if not p.get("multi_gpu"):
+        return 1
     n = torch.cuda.device_count() if dev.startswith("cuda") else 0
-    if p.get("multi_gpu") and n > 1:
+    if n > 1:
         return n
-    if p.get("multi_gpu"):
-        print(f"[gazerad] multi_gpu requested, {n} CUDA device(s) visible: one process", flush=True)
+    if dev == "cpu" and p.get("nproc") and int(p["nproc"]) > 1:
+        return int(p["nproc"])
+    print(f"[gazerad] multi_gpu requested, {n} CUDA device(s) visible: one process", flush=True)
     return 1
+
+
+def _flags(cfg: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """CLI flags of a trainer config (``names``: config key -> flag); ``None`` values are left out."""
+    out: list[str] = []
+    for k, flag in names.items():
+        v = cfg.get(k)
+        if v is None:
+            continue
+        out += [flag, *map(str, v)] if isinstance(v, (list, tuple)) else [flag, str(v)]
+    return out
 
 
 def _torchrun(nproc: int, args: list[str]) -> None:
@@ -145,11 +167,7 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
         ckpt.unlink()
     nproc = _n_procs(p, dev)
     if nproc > 1:
-        args = ["train-kacl"]
-        for k, v in cfg.items():
-            if v is not None and k != "device":
-                args += [f"--{k.replace('_', '-')}", str(v)]
-        _torchrun(nproc, args)
+        _torchrun(nproc, ["train-kacl", *_flags(cfg, _KACL_CLI), "--quiet"] + (["--device", "cpu"] if dev == "cpu" else []))
         hist = json.loads((Path(cfg["out"]) / "history.json").read_text())["history"]
     else:
         hist = train_kacl(KACLConfig(**cfg))["history"]
@@ -192,10 +210,13 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
                splits=("train", "unlabelled", "test", "validate"))
     used = []
     if p.get("mcgip"):
+        from gazerad.gaze.record import GazeCollection
+
         names = {i: path.name for i, path in view.images().items()}
-        gaze = view.gaze()
-        for r in gaze.records():
-            r.image_id = names.get(r.image_id, r.image_id)
+        recs = view.gaze().records()
+        for r in recs:
+            r.image_id = names.get(r.image_id, r.image_id)  # the workspace's ids are file names
+        gaze = GazeCollection.from_records(recs)
         if len(gaze) >= 2:
             # TIMA with eps 0.1: the setting that separates chest findings (README, McGIP's premise)
             scheme = get_scheme("tima", eps=0.1) if p["scheme"] == "tima" else p["scheme"]
@@ -214,11 +235,7 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
         ckpt.unlink()
     nproc = _n_procs(p, dev)
     if nproc > 1:
-        args = ["pretrain"]
-        for k, v in cfg.items():
-            if v is not None and k not in ("device", "splits"):
-                args += [f"--{k.replace('_', '-')}", str(v)]
-        _torchrun(nproc, args)
+        _torchrun(nproc, ["pretrain", *_flags(cfg, _PRETRAIN_CLI)] + (["--device", "cpu"] if dev == "cpu" else []))
         hist = json.loads((out / "history.json").read_text())["history"]
     else:
         hist = pretrain(PretrainConfig(**cfg))["history"]

@@ -33,7 +33,8 @@ class HighestScore(Strategy):
 
     def __call__(self, request: Dict[str, Any], datastore: Any) -> Dict[str, Any]:
         exclude = set(request.get("exclude") or [])
-        ids = [i for i in datastore.list_images() if i not in exclude and GAZE_TAG not in datastore.get_labels_by_image_id(i)]
+        has_gaze = getattr(datastore, "has_gaze", lambda i: GAZE_TAG in datastore.get_labels_by_image_id(i))
+        ids = [i for i in datastore.list_images() if i not in exclude and not has_gaze(i)]
         if not ids:
             return {}
         infos = {i: datastore.get_image_info(i) for i in ids}

@@ -8,7 +8,7 @@ first request and reloaded when training publishes new ones. Request params:
   Returns the heatmap (``.nrrd``, float32, the input's size, spacing, origin and direction,
   sums to 1) and JSON ``{peaks, regions, entropy, max, geometry, model_version}``.
 - ``localization``: ``classes`` (optional list), ``min_score`` (0.5), ``cam_threshold`` (0.5),
-  ``max_boxes`` (3 per class), ``output`` = ``json`` (default: MONAI Label detection JSON,
+  ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json`` (default: MONAI Label detection JSON,
   also with pixel boxes and class probabilities), ``slicer`` (the file returned is a Slicer
   markups ROI JSON) or ``cam`` (the file returned is the Grad-CAM heatmap).
 - ``classification``: MONAI Label's classification JSON ``{"prediction": [{idx, label, score}]}``.
@@ -77,7 +77,8 @@ class LocalizationInfer(_Task):
         output = request.get("output", "json")
         cam = _tmp(".nrrd") if output == "cam" else None
         res = self.service(request["image"], classes=request.get("classes") or None, min_score=float(request.get("min_score", 0.5)),
-                           cam_threshold=float(request.get("cam_threshold", 0.5)), max_boxes=int(request.get("max_boxes", 3)), cam_out=cam)
+                           cam_threshold=float(request.get("cam_threshold", 0.5)), max_boxes=int(request.get("max_boxes", 3)), cam_out=cam,
+                           cam_layer=request.get("cam_layer") or None)
         if output == "slicer":
             path = _tmp(".json")
             with open(path, "w") as fh:

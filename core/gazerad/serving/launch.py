@@ -1,0 +1,123 @@
+"""``gazerad serve``: the MONAI Label server with GazeRad's app, ready for a first request.
+
+1. Studies: ``--studies DIR`` (a ``gazerad synth`` study set, or any folder of X-rays with an
+   optional ``labels.csv``); without it ``studies/sample`` is generated (200 synthetic
+   chests with simulated gaze) unless it exists.
+2. Models: every model missing from the app's ``model/`` folder is prepared, with progress:
+   copied from shipped ``pretrained_*.pt`` weights when present, else trained now with the
+   project's own training jobs (``--quick``: a few minutes on a laptop CPU). ``--no-prepare``
+   skips this; the server then answers 503 "train first" for models without weights.
+3. ``monailabel start_server --app ... --studies ... --host ... --port ...`` runs in the
+   foreground (its launcher runs ``python`` from PATH: this venv's ``bin`` is put first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["find_app_dir", "datastore_dir", "prepare_models", "serve_command", "run_serve", "QUICK"]
+
+# quick first models for a newcomer's CPU: a few minutes in all
+QUICK = {
+    "attention": {"epochs": 6, "input_size": 96},
+    "localization": {"epochs": 6},
+}
+
+
+def find_app_dir() -> Path:
+    """The ``monailabel_app`` folder of this checkout (``GAZERAD_APP_DIR`` overrides)."""
+    env = os.environ.get("GAZERAD_APP_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "monailabel_app" / "main.py").is_file():
+            return parent / "monailabel_app"
+    raise FileNotFoundError("monailabel_app/ not found next to the gazerad sources; set GAZERAD_APP_DIR or pass --app-dir")
+
+
+def datastore_dir(studies: Path) -> Path:
+    """A ``gazerad synth`` study set is served from its ``images/`` folder; anything else as is."""
+    if (studies / "images").is_dir() and (studies / "labels.csv").is_file():
+        return studies / "images"
+    return studies
+
+
+def prepare_models(datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization"),
+                   params: dict[str, dict] | None = None) -> dict[str, str]:
+    """Make sure each model has weights: shipped ``pretrained_*`` copy, else a training run now."""
+    from gazerad.serving.train import PUBLISHED, publish, run_job
+
+    done = {}
+    for name in names:
+        dest = model_dir / PUBLISHED[name]
+        pre = model_dir / f"pretrained_{PUBLISHED[name]}"
+        if dest.is_file():
+            done[name] = "present"
+        elif pre.is_file():
+            publish(pre, dest)
+            done[name] = "copied from shipped weights"
+        else:
+            print(f"[gazerad serve] no '{name}' model yet: training a first one on {datastore} ...", flush=True)
+            stats = run_job(name, datastore, model_dir, (params or QUICK).get(name, {}))
+            done[name] = f"trained ({stats['key_metric']} {stats['best_metric']:.3f}, {stats['seconds']:.0f} s)"
+        print(f"[gazerad serve] {name}: {done[name]}", flush=True)
+    return done
+
+
+def serve_command(app_dir: Path, datastore: Path, host: str, port: int, conf: list[tuple[str, str]]) -> list[str]:
+    launcher = Path(sys.executable).parent / "monailabel"
+    cmd = [str(launcher) if launcher.is_file() else "monailabel", "start_server", "--app", str(app_dir),
+           "--studies", str(datastore), "--host", host, "--port", str(port)]
+    for k, v in conf:
+        cmd += ["--conf", k, v]
+    return cmd
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from gazerad.synth.study import generate_studies
+
+    app_dir = Path(args.app_dir) if args.app_dir else find_app_dir()
+    if args.studies:
+        studies = Path(args.studies)
+        if not studies.is_dir():
+            raise FileNotFoundError(f"{studies}: studies folder does not exist")
+    else:
+        studies = Path.cwd() / "studies" / "sample"
+        if not (studies / "labels.csv").is_file():
+            print(f"[gazerad serve] generating {args.n} sample studies in {studies} ...", flush=True)
+            generate_studies(studies, n=args.n, seed=0, overwrite=True, progress=True)
+    store = datastore_dir(studies)
+    conf = [tuple(c) for c in (args.conf or [])]
+    model_dir = Path(dict(conf).get("model_dir") or app_dir / "model")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if not args.no_prepare:
+        prepare_models(store, model_dir)
+    if args.prepare_only:
+        return 0
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = serve_command(app_dir, store, args.host, args.port, conf)
+    print(f"[gazerad serve] {' '.join(cmd)}", flush=True)
+    print(f"[gazerad serve] try: curl -X POST 'http://{args.host}:{args.port}/infer/attention?image=<id>&output=json'", flush=True)
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
+        raise FileNotFoundError("the 'monailabel' launcher is not installed in this environment")
+    return subprocess.call(cmd, env=env)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="start the MONAI Label server with GazeRad's app (sample studies and first models prepared)")
+    s.add_argument("--studies", default=None, help="study set or folder of X-rays (default: studies/sample, generated if missing)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--app-dir", dest="app_dir", default=None, help="the MONAI Label app (default: this checkout's monailabel_app/)")
+    s.add_argument("--n", type=int, default=200, help="sample studies to generate when --studies is not given")
+    s.add_argument("--no-prepare", dest="no_prepare", action="store_true", help="do not train missing models before starting")
+    s.add_argument("--prepare-only", dest="prepare_only", action="store_true", help="prepare studies and models, do not start the server")
+    s.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app conf passed to MONAI Label (repeatable)")
+    s.set_defaults(func=run_serve)

@@ -1,0 +1,90 @@
+"""Start a real ``monailabel start_server`` with GazeRad's app on 127.0.0.1 for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A MONAI Label server process with a private copy of the app (its own ``model/``)."""
+
+    def __init__(self, studies: Path, workdir: Path, conf: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.app = workdir / "app"
+        if not self.app.exists():
+            shutil.copytree(REPO / "monailabel_app", self.app, ignore=shutil.ignore_patterns("model", "__pycache__"))
+        (self.app / "model").mkdir(exist_ok=True)
+        self.studies = studies
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "server.log"
+        self.conf = conf or {}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.app / "model"
+
+    def start(self, timeout: float = 180.0) -> "Server":
+        env = dict(os.environ)
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        env.setdefault("MONAI_LABEL_SESSION_PATH", str(self.app.parent / "sessions"))
+        cmd = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(self.app), "--studies",
+               str(self.studies), "--host", "127.0.0.1", "--port", str(self.port)]
+        for k, v in self.conf.items():
+            cmd += ["--conf", k, v]
+        self._fh = self.log.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                if requests.get(self.url + "/info/", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_fh", None):
+            self._fh.close()
+
+    def train(self, model: str, params: dict, timeout: float = 600.0) -> dict:
+        """POST /train/<model>, wait for the task to end; returns the final task status."""
+        r = requests.post(f"{self.url}/train/{model}", json=params, timeout=30)
+        r.raise_for_status()
+        task_id = r.json()["id"]
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            st = requests.get(f"{self.url}/train/", params={"all": True}, timeout=10).json()
+            mine = [t for t in st if t["id"] == task_id] if isinstance(st, list) else [st]
+            if mine and mine[0]["status"] in ("DONE", "ERROR", "STOPPED"):
+                return mine[0]
+            time.sleep(1.0)
+        raise TimeoutError(f"training {model} did not finish in {timeout} s")

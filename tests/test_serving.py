@@ -1,0 +1,162 @@
+"""gazerad.serving and gazerad.gaze.store in-process: gaze uploads in every format, the
+datastore view, heatmap geometry, active-learning scores, Slicer markups."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from gazerad.errors import InputError
+from gazerad.gaze.store import GazeStore, parse_gaze_upload, read_gaze_json, write_gaze_json
+from gazerad.serving.active import entropy_scores, novelty_scores
+from gazerad.serving.data import DatastoreView, image_id_of, is_safe_id
+from gazerad.serving.infer import attention_summary, load_input, read_geometry, write_heatmap
+from gazerad.serving.markups import roi_markups
+
+
+def _generic(tmp: Path, rows: list[tuple], name: str = "g.csv") -> Path:
+    p = tmp / name
+    p.write_text("x,y,t_start,t_end\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows))
+    return p
+
+
+def test_generic_csv_upload(tmp_path: Path) -> None:
+    recs = parse_gaze_upload(_generic(tmp_path, [(10, 20, 0, 0.2), (30.5, 40, 0.3, 0.6)]), "IM1", (64, 80))
+    assert len(recs) == 1 and recs[0].image_id == "IM1" and recs[0].reader_id == "upload"
+    np.testing.assert_allclose(recs[0].fixations, [[10, 20, 0, 0.2], [30.5, 40, 0.3, 0.6]])
+    assert recs[0].image_size == (64, 80) and recs[0].pixels_per_degree == pytest.approx(64 / 25)
+
+
+def test_reflacx_fixations_upload_keeps_pixels_per_degree(studies: Path) -> None:
+    f = next((studies / "reflacx" / "main_data").glob("*/fixations.csv"))
+    recs = parse_gaze_upload(f, "X", (512, 512), reader_id="R9")
+    assert recs[0].reader_id == "R9" and len(recs[0]) > 5
+    assert recs[0].pixels_per_degree == pytest.approx(float(f.read_text().splitlines()[1].split(",")[5]), rel=1e-3)
+
+
+def test_mcgip_json_and_canonical_roundtrip(tmp_path: Path) -> None:
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps({"gaze": [[100, 100], [200, 300], [210, 310]], "img": "a/b/IM7.png", "gt": 1}))
+    recs = parse_gaze_upload(j, "IM7", (512, 512))
+    assert len(recs) == 1 and len(recs[0]) >= 1
+    out = write_gaze_json(tmp_path / "IM7.json", "IM7", recs)
+    back = read_gaze_json(out)
+    np.testing.assert_allclose(back[0].fixations, recs[0].fixations, atol=1e-6)
+    again = parse_gaze_upload(out, "IM7", (512, 512))  # the canonical file is an upload format too
+    np.testing.assert_allclose(again[0].fixations, recs[0].fixations, atol=1e-6)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("x,y,t_start,t_end\n10,10,0,0.2\n900,10,0.3,0.5\n", "outside"),
+    ("x,y,t_start,t_end\n10,nan,0,0.2\n", "row 1"),
+    ("x,y,t_start,t_end\n", "no fixation"),
+    ("", "empty"),
+    ("hello world\n", "unknown gaze format"),
+    ('{"format": "gazerad-gaze", "version": 1, "records": [{"fixations": [[1, 1, 0, 0.1]], "image_size": [10, 10]}]}', "10 x 10"),
+])
+def test_bad_uploads_name_file_and_problem(tmp_path: Path, text: str, words: str) -> None:
+    p = tmp_path / "up.csv"
+    p.write_text(text)
+    with pytest.raises(InputError) as e:
+        parse_gaze_upload(p, "IM1", (64, 64))
+    assert words in str(e.value) and "up.csv" in str(e.value)
+
+
+def test_gaze_store_appends_dedupes_replaces_atomically(tmp_path: Path) -> None:
+    store = GazeStore(tmp_path / "gaze")
+    a = parse_gaze_upload(_generic(tmp_path, [(1, 1, 0, 0.1)]), "IM1", (8, 8), reader_id="r")
+    b = parse_gaze_upload(_generic(tmp_path, [(2, 2, 0, 0.1)]), "IM1", (8, 8), reader_id="r")
+    store.put("IM1", a)
+    store.put("IM1", b)
+    assert [r.reader_id for r in store.get("IM1")] == ["r", "r-2"]
+    assert store.summary("IM1")["fixations"] == 2
+    store.put("IM1", parse_gaze_upload(_generic(tmp_path, [(3, 3, 0, 0.1)]), "IM1", (8, 8)), replace=True)
+    assert [r.reader_id for r in store.get("IM1")] == ["upload"]
+    assert sorted(p.name for p in (tmp_path / "gaze").iterdir()) == ["IM1.json"]  # no temp files
+    with pytest.raises(InputError):
+        store.path("../x")
+
+
+def test_ids_and_datastore_view(studies: Path, tmp_path: Path) -> None:
+    assert image_id_of("a.nii.gz") == "a" and image_id_of("00000001_000.png") == "00000001_000"
+    assert is_safe_id("00000001_000") and not is_safe_id("../x") and not is_safe_id("/etc/passwd") and not is_safe_id(".hidden")
+    view = DatastoreView(studies / "images")
+    imgs = view.images()
+    assert len(imgs) >= 24 and all(p.is_file() for p in imgs.values())
+    lab = view.labels()
+    assert lab["classes"] and set(lab["labels"]) <= set(imgs) and set(lab["splits"].values()) <= {"train", "test", "validate"}
+    assert len(view.gaze()) > 0 and set(view.gaze().images) <= set(imgs)
+    with pytest.raises(InputError, match="unknown image id"):
+        view.image_path("nope")
+    ws = view.workspace(tmp_path / "ws")
+    from gazerad.pretrain.data import read_study_table
+
+    table = read_study_table(ws)  # the gazerad trainers can read it
+    assert table.classes == lab["classes"] and len(table.ids) == len(imgs)
+
+
+def test_heatmap_keeps_dicom_geometry(studies: Path, tmp_path: Path) -> None:
+    dcm = next((studies / "dicom").glob("*.dcm")) if (studies / "dicom").is_dir() else next(studies.rglob("*.dcm"))
+    img, geom = load_input(dcm)
+    ref = sitk.ReadImage(str(dcm))
+    assert geom.size == tuple(ref.GetSize()[:2]) and geom.spacing == pytest.approx(ref.GetSpacing()[:2])
+    heat = np.random.default_rng(0).random(img.shape).astype(np.float32)
+    out = write_heatmap(tmp_path / "h.nrrd", heat, geom)
+    back = sitk.ReadImage(str(out))
+    assert back.GetSize() == geom.size and back.GetSpacing() == pytest.approx(geom.spacing)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), heat)
+    assert read_geometry(tmp_path / "missing.png", (4, 6)).size == (6, 4)
+
+
+def test_attention_summary() -> None:
+    h = np.zeros((90, 90))
+    h[10, 80] = 3.0
+    h[70, 5] = 1.0
+    s = attention_summary(h, boxes=[[75, 5, 10, 10], [0, 0, 1, 1]])
+    assert s["peaks"][0] == {"x": 80.5, "y": 10.5, "value": 0.75}
+    assert s["regions"]["upper-right"] == pytest.approx(0.75) and s["regions"]["lower-left"] == pytest.approx(0.25)
+    assert sum(s["regions"].values()) == pytest.approx(1.0) and s["boxes"] == [pytest.approx(0.75), 0.0]
+
+
+def test_active_scores() -> None:
+    e = entropy_scores(np.array([[0.5, 0.5], [0.99, 0.01], [0.5, 0.01]]))
+    assert e[0] == pytest.approx(1.0) and e[1] < 0.1 and e[1] < e[2] < e[0]
+    f = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    n = novelty_scores(f, [0])
+    assert n[0] == pytest.approx(0.0, abs=1e-12) and n[1] < n[2] and n[2] == pytest.approx(1.0)
+    assert (novelty_scores(f, []) == 1).all()
+
+
+def test_markups_roi() -> None:
+    m = roi_markups([{"label": "Mass", "score": 0.9, "center_mm": [10.0, 20.0], "size_mm": [5.0, 6.0]}])
+    assert m["@schema"].endswith("markups-schema-v1.0.3.json#")
+    roi = m["markups"][0]
+    assert roi["type"] == "ROI" and roi["roiType"] == "Box" and roi["center"] == [10.0, 20.0, 0.0]
+    assert roi["size"] == [5.0, 6.0, 1.0] and len(roi["orientation"]) == 9 and roi["controlPoints"][0]["position"] == roi["center"]
+
+
+def test_pretrain_then_classifier_fine_tuning_under_torchrun(tmp_path: Path) -> None:
+    """The server's training jobs in-process: McGIP pre-training from stored gaze, then the
+    classifier fine-tuned from its encoder with ``multi_gpu`` (2 gloo processes on the CPU)."""
+    from mass_studies import mass_boxes, mass_studies, simulated_gaze_csv
+
+    from gazerad.serving.train import read_stats, run_job
+
+    root = mass_studies(tmp_path / "m", n=32, seed=5)
+    store = DatastoreView(root / "images").gaze_store
+    boxes = mass_boxes(root)
+    for k, p in enumerate(sorted((root / "images").glob("*.png"))):
+        store.put(p.stem, parse_gaze_upload(simulated_gaze_csv(tmp_path / "g.csv", boxes.get(p.name), seed=k), p.stem, (128, 128)))
+    md = tmp_path / "model"
+    s = run_job("pretrain", root / "images", md, {"epochs": 1, "image_size": 32, "batch_size": 8, "max_steps": 2, "device": "cpu"})
+    assert s["methods"] == ["mcgip"] and (md / "pretrain_encoder.pt").is_file() and np.isfinite(s["best_metric"])
+    s = run_job("classification", root / "images", md, {"epochs": 1, "batch_size": 8, "device": "cpu", "multi_gpu": True, "nproc": 2})
+    assert (md / "classification.pt").is_file() and s["key_metric"] == "heldout_macro_auc"
+    assert len(s["history"]) == 1 and read_stats(md, "classification")["published"] == str(md / "classification.pt")
+    log = (md / "runs" / "classification" / "out" / "history.json").read_text()
+    assert json.loads(log)["config"]["init_encoder"] == str(md / "pretrain_encoder.pt")
