@@ -89,6 +89,17 @@ def _check_batch(image: torch.Tensor, mask: torch.Tensor, names: Sequence[str] |
         raise InputError(name, "image has NaN or infinite values inside the ROI")
 
 
+# CPU tensors are processed in chunks of about this many pixels (before the ROI crop); 0: whole batch
+CPU_CHUNK_PIXELS = 1 << 19
+
+
+def _cpu_chunk(image: torch.Tensor) -> int:
+    """Samples per chunk on CPU (0: no chunking, e.g. on CUDA)."""
+    if image.device.type != "cpu" or CPU_CHUNK_PIXELS <= 0 or image.ndim != 3:
+        return 0
+    return max(1, CPU_CHUNK_PIXELS // max(1, image.shape[1] * image.shape[2]))
+
+
 def torch_features(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -113,6 +124,16 @@ def torch_features(
         ``(B, F)`` float64 tensor on the input's device.
     """
     mask = mask.to(torch.bool)
+    chunk = _cpu_chunk(image)
+    if chunk and image.ndim == 3 and mask.shape == image.shape and image.shape[0] > chunk:
+        # CPU: a few samples at a time, so that each class's per-pixel passes stay in cache
+        # (whole-batch float64 passes over ~1M pixels are memory-bound, several times slower)
+        if names is None:
+            names = [f"sample {i}" for i in range(image.shape[0])]
+        return torch.cat([
+            torch_features(image[s : s + chunk], mask[s : s + chunk], bin_width, classes, spacing, names[s : s + chunk], check)
+            for s in range(0, image.shape[0], chunk)
+        ])
     if image.ndim == 3 and mask.shape == image.shape:
         # crop the batch to the union bounding box of its ROIs first: nothing outside it is
         # read (the checks and every class look at ROI pixels and their in-ROI neighbours)
