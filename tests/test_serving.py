@@ -160,3 +160,69 @@ def test_pretrain_then_classifier_fine_tuning_under_torchrun(tmp_path: Path) -> 
     assert len(s["history"]) == 1 and read_stats(md, "classification")["published"] == str(md / "classification.pt")
     log = (md / "runs" / "classification" / "out" / "history.json").read_text()
     assert json.loads(log)["config"]["init_encoder"] == str(md / "pretrain_encoder.pt")
+
+    # active-learning scores with the published classifier
+    from gazerad.serving.active import SCORES, score_datastore
+
+    store.remove("00001")
+    store.remove("00002")
+    for method in SCORES:
+        sc = score_datastore(method, root / "images", md, device="cpu", mc_passes=5)
+        assert set(sc) == {p.stem for p in (root / "images").glob("*.png")} and all(np.isfinite(list(sc.values())))
+        if method == "entropy":
+            assert all(0.0 <= v <= 1.0 for v in sc.values())
+        if method == "mc_dropout":
+            assert all(v >= 0.0 for v in sc.values()) and max(sc.values()) > 0.0
+        if method == "gaze_novelty":  # an image with gaze is not novel; the two without are
+            assert sc["00000"] == pytest.approx(0.0, abs=1e-6) and sc["00001"] > 0.0 and sc["00002"] > 0.0
+    # without a classifier: entropy says so, novelty falls back to thumbnails
+    from gazerad.serving.infer import ModelNotReady
+
+    with pytest.raises(ModelNotReady, match="classifier"):
+        score_datastore("entropy", root / "images", tmp_path / "empty")
+    sc = score_datastore("gaze_novelty", root / "images", tmp_path / "empty")
+    assert sc["00000"] == pytest.approx(0.0, abs=1e-6) and sc["00001"] > 0.0
+
+
+def test_gazerad_serve_starts_the_app(tmp_path: Path) -> None:
+    """``gazerad serve`` on a study set: shipped weights are copied into model/, the server answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from mass_studies import mass_studies
+    from server_helpers import REPO, free_port
+
+    from gazerad.serving.launch import datastore_dir, prepare_models
+
+    root = mass_studies(tmp_path / "m", n=8, seed=1)
+    assert datastore_dir(root) == root / "images" and datastore_dir(root / "images") == root / "images"
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("model", "__pycache__"))
+    (app / "model").mkdir()
+    (app / "model" / "pretrained_attention.pt").write_bytes(b"weights")
+    done = prepare_models(root / "images", app / "model", names=("attention",))
+    assert done == {"attention": "copied from shipped weights"} and (app / "model" / "attention.pt").read_bytes() == b"weights"
+    port = free_port()
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "gazerad", "serve", "--studies", str(root), "--app-dir", str(app), "--port", str(port),
+                             "--no-prepare", "--conf", "models", "attention,localization"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        info = None
+        for _ in range(240):
+            try:
+                info = requests.get(f"http://127.0.0.1:{port}/info/", timeout=2).json()
+                break
+            except requests.RequestException:
+                assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+                time.sleep(0.5)
+        assert info is not None and set(info["models"]) == {"attention", "localization"}
+        assert info["models"]["attention"]["weights"] == "ready" and info["models"]["localization"]["weights"].startswith("missing")
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

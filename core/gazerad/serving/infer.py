@@ -115,8 +115,12 @@ def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
     return Geometry((int(shape[1]), int(shape[0])), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
 
 
-def write_heatmap(path: str | os.PathLike, heat: np.ndarray, geometry: Geometry) -> Path:
-    """Write an ``(H, W)`` float map with the given geometry (``.nrrd`` / ``.nii.gz`` by suffix), atomically."""
+def write_heatmap(path: str | os.PathLike, heat: np.ndarray, geometry: Geometry, compress: bool = False) -> Path:
+    """Write an ``(H, W)`` float map with the given geometry (``.nrrd`` / ``.nii.gz`` by suffix), atomically.
+
+    Uncompressed by default: gzip of a float32 map costs more than the network saves on a
+    LAN (about 0.1 s for 512 x 512, 2 s for 2048 x 2048).
+    """
     import SimpleITK as sitk
 
     from gazerad.io.atomic import atomic_path
@@ -126,7 +130,7 @@ def write_heatmap(path: str | os.PathLike, heat: np.ndarray, geometry: Geometry)
     img.SetOrigin(geometry.origin)
     img.SetDirection(geometry.direction)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), True)
+        sitk.WriteImage(img, str(tmp), bool(compress))
     return Path(path)
 
 
