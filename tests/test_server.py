@@ -219,6 +219,20 @@ def test_localization_finds_obvious_masses(server: Server, studies: Path) -> Non
     assert roi["type"] == "ROI" and roi["coordinateSystem"] == "LPS" and len(roi["center"]) == 3 and len(roi["size"]) == 3
 
 
+def test_bad_uploaded_images(server: Server, tmp_path: Path) -> None:
+    """Images sent with the request (MONAI Label's ``file`` field) are checked like stored ones."""
+    from PIL import Image
+
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tiny)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    for f, words in ((tiny, "at least 8 x 8"), (bad, "PNG")):
+        r = requests.post(server.url + "/infer/localization", files={"file": (f.name, f.read_bytes())}, timeout=60)
+        assert r.status_code == 422, r.text
+        assert words in r.json()["detail"], r.json()
+
+
 def test_dicom_xray_in_the_datastore(server: Server, studies: Path) -> None:
     listing = requests.get(server.url + "/datastore/", params={"output": "all"}, timeout=30).json()
     assert "dx00060" in listing["objects"]

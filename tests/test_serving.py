@@ -226,3 +226,21 @@ def test_gazerad_serve_starts_the_app(tmp_path: Path) -> None:
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_model_slot_reloads_and_prefers_published_over_shipped(tmp_path: Path) -> None:
+    import os
+
+    from gazerad.serving.infer import ModelNotReady, ModelSlot
+
+    loads = []
+    slot = ModelSlot(tmp_path / "m.pt", lambda p: loads.append(p.read_text()) or p.read_text(), "m", fallback=tmp_path / "pre.pt")
+    with pytest.raises(ModelNotReady, match="no weights yet"):
+        slot.get()
+    (tmp_path / "pre.pt").write_text("shipped")
+    assert slot.get() == "shipped" and slot.get() == "shipped" and loads == ["shipped"]  # loaded once
+    (tmp_path / "m.pt").write_text("trained-1")
+    assert slot.get() == "trained-1" and slot.version.startswith("m.pt:")
+    (tmp_path / "m.pt").write_text("trained-2!")  # a publish: new size and mtime
+    os.utime(tmp_path / "m.pt", ns=(1, 10**18))
+    assert slot.get() == "trained-2!" and loads == ["shipped", "trained-1", "trained-2!"]

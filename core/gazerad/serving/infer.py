@@ -37,42 +37,54 @@ class ModelSlot:
     """A model loaded lazily from ``path`` and reloaded when the file changes.
 
     Args:
-        path: the weights file.
+        path: the weights file (where training publishes).
         loader: ``path -> model object``.
         name: shown in errors.
+        fallback: weights used while ``path`` does not exist (e.g. shipped pretrained ones).
     """
 
-    def __init__(self, path: str | os.PathLike, loader: Callable[[Path], Any], name: str) -> None:
+    def __init__(self, path: str | os.PathLike, loader: Callable[[Path], Any], name: str,
+                 fallback: str | os.PathLike | None = None) -> None:
         self.path = Path(path)
+        self.fallback = Path(fallback) if fallback else None
         self.loader = loader
         self.name = name
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[str, int, int] | None = None
         self._obj: Any = None
 
+    def current(self) -> Path | None:
+        """The file the next :meth:`get` loads from (``None`` when there is none)."""
+        if self.path.is_file():
+            return self.path
+        return self.fallback if self.fallback is not None and self.fallback.is_file() else None
+
     def exists(self) -> bool:
-        return self.path.is_file()
+        return self.current() is not None
 
     def get(self) -> Any:
         """The current model; reloaded if the file changed since the last call."""
+        p = self.current()
         try:
-            st = self.path.stat()
+            if p is None:
+                raise FileNotFoundError
+            st = p.stat()
         except FileNotFoundError:
             raise ModelNotReady(
                 f"model '{self.name}' has no weights yet ({self.path} is missing): train it first "
                 f"(POST /train/{self.name}) or start with 'gazerad serve', which trains the sample models"
             ) from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (str(p), st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
-                self._obj = self.loader(self.path)
+                self._obj = self.loader(p)
                 self._stamp = stamp
             return self._obj
 
     @property
     def version(self) -> str | None:
-        """The loaded weights' stamp (``mtime_ns-size``), ``None`` before the first load."""
-        return None if self._stamp is None else f"{self._stamp[0]}-{self._stamp[1]}"
+        """The loaded weights' stamp (``name:mtime_ns-size``), ``None`` before the first load."""
+        return None if self._stamp is None else f"{Path(self._stamp[0]).name}:{self._stamp[1]}-{self._stamp[2]}"
 
 
 @dataclass
@@ -197,11 +209,11 @@ def attention_summary(heat: np.ndarray, n_peaks: int = 5, boxes: Sequence[Sequen
 class AttentionService:
     """Predicted radiologist attention for one image (FocusContrast's predictor)."""
 
-    def __init__(self, model_path: str | os.PathLike, device: str | None = None) -> None:
+    def __init__(self, model_path: str | os.PathLike, device: str | None = None, fallback: str | os.PathLike | None = None) -> None:
         from gazerad.attention.model import load_attention_model
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.slot = ModelSlot(model_path, lambda p: load_attention_model(p, self.device), "attention")
+        self.slot = ModelSlot(model_path, lambda p: load_attention_model(p, self.device), "attention", fallback)
 
     def __call__(self, image_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
                  boxes: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -233,9 +245,9 @@ class ClassificationService:
 
     name = "classification"
 
-    def __init__(self, model_path: str | os.PathLike, device: str | None = None) -> None:
+    def __init__(self, model_path: str | os.PathLike, device: str | None = None, fallback: str | os.PathLike | None = None) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.slot = ModelSlot(model_path, lambda p: _load_classifier(p, self.device), self.name)
+        self.slot = ModelSlot(model_path, lambda p: _load_classifier(p, self.device), self.name, fallback)
 
     def classes(self) -> list[str]:
         return list(self.slot.get()[1]["classes"]) if self.slot.exists() else []

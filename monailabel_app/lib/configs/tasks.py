@@ -3,13 +3,12 @@
 Weights live in ``model/`` (MONAI Label's convention): ``attention.pt``, ``localization.pt``,
 ``classification.pt`` and ``pretrain_encoder.pt``. With ``use_pretrained_model`` (default
 true) a missing trained model falls back to ``model/pretrained_<name>.pt`` when one is
-shipped or prepared by ``gazerad serve``.
+shipped, until training publishes ``model/<name>.pt``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Dict, Optional, Union
 
 from monailabel.interfaces.config import TaskConfig
@@ -33,15 +32,14 @@ class _GazeRadConfig(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
         self.path = os.path.join(model_dir, PUBLISHED[name])
+        # shipped weights serve until training publishes model/<name>.pt (nothing is copied here)
         pre = os.path.join(model_dir, f"pretrained_{PUBLISHED[name]}")
-        if strtobool(conf.get("use_pretrained_model", "true")) and not os.path.exists(self.path) and os.path.exists(pre):
-            shutil.copyfile(pre, self.path + ".tmp")
-            os.replace(self.path + ".tmp", self.path)
+        self.fallback = pre if strtobool(conf.get("use_pretrained_model", "true")) else None
 
     def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
         if self.name == "attention":
-            return {self.name: self.infer_cls(self.path)}
-        return {self.name: self.infer_cls(self.path, labels=self.kwargs.get("classes") or None)}
+            return {self.name: self.infer_cls(self.path, fallback=self.fallback)}
+        return {self.name: self.infer_cls(self.path, labels=self.kwargs.get("classes") or None, fallback=self.fallback)}
 
     def trainer(self) -> Optional[TrainTask]:
         return GazeRadTrainTask(self.name, self.model_dir)

@@ -35,13 +35,15 @@ def _tmp(suffix: str) -> str:
 class _Task(InferTask):
     service_cls: Any = None
 
-    def __init__(self, path: str, type: InferType, description: str, labels: Any = None, config: Dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str, type: InferType, description: str, labels: Any = None, config: Dict[str, Any] | None = None,
+                 fallback: str | None = None) -> None:
         super().__init__(type=type, labels=labels, dimension=2, description=description, config=config)
         self.path = path
-        self.service = self.service_cls(path)
+        self.service = self.service_cls(path, fallback=fallback)
 
     def get_path(self, validate: bool = True) -> Union[str, None]:
-        return self.path if (not validate or os.path.exists(self.path)) else None
+        cur = self.service.slot.current()
+        return str(cur) if cur is not None else (None if validate else self.path)
 
     def is_valid(self) -> bool:
         # listed even before training: a request then gets a clear "train first" answer
@@ -49,16 +51,17 @@ class _Task(InferTask):
 
     def info(self) -> Dict[str, Any]:
         i = super().info()
-        i["weights"] = "ready" if os.path.exists(self.path) else "missing: train this model first"
+        cur = self.service.slot.current()
+        i["weights"] = ("ready" if cur == self.service.slot.path else f"shipped ({cur.name})") if cur else "missing: train this model first"
         return i
 
 
 class AttentionInfer(_Task):
     service_cls = AttentionService
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fallback: str | None = None) -> None:
         super().__init__(path, InferType.OTHERS, "Predicted radiologist attention (FocusContrast predictor): a heatmap summing to 1",
-                         labels=["attention"], config={"boxes": []})
+                         labels=["attention"], config={"boxes": []}, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         out = _tmp(".nrrd")
@@ -69,9 +72,9 @@ class AttentionInfer(_Task):
 class LocalizationInfer(_Task):
     service_cls = LocalizationService
 
-    def __init__(self, path: str, labels: Any = None) -> None:
+    def __init__(self, path: str, labels: Any = None, fallback: str | None = None) -> None:
         super().__init__(path, InferType.DETECTION, "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
-                         labels=labels, config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"})
+                         labels=labels, config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"}, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         output = request.get("output", "json")
@@ -92,9 +95,9 @@ class LocalizationInfer(_Task):
 class ClassificationInfer(_Task):
     service_cls = ClassificationService
 
-    def __init__(self, path: str, labels: Any = None) -> None:
+    def __init__(self, path: str, labels: Any = None, fallback: str | None = None) -> None:
         super().__init__(path, InferType.CLASSIFICATION, "Multi-label finding classifier (fine-tuned from the gaze-guided encoder when one is published)",
-                         labels=labels)
+                         labels=labels, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         return None, self.service(request["image"])
