@@ -318,7 +318,14 @@ class GazeRadClient:
 
     # ------------------------------------------------------------------ training
     def train_start(self, model: str, params: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-        """``POST /train/<model>``; :class:`ServerBusy` when a training already runs."""
+        """``POST /train/<model>``; :class:`ServerBusy` when a training already runs.
+
+        The model is checked against the server's trainers first (the server itself accepts
+        any name and the task then fails in the background)."""
+        trainers = self.info().get("trainers") or {}
+        if model not in trainers:
+            raise GazeRadError(f"the GazeRad server at {self.url} has no trainer {model!r}; it offers: "
+                               f"{', '.join(sorted(trainers)) or 'none (trainers are switched off)'}")
         return self.request("POST", f"/train/{urllib.parse.quote(model)}", json_body=dict(params or {})).json()
 
     def train_status(self) -> Optional[Dict[str, Any]]:

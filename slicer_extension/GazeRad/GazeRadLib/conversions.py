@@ -232,11 +232,13 @@ class TrainingProgress:
 
 _EPOCH = re.compile(r"epoch\s+(\d+)\s*/\s*(\d+)", re.I)
 _PERCENT = re.compile(r"(\d{1,3})%\|")
+_COUNT = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")  # tqdm: "| 8/1500 [00:01<03:11"
 
 
 def training_progress(status: Optional[Mapping[str, Any]]) -> TrainingProgress:
     """``GET /train/`` -> :class:`TrainingProgress`: the fraction comes from the last
-    ``epoch i/n`` (or tqdm ``NN%|``) in the log lines; DONE is 1."""
+    ``epoch i/n`` (refined by a tqdm ``NN%|`` on the same line) or a training progress bar
+    (``train...: NN%| k/n [``) in the log lines; data-loading bars are skipped; DONE is 1."""
     if not status:
         return TrainingProgress("NONE", None, "no training has run on this server yet")
     state = str(status.get("status", "UNKNOWN")).upper()
@@ -250,6 +252,13 @@ def training_progress(status: Optional[Mapping[str, Any]]) -> TrainingProgress:
                 pc = _PERCENT.findall(line)
                 within = int(pc[-1]) / 100.0 if pc else 1.0
                 frac = min(1.0, max(0.0, (i - 1 + within) / n))
+            break
+        desc = line.split(":")[0].strip().lower()
+        if not (desc.startswith("train") or "epoch" in desc):
+            continue  # other progress bars (loading images, data preparation) are not training
+        cnt = _COUNT.findall(line)
+        if cnt and int(cnt[-1][1]) > 0:
+            frac = min(1.0, int(cnt[-1][0]) / int(cnt[-1][1]))
             break
         pc = _PERCENT.findall(line)
         if pc:
