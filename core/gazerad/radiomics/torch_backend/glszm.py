@@ -18,7 +18,11 @@ the runs and whose edges join runs with equal-level neighbour pixels a row apart
 per overlapping stretch and offset, not one per pixel). That graph is labelled by FastSV-style min-label hooking with
 pointer jumping (:func:`_hook_until_stable`, CUDA and CPU) or, for CPU tensors, by
 ``scipy.sparse.csgraph.connected_components`` (same components, faster on CPU;
-:data:`USE_SCIPY_ON_CPU`). Both paths are parity-tested on CPU.
+:data:`USE_SCIPY_ON_CPU`). Both paths are parity-tested on CPU. For CPU tensors with the
+4- or 8-neighbourhood, :func:`zones` (what the features use) skips the run graph and
+labels each sample with scikit-image's ``measure.label`` (equal-valued connected pixels, in
+C; about 3x faster than building the run graph; scikit-image comes with monailabel's
+``monai[skimage]``, and without it the scipy path is used).
 
 Parity: every feature within ``rtol = 1e-4`` (observed ~1e-15) and ``atol = 1e-8``
 (values near 0 are sums of positive terms or exact zeros; no cancellation).
@@ -125,7 +129,9 @@ def _scipy_components(n: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return smallest[label_t]
 
 
-# label the run graph with scipy on CPU tensors (the torch path is used on other devices, or if False)
+# CPU tensors: label the zones with a C library (scikit-image's ``label`` for the 4- and
+# 8-neighbourhoods, else scipy's ``connected_components`` on the run graph); the torch path
+# is used on other devices, or if False
 USE_SCIPY_ON_CPU = True
 
 
@@ -168,6 +174,39 @@ def zone_labels(levels: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> tor
     return (torch.cumsum(delta, dim=0)[:n] - 1).view(levels.shape)
 
 
+def _skimage_label():
+    """scikit-image's ``measure.label`` (labels equal-valued connected pixels in C), or ``None``."""
+    try:
+        from skimage.measure import label
+    except ImportError:  # pragma: no cover - scikit-image comes with monai[skimage] (monailabel)
+        return None
+    return label
+
+
+# skimage connectivity of the neighbourhoods it can label (1: 4-neighbourhood, 2: 8-neighbourhood)
+_SKIMAGE_CONNECTIVITY = {
+    frozenset({(-1, 0), (1, 0), (0, -1), (0, 1)}): 1,
+    frozenset({(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)}): 2,
+}
+
+
+def _zones_skimage(levels: torch.Tensor, connectivity: int, label) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`zones` of a CPU batch, labelled per sample by scikit-image (same components)."""
+    import numpy as np
+
+    lev = levels.numpy()
+    zb, zl, zs = [], [], []
+    for k in range(lev.shape[0]):
+        lab = label(lev[k], background=0, connectivity=connectivity).ravel()
+        size = np.bincount(lab)[1:]
+        # each zone holds one level: its level sum over its size is that level, exactly
+        level = np.bincount(lab, weights=lev[k].ravel().astype(np.float64))[1:] / np.maximum(size, 1)
+        zb.append(np.full(size.shape[0], k, dtype=np.int64))
+        zl.append(np.rint(level).astype(np.int64))
+        zs.append(size.astype(np.int64))
+    return tuple(torch.from_numpy(np.concatenate(a)) for a in (zb, zl, zs))
+
+
 def zones(levels: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The zones of a batch as flat lists.
 
@@ -176,9 +215,15 @@ def zones(levels: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> tuple[tor
         offsets: the neighbourhood (symmetric unit offsets).
 
     Returns:
-        ``(sample, level, size)``: three ``(Z,)`` int64 tensors, one entry per zone.
+        ``(sample, level, size)``: three ``(Z,)`` int64 tensors, one entry per zone (in no
+        particular order).
     """
     b, h, w = levels.shape
+    connectivity = _SKIMAGE_CONNECTIVITY.get(frozenset(offsets))
+    if USE_SCIPY_ON_CPU and levels.device.type == "cpu" and connectivity is not None and levels.numel():
+        label = _skimage_label()
+        if label is not None:
+            return _zones_skimage(levels, connectivity, label)
     first, last, comp = _run_components(levels, offsets)
     run_len = last - first + 1
     lev = levels.reshape(-1)
