@@ -540,3 +540,26 @@ def test_training_progress_reads_the_log_lines() -> None:
     assert training_progress({"status": "DONE", "details": []}).fraction == 1.0
     none = training_progress(None)
     assert none.state == "NONE" and none.finished and "no training" in none.message
+
+
+def test_module_has_no_undefined_names() -> None:
+    """Every global name GazeRad.py (and GazeRadLib) reads is imported, defined or a builtin:
+    the typos a Slicer run would hit first, found without Slicer."""
+    import builtins
+    import symtable
+
+    for path in [MODULE / "GazeRad.py", *(MODULE / "GazeRadLib").glob("*.py")]:
+        top = symtable.symtable(path.read_text(), str(path), "exec")
+        defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+        undefined = set()
+
+        def walk(t: symtable.SymbolTable) -> None:
+            for s in t.get_symbols():
+                global_read = s.is_global() or (t.get_type() == "module" and s.is_referenced())
+                if global_read and s.is_referenced() and s.get_name() not in defined and not hasattr(builtins, s.get_name()):
+                    undefined.add(s.get_name())
+            for c in t.get_children():
+                walk(c)
+
+        walk(top)
+        assert not undefined, (path.name, sorted(undefined))

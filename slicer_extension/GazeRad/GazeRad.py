@@ -168,9 +168,11 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
     def onLogin(self):
         url = self.ui.serverUrlEdit.text.strip()
         user = self.ui.userEdit.text.strip()
-        token = self.run("Logging in", self.logic.login, url, user, self.ui.passwordEdit.text)
+        password = self.ui.passwordEdit.text
         self.ui.passwordEdit.text = ""
-        if self.logic.client is not None:
+        res = self.run("Logging in", lambda: (self.logic.login(url, user, password),))
+        if res is not None:
+            token = res[0]
             self.saveSetting("user", user)
             self.ui.tokenEdit.text = token or ""
             self.ui.statusLabel.text = "Logged in" if token else "This server has no authentication: no log-in needed"
@@ -279,14 +281,14 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
     def onTrainStart(self):
         model = self.ui.trainModelComboBox.currentText
         params = {"epochs": int(self.ui.epochsSpinBox.value)}
-        task = self.run(f"Starting {model} training", self.logic.client.train_start, model, params)
+        task = self.run(f"Starting {model} training", lambda: self.logic.requireClient().train_start(model, params))
         if task is not None:
             self.ui.trainStatusLabel.text = f"{model}: {task.get('status', 'SUBMITTED')}"
             self.ui.trainProgressBar.value = 0
             self.trainTimer.start()
 
     def onTrainStop(self):
-        res = self.run("Stopping the training", self.logic.client.train_stop)
+        res = self.run("Stopping the training", lambda: self.logic.requireClient().train_stop())
         if res is not None:
             self.onTrainPoll()
 
@@ -305,7 +307,7 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         if prog.finished:
             self.trainTimer.stop()
             self.ui.trainProgressBar.maximum = 100
-            info = self.run("Refreshing model information", self.logic.client.info)
+            info = self.run("Refreshing model information", lambda: self.logic.requireClient().info())
             if info is not None:
                 self.fillFromInfo(info)
 
@@ -399,7 +401,8 @@ class GazeRadLogic(ScriptedLoadableModuleLogic):
             node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "GazeRad heat")
             node.SetTypeToUser()
             node.SetNumberOfColors(len(rows))
-            node.SetNamesInitialised(True)
+            if hasattr(node, "SetNamesInitialised"):  # older Slicer versions
+                node.SetNamesInitialised(True)
             for i, (r, g, b, a) in enumerate(rows):
                 node.SetColor(i, str(i), r, g, b, a)
         return node
@@ -515,7 +518,7 @@ class GazeRadTest(ScriptedLoadableModuleTest):
     """
 
     def setUp(self):
-        slicer.mrmlScene.Clear(0)
+        slicer.mrmlScene.Clear()
         self.serverProcess = None
 
     def tearDown(self):
@@ -608,7 +611,7 @@ class GazeRadTest(ScriptedLoadableModuleTest):
         self.assertEqual(tableNode.GetTable().GetColumnName(0), "Finding")
 
         self.delayDisplay("Gaze import")
-        without = [i for i, o in studies.items() if "gaze" not in (logic.client.image_info(i) or {})]
+        without = [i for i in sorted(studies) if "gaze" not in logic.client.image_info(i)]
         if without:  # never touch real readings: only a study without gaze, deleted again after
             image = logic.loadStudy(without[0])
             d = image.GetImageData().GetDimensions()
