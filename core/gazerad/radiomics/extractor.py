@@ -32,7 +32,7 @@ from ..errors import InputError
 from .discretize import discretize
 from .names import FEATURE_CLASSES, feature_names
 from .reference import extract_pyradiomics
-from .torch_backend import CLASS_MODULES, pad_batch
+from .torch_backend import CLASS_MODULES, pad_batch, roi_box
 from .validate import check_pair
 
 __all__ = ["FeatureTable", "RadiomicsExtractor", "FeatureStandardizer", "torch_features"]
@@ -137,11 +137,9 @@ def torch_features(
     if image.ndim == 3 and mask.shape == image.shape:
         # crop the batch to the union bounding box of its ROIs first: nothing outside it is
         # read (the checks and every class look at ROI pixels and their in-ROI neighbours)
-        union = mask.any(dim=0)
-        rows = torch.nonzero(union.any(dim=1)).flatten()
-        cols = torch.nonzero(union.any(dim=0)).flatten()
-        if rows.numel() > 0:
-            r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+        box = roi_box(mask)
+        if box is not None:
+            r0, r1, c0, c1 = box
             image = image[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
             mask = mask[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
     image = image.to(torch.float64)

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["pad_batch", "CLASS_MODULES"]
+__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero"]
 
 # feature class -> module name in this package (imported lazily by the extractor)
 CLASS_MODULES: dict[str, str] = {
@@ -45,3 +45,31 @@ def pad_batch(
         img[i, : im.shape[0], : im.shape[1]] = im
         msk[i, : m.shape[0], : m.shape[1]] = m
     return torch.from_numpy(img).to(device), torch.from_numpy(msk).to(device)
+
+
+def roi_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(r0, r1, c0, c1)`` (inclusive) of the union of a ``(B, H, W)`` batch's ROIs.
+
+    ``None`` if no sample has an ROI pixel. Reduces a 1-byte view of the mask (``amax``): on
+    CPU, ``any`` over a bool dimension is some 50x slower.
+    """
+    m = mask if mask.dtype == torch.uint8 else mask.to(torch.bool).view(torch.uint8)
+    union = m.amax(dim=0)  # (H, W)
+    rows = torch.nonzero(union.amax(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(union.amax(dim=0)).flatten()
+    r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+    return r0, r1, c0, c1
+
+
+def flat_nonzero(x: torch.Tensor) -> torch.Tensor:
+    """``torch.nonzero(x.reshape(-1)).flatten()``: ``(K,)`` int64 flat indices of the non-zero entries.
+
+    CPU tensors go through ``numpy.flatnonzero`` (same result, ~4x faster than torch's CPU
+    ``nonzero``); other devices use ``torch.nonzero``.
+    """
+    flat = x.reshape(-1)
+    if flat.device.type == "cpu" and not flat.requires_grad:
+        return torch.from_numpy(np.flatnonzero(flat.numpy()).astype(np.int64, copy=False))
+    return torch.nonzero(flat).flatten()

@@ -38,6 +38,7 @@ from typing import Sequence
 import torch
 
 from ..names import CLASS_FEATURES
+from . import roi_box
 
 __all__ = ["features", "crop_to_union_roi", "order_statistics", "percentile_ranks", "numpy_constant_sum"]
 
@@ -55,12 +56,10 @@ def crop_to_union_roi(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     Returns:
         The cropped tensors ``(B, h, w)``, in the order given (uncropped if no ROI pixel at all).
     """
-    union = mask.any(dim=0)
-    rows = torch.nonzero(union.any(dim=1)).flatten()
-    cols = torch.nonzero(union.any(dim=0)).flatten()
-    if rows.numel() == 0:
+    box = roi_box(mask)
+    if box is None:
         return tensors
-    r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+    r0, r1, c0, c1 = box
     return tuple(t[:, r0 : r1 + 1, c0 : c1 + 1] for t in tensors)
 
 

@@ -9,8 +9,8 @@ horizontal angle ``(0, 1)`` (:data:`ROW_ANGLES`): 1-D texture. Every call may pa
 
 Matrix. For each angle ``(dy, dx)`` and distance 1, ``P[i, j]`` counts ROI pixel pairs
 ``(p, p + (dy, dx))`` with levels ``(i, j)``; pyradiomics then adds the transpose
-(symmetric GLCM) and normalises each angle's matrix to ``p = P / sum P``. All samples and
-angles come from one ``bincount`` over flat ``(sample, angle, i, j)`` indices.
+(symmetric GLCM) and normalises each angle's matrix to ``p = P / sum P``. All samples of an
+angle come from one ``bincount`` over flat ``(sample, i, j)`` indices.
 
 Gray levels. pyradiomics deletes the rows/columns of levels absent from the ROI but keeps
 the *bin numbers* of the present levels as the weights ``i, j``, and ``Ng`` (in IDMN/IDN
@@ -50,6 +50,7 @@ from typing import Sequence
 import torch
 
 from ..names import CLASS_FEATURES
+from . import roi_box
 
 __all__ = [
     "features",
@@ -105,15 +106,23 @@ def crop_to_roi(mask: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         levels: ``(B, H, W)`` int64.
 
     Returns:
-        ``(B, h, w)`` int64 contiguous (uncropped if no sample has an ROI pixel).
+        ``(B, h, w)`` in the dtype of ``levels``, contiguous (uncropped if no sample has an ROI pixel).
     """
-    union = mask.any(dim=0)
-    rows = torch.nonzero(union.any(dim=1)).flatten()
-    cols = torch.nonzero(union.any(dim=0)).flatten()
-    if rows.numel() > 0:
-        r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+    box = roi_box(mask)
+    if box is not None:
+        r0, r1, c0, c1 = box
         mask, levels = mask[:, r0 : r1 + 1, c0 : c1 + 1], levels[:, r0 : r1 + 1, c0 : c1 + 1]
-    return torch.where(mask, levels, torch.zeros_like(levels))
+    return levels * mask.to(torch.bool)  # integers: the same as where(mask, levels, 0), much faster on CPU
+
+
+def roi_min_level(lev: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64: the smallest level in each ROI of ``(B, H, W)`` levels (0 outside; ``g + 1`` if empty)."""
+    b = lev.shape[0]
+    if lev.dtype == torch.uint8:  # lev - 1 wraps 0 (outside) to 255, above every level - 1
+        low = (lev - 1).reshape(b, -1).amin(dim=1).to(torch.int64) + 1
+        return torch.where(low == 256, int(lev.max()) + 1, low)
+    g = int(lev.max())
+    return torch.where(lev > 0, lev, torch.full_like(lev, g + 1)).reshape(b, -1).amin(dim=1).to(torch.int64)
 
 
 def _pair_views(lev: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,21 +146,16 @@ def glcm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> torch.Tensor
         plus ``(j, i)`` (pyradiomics' ``P + P^T``).
     """
     b, na, ext = levels.shape[0], len(angles), ng + 1  # level 0 (outside) gets a row/column, dropped below
-    n_bins = b * na * ext * ext
+    n_bins = b * ext * ext
     dtype = torch.int32 if n_bins < 2**31 else torch.int64
     lev = levels.to(dtype)
-    sample = (torch.arange(b, device=lev.device, dtype=dtype) * (na * ext * ext)).view(b, 1, 1)
-    first = lev * ext + sample  # (sample, i) part of the flat (sample, angle, i, j) index
-    idx = []
-    for a, (dy, dx) in enumerate(angles):
-        u, _ = _pair_views(first, dy, dx)
-        _, v = _pair_views(lev, dy, dx)
-        flat = u + v
-        if a:
-            flat += a * ext * ext
-        idx.append(flat.flatten())
-    flat = idx[0] if na == 1 else torch.cat(idx)
-    counts = torch.bincount(flat, minlength=n_bins).view(b, na, ext, ext)[:, :, 1:, 1:]
+    sample = (torch.arange(b, device=lev.device, dtype=dtype) * (ext * ext)).view(b, 1, 1)
+    first = lev * ext + sample  # (sample, i) part of the flat (sample, i, j) index
+    # one bincount per angle over the pair views' sum (no concatenation of the index tensors)
+    counts = torch.stack([
+        torch.bincount((_pair_views(first, dy, dx)[0] + _pair_views(lev, dy, dx)[1]).reshape(-1), minlength=n_bins).view(b, ext, ext)
+        for dy, dx in angles
+    ], dim=1)[:, :, 1:, 1:]
     p = counts.to(torch.float64)
     return p + p.transpose(-1, -2)
 
@@ -307,8 +311,7 @@ def features(
     out = angle_mean(torch.stack([per[n].view(b, na) for n in names], dim=2), valid)
 
     # a flat region (one gray level in the ROI): pyradiomics' Q is 1 x 1 and MCC is set to 1
-    lowest = torch.where(lev > 0, lev, torch.full_like(lev, g + 1)).reshape(b, -1).amin(dim=1)
-    flat = lowest.to(torch.float64) >= ng
+    flat = roi_min_level(lev).to(torch.float64) >= ng
     mcc = names.index("MCC")
     out[:, mcc] = torch.where(flat, torch.ones_like(out[:, mcc]), out[:, mcc])
     return out

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..names import CLASS_FEATURES
+from . import roi_box
 
 __all__ = [
     "features",
@@ -81,12 +82,10 @@ def crop_to_rois(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     Returns:
         Views of the cropped tensors, in the order given (uncropped if the batch has no ROI pixel).
     """
-    union = mask.any(dim=0)  # (H, W)
-    rows = torch.nonzero(union.any(dim=1)).flatten()
-    cols = torch.nonzero(union.any(dim=0)).flatten()
-    if rows.numel() == 0:
+    box = roi_box(mask)
+    if box is None:
         return tensors
-    r0, r1, c0, c1 = torch.stack([rows[0], rows[-1], cols[0], cols[-1]]).tolist()
+    r0, r1, c0, c1 = box
     return tuple(t[:, r0 : r1 + 1, c0 : c1 + 1] for t in tensors)
 
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..names import CLASS_FEATURES
+from . import flat_nonzero
 from .glcm import EPS, Angles, angle_mean, crop_to_roi, resolve_angles
 
 __all__ = ["features", "glrlm_matrices", "line_layout", "line_runs", "compact_levels"]
@@ -92,7 +93,7 @@ def _segments(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     z = F.pad(lines, (0, 1)).reshape(-1)  # (B * L * (T + 1),), a 0 ends every line
     change = torch.ones_like(z, dtype=torch.bool)
     torch.ne(z[1:], z[:-1], out=change[1:])
-    starts = torch.nonzero(change).flatten()
+    starts = flat_nonzero(change)
     first = starts[:-1]
     return z[first].long(), starts[1:] - first, first
 
@@ -126,35 +127,35 @@ def glrlm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> tuple[torch
     """
     b, na = levels.shape[0], len(angles)
     # the layouts and run detection work on 1-byte levels; a run's sample comes from its
-    # position in the flat layout, its matrix row from (sample, angle, level)
+    # position in the flat layout. Gaps (value 0) get length 0 and matrix row 0, dropped
+    # below, so no per-segment masking is needed.
     lev = compact_levels(levels, ng)
-    rows, lengths, multi = [], [], []
-    for a, (dy, dx) in enumerate(angles):
+    keys, lines_of = [], []
+    nr = 1
+    for dy, dx in angles:
         lines = line_layout(lev, dy, dx)
         value, length, start = _segments(lines)
         per_sample = lines.shape[1] * (lines.shape[2] + 1)  # flat positions per sample (_segments pads 1)
-        sample = torch.div(start, per_sample, rounding_mode="floor")
-        is_run = value > 0
-        rows.append(torch.where(is_run, sample * (na * ng) + (a * ng - 1) + value, -1))  # -1: a gap
-        lengths.append(length)
-        # a run of >= 2 pixels proves the angle has a line with two ROI pixels; only samples
-        # without one need the exact (full-layout) count
-        long_run = torch.zeros(b, dtype=torch.int64, device=lev.device)
-        long_run.index_add_(0, sample, (is_run & (length >= 2)).to(torch.int64))
-        has = long_run > 0
-        if not bool(has.all()):
-            todo = torch.nonzero(~has).flatten()
-            has = has.clone()
-            has[todo] = _multi_exact(lines[todo])
-        multi.append(has)
-    row = rows[0] if na == 1 else torch.cat(rows)
-    length = lengths[0] if na == 1 else torch.cat(lengths)
-    is_run = row >= 0
-    nr = max(int(torch.where(is_run, length, torch.zeros_like(length)).max()), 1) if row.numel() else 1
-    n_bins = b * na * ng * nr
-    idx = torch.where(is_run, row * nr + (length - 1), n_bins)  # n_bins: gaps, discarded
-    counts = torch.bincount(idx, minlength=n_bins + 1)[:n_bins]
-    return counts.to(torch.float64).view(b, na, ng, nr), torch.stack(multi, dim=1)
+        row = torch.div(start, per_sample, rounding_mode="floor").mul_(ng + 1).add_(value)  # (sample, level)
+        run_len = length.mul_(value.bool())
+        if run_len.numel():
+            nr = max(nr, int(run_len.max()))
+        keys.append((row, run_len))
+        lines_of.append(lines)
+    n_bins = b * (ng + 1) * (nr + 1)
+    counts = torch.stack([
+        torch.bincount(row.mul_(nr + 1).add_(run_len), minlength=n_bins).view(b, ng + 1, nr + 1)[:, 1:, 1:]
+        for row, run_len in keys
+    ], dim=1)  # (B, Na, ng, nr)
+    # a run of >= 2 pixels proves the angle has a line with two ROI pixels; only samples
+    # without one need the exact (full-layout) count
+    multi = counts[..., 1:].sum(dim=(2, 3)) > 0
+    if not bool(multi.all()):
+        for a in range(na):
+            todo = torch.nonzero(~multi[:, a]).flatten()
+            if todo.numel():
+                multi[todo, a] = _multi_exact(lines_of[a][todo])
+    return counts.to(torch.float64), multi
 
 
 def _per_angle_features(p: torch.Tensor) -> dict[str, torch.Tensor]:
