@@ -51,5 +51,24 @@ def discretize(image: torch.Tensor, mask: torch.Tensor, bin_width: float) -> tor
             fix = torch.cat([fix, (low + 0.5)[:, None]], dim=1)
             edges = torch.cat([edges, torch.full_like(low, float("inf"))[:, None]], dim=1)
         edges = torch.where(flat_region[:, None], fix, edges)
-    idx = torch.searchsorted(edges.contiguous(), flat.contiguous(), right=True)
-    return torch.where(m, idx, torch.zeros_like(idx)).reshape(image.shape)
+    if bool(flat_region.any()):
+        idx = torch.searchsorted(edges.contiguous(), flat.contiguous(), right=True)
+    else:
+        idx = _edge_count(flat, low, bin_width)
+    return (idx * m).reshape(image.shape)  # 0 outside the ROI (integers: no where, slow on CPU)
+
+
+def _edge_count(flat: torch.Tensor, low: torch.Tensor, bin_width: float) -> torch.Tensor:
+    """``searchsorted(edges, flat, right=True)`` for the edges ``low + k * W``, without a search.
+
+    The count is ``floor((x - low) / W) + 1`` up to rounding near an edge, where it can be
+    off by one: it is corrected by comparing ``x`` with the two edges beside it, computed
+    exactly as the edges are (``low + k * W``, k as float64). Every ROI value lies in
+    ``[e_0, e_{n-1})`` (``low <= min``, ``max + W < e_{n-1}``), so no edge past the last is
+    read; values outside the ROI (possibly non-finite) give garbage, masked by the caller.
+    """
+    lo = low[:, None]
+    k = torch.nan_to_num((flat - lo).div_(bin_width).floor_(), nan=0.0, posinf=0.0, neginf=0.0)
+    below = flat < (k * bin_width).add_(lo)  # x < e_k: the count is k, not k + 1
+    above = flat >= ((k + 1) * bin_width).add_(lo)  # x >= e_{k+1}: the count is k + 2
+    return (k.add_(1).sub_(below.to(k.dtype)).add_(above.to(k.dtype))).to(torch.int64)

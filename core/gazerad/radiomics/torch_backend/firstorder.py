@@ -38,7 +38,7 @@ from typing import Sequence
 import torch
 
 from ..names import CLASS_FEATURES
-from . import roi_box
+from . import flat_nonzero, roi_box
 
 __all__ = ["features", "crop_to_union_roi", "order_statistics", "percentile_ranks", "numpy_constant_sum"]
 
@@ -100,7 +100,8 @@ def _bucketize(x: torch.Tensor, m: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
     scale = n_buckets / (hi - lo)
     scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.zeros_like(scale))  # flat ROI: one bucket
     t = (x - lo[:, None]).mul_(scale[:, None]).clamp_(0, n_buckets - 1)  # >= 0: truncation is floor
-    return t.to(torch.int64).masked_fill_(~m, n_buckets)
+    # outside the ROI: bucket n_buckets (arithmetic on the 0/1 mask; masked_fill is slow on CPU)
+    return t.sub_(n_buckets).mul_(m).add_(n_buckets).to(torch.int64)
 
 
 def _sorted_compact(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,8 @@ def _sorted_compact(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     b = x.shape[0]
     per_row = sel.sum(dim=1)
     width = max(int(per_row.max().item()), 1)
-    row, col = torch.nonzero(sel, as_tuple=True)  # row-major order
+    flat = flat_nonzero(sel)  # row-major order
+    row, col = torch.div(flat, sel.shape[1], rounding_mode="floor"), flat % sel.shape[1]
     start = per_row.cumsum(dim=0) - per_row
     slot = torch.arange(row.shape[0], device=x.device) - start[row]
     buf = torch.full((b, width), float("inf"), dtype=x.dtype, device=x.device)
@@ -270,12 +272,16 @@ def features(
     image, mask, levels = crop_to_union_roi(image.to(torch.float64), mask, levels, mask=mask)
     b = image.shape[0]
     m = mask.reshape(b, -1)
-    x = torch.where(m, image.reshape(b, -1), torch.zeros((), dtype=torch.float64, device=image.device))
-    n = m.sum(dim=1)
+    mf = m.to(torch.float64)
+    # x = where(m, image, 0) without where (slow on CPU): values outside the ROI may be
+    # non-finite (never read), and inf * 0 = NaN is then set to 0
+    x = torch.nan_to_num_(image.reshape(b, -1) * mf, nan=0.0)
+    n = m.view(torch.uint8).sum(dim=1, dtype=torch.int64)
     nf = n.to(torch.float64)
-    inf = torch.tensor(float("inf"), dtype=torch.float64, device=x.device)
-    mn = torch.where(m, x, inf).amin(dim=1)
-    mx = torch.where(m, x, -inf).amax(dim=1)
+    # masked min / max: push the outside pixels (0 in x) beyond every ROI value
+    away = (1.0 - mf).mul_(2.0 * float(x.abs().amax()) + 1.0)
+    mn = (x + away).amin(dim=1)
+    mx = (x - away).amax(dim=1)
 
     # ranks: P10, P25, P75, P90 (two each), then the median's two middle values
     parts = [percentile_ranks(n, q) for q in _PERCENTILES]
@@ -283,13 +289,13 @@ def features(
     stats = order_statistics(x, m, torch.stack(ranks, dim=1), mn, mx)
     p10, p25, p75, p90 = (_lerp(stats[:, 2 * k], stats[:, 2 * k + 1], parts[k][2]) for k in range(4))
 
-    mo = _moments(x, m.to(torch.float64), nf)
+    mo = _moments(x, mf, nf)
     flat = mn == mx
     if bool(flat.any()):
         _use_numpy_flat_moments(mo, flat, mn, n)
     m2 = mo["m2"]
     safe_m2 = torch.where(m2 == 0, torch.ones_like(m2), m2)  # flat ROI: pyradiomics divides by 1
-    p = _histogram(torch.where(m, levels.reshape(b, -1), torch.zeros_like(levels.reshape(b, -1))), n)
+    p = _histogram(levels.reshape(b, -1) * m, n)
 
     out = {
         "10Percentile": p10,
