@@ -38,13 +38,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.tasks.activelearning.random import Random
+from monailabel.interfaces.exception import MONAILabelException
 from monailabel.utils.others.generic import strtobool
 
 import gazerad
 from gazerad.errors import InputError
 from gazerad.serving.data import DatastoreView, is_safe_id
 from gazerad.serving.infer import ModelNotReady
+from lib.activelearning import RandomUnread
 from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
 from lib.datastore import GazeRadDatastore
 
@@ -63,6 +64,8 @@ def _http_error(exc: Exception) -> HTTPException:
         return exc
     if isinstance(exc, ModelNotReady):
         return HTTPException(status_code=503, detail=str(exc))
+    if isinstance(exc, MONAILabelException):
+        return HTTPException(status_code=404 if "There is no" in exc.msg else 422, detail=exc.msg)
     if isinstance(exc, InputError):
         return HTTPException(status_code=422, detail=str(exc))
     if isinstance(exc, (ValueError, KeyError, TypeError)):
@@ -111,7 +114,7 @@ class GazeRadApp(MONAILabelApp):
         return {n: t for n, c in self.models.items() if (t := c.trainer()) is not None}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        strategies: Dict[str, Strategy] = {"random": Random()}
+        strategies: Dict[str, Strategy] = {"random": RandomUnread()}
         if not strtobool(self.conf.get("skip_strategies", "false")):
             for c in self.models.values():
                 strategies.update(c.strategy() or {})
@@ -138,6 +141,13 @@ class GazeRadApp(MONAILabelApp):
         if os.path.isfile(real) and os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp"):
             return  # MONAI Label's own temp copy of an uploaded image
         raise HTTPException(status_code=400, detail=f"invalid image id {image!r} (ids are file names without a path)")
+
+    def bundle_path(self, model):
+        # MONAI Label asks this of every async task before it starts: refuse unknown models
+        # here, with a 404, instead of a background task that fails later
+        if model and model not in self._trainers and model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; trainers: {sorted(self._trainers)}, models: {sorted(self._infers)}")
+        return super().bundle_path(model)
 
     def infer(self, request, datastore=None):
         self._resolve_image(request.get("image"))

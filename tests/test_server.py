@@ -89,6 +89,13 @@ def test_bad_image_ids(server: Server, image: str, code: int, words: str) -> Non
     assert r.status_code == code and words in r.json()["detail"]
 
 
+def test_unknown_trainer_and_strategy(server: Server) -> None:
+    r = requests.post(server.url + "/train/nope", json={}, timeout=30)
+    assert r.status_code == 404 and "unknown model 'nope'" in r.json()["detail"]
+    r = requests.post(server.url + "/activelearning/nope", timeout=30)
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
 def test_bad_gaze_uploads_are_rejected_and_leave_nothing(server: Server, tmp_path: Path) -> None:
     cases = {
         "outside.csv": ("x,y,t_start,t_end\n10,10,0,0.2\n900,10,0.3,0.5\n", "outside"),
@@ -278,6 +285,11 @@ def test_scoring_and_next_sample(server: Server) -> None:
     assert nxt["score"] == pytest.approx(max(scores.values()))
     nxt2 = requests.post(server.url + "/activelearning/entropy", json={"exclude": [nxt["id"]]}, timeout=60).json()
     assert nxt2["id"] == sorted(scores, key=scores.get)[-2]
+    # random: only unread images, "exclude" respected
+    keep = sorted(scores)[0]
+    for _ in range(3):
+        rnd = requests.post(server.url + "/activelearning/random", json={"exclude": sorted(scores)[1:]}, timeout=60).json()
+        assert rnd["id"] == keep
 
 
 def test_monailabel_client_works_unchanged(server: Server, tmp_path: Path) -> None:

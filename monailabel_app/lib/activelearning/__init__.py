@@ -1,3 +1,3 @@
-from .strategies import HighestScore
+from .strategies import HighestScore, RandomUnread, unread_images
 
-__all__ = ["HighestScore"]
+__all__ = ["HighestScore", "RandomUnread", "unread_images"]

@@ -8,6 +8,7 @@ without a stored score are scored first (in-process) so the answer is never stal
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any, Dict
 
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -24,6 +25,27 @@ _DESCRIPTIONS = {
 }
 
 
+def unread_images(request: Dict[str, Any], datastore: Any) -> list:
+    """Images without gaze yet and not in ``request["exclude"]``."""
+    exclude = set(request.get("exclude") or [])
+    has_gaze = getattr(datastore, "has_gaze", lambda i: GAZE_TAG in datastore.get_labels_by_image_id(i))
+    return [i for i in datastore.list_images() if i not in exclude and not has_gaze(i)]
+
+
+class RandomUnread(Strategy):
+    """A random unread image (MONAI Label's ``random`` ignores gaze and ``exclude``)."""
+
+    def __init__(self) -> None:
+        super().__init__("Random: any image without gaze yet (request 'exclude' respected)")
+
+    def __call__(self, request: Dict[str, Any], datastore: Any) -> Dict[str, Any]:
+        ids = unread_images(request, datastore)
+        if not ids:
+            return {}
+        rng = random.Random(request.get("seed"))
+        return {"id": rng.choice(sorted(ids)), "method": "random"}
+
+
 class HighestScore(Strategy):
     def __init__(self, method: str, scorer: Any) -> None:
         super().__init__(_DESCRIPTIONS[method])
@@ -32,9 +54,7 @@ class HighestScore(Strategy):
         self.scorer = scorer
 
     def __call__(self, request: Dict[str, Any], datastore: Any) -> Dict[str, Any]:
-        exclude = set(request.get("exclude") or [])
-        has_gaze = getattr(datastore, "has_gaze", lambda i: GAZE_TAG in datastore.get_labels_by_image_id(i))
-        ids = [i for i in datastore.list_images() if i not in exclude and not has_gaze(i)]
+        ids = unread_images(request, datastore)
         if not ids:
             return {}
         infos = {i: datastore.get_image_info(i) for i in ids}
@@ -46,4 +66,5 @@ class HighestScore(Strategy):
         if not scored:
             return {}
         score, best = max(scored)
-        return {"id": best, "score": score, "strategy": self.method}
+        # "method", not "strategy": MONAI Label overwrites "strategy" with its own bookkeeping
+        return {"id": best, "score": score, "method": self.method}
