@@ -4,7 +4,8 @@ All three are 2-D (``dimension: 2``) and read the image with GazeRad's X-ray loa
 (PNG/JPEG 8/16-bit, DICOM CR/DX incl. MONOCHROME1, NIfTI, NRRD). Weights are loaded on the
 first request and reloaded when training publishes new ones. Request params:
 
-- ``attention``: ``boxes`` (optional list of ``[x, y, w, h]``: attention mass inside each).
+- ``attention``: ``boxes`` (optional list of ``[x, y, w, h]``: attention mass inside each),
+  ``heatmap`` (default true; false: JSON only, no file written).
   Returns the heatmap (``.nrrd``, float32, the input's size, spacing, origin and direction,
   sums to 1) and JSON ``{peaks, regions, entropy, max, geometry, model_version}``.
 - ``localization``: ``classes`` (optional list), ``min_score`` (0.5), ``cam_threshold`` (0.5),
@@ -61,10 +62,11 @@ class AttentionInfer(_Task):
 
     def __init__(self, path: str, fallback: str | None = None) -> None:
         super().__init__(path, InferType.OTHERS, "Predicted radiologist attention (FocusContrast predictor): a heatmap summing to 1",
-                         labels=["attention"], config={"boxes": []}, fallback=fallback)
+                         labels=["attention"], config={"boxes": [], "heatmap": True}, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
-        out = _tmp(".nrrd")
+        # params {"heatmap": false}: JSON only (no heatmap file is written)
+        out = _tmp(".nrrd") if request.get("heatmap", True) not in (False, "false", 0) else None
         _, info = self.service(request["image"], out, boxes=request.get("boxes") or None)
         return out, info
 
