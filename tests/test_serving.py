@@ -244,3 +244,12 @@ def test_model_slot_reloads_and_prefers_published_over_shipped(tmp_path: Path) -
     (tmp_path / "m.pt").write_text("trained-2!")  # a publish: new size and mtime
     os.utime(tmp_path / "m.pt", ns=(1, 10**18))
     assert slot.get() == "trained-2!" and loads == ["shipped", "trained-1", "trained-2!"]
+
+
+def test_training_parameters_are_cast_and_checked() -> None:
+    from gazerad.serving.train import _params
+
+    p = _params("pretrain", {"epochs": "3", "mcgip": "false", "multi_gpu": "true", "threshold": 0.5, "unknown": 1})
+    assert p["epochs"] == 3 and p["mcgip"] is False and p["multi_gpu"] is True and p["threshold"] == 0.5 and "unknown" not in p
+    with pytest.raises(ValueError, match="'epochs' must be a number"):
+        _params("attention", {"epochs": "many"})

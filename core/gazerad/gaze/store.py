@@ -135,7 +135,7 @@ def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], 
     if fmt == "edf":
         return imp.load_gaze(path, format="edf", image_id=image_id, strict=True).records()
     # McGIP / EGD-CXR name their image inside the file: size every image they name as the target
-    coll = imp.load_gaze(path, format=fmt if fmt != "mcgip_csv" else "mcgip_csv", strict=True,
+    coll = imp.load_gaze(path, format=fmt, strict=True,
                          **({"image_sizes": _AnySize(image_size)} if fmt in ("mcgip_json", "mcgip_csv") else {}))
     return coll.records()
 
@@ -188,7 +188,7 @@ def parse_gaze_upload(
     try:
         recs = _load_any(p, fmt, image_id, tuple(image_size), reader_id or "upload")
     except InputError:
-        raise
+        raise  # already names the file and the problem
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(p, f"cannot read gaze ({fmt}): {exc}") from None
     h, w = int(image_size[0]), int(image_size[1])

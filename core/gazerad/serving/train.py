@@ -78,12 +78,22 @@ def read_stats(model_dir: str | os.PathLike, name: str) -> dict[str, Any]:
 
 
 def _params(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of job ``name`` overridden by the request's known keys, cast to the defaults'
+    types (``"false"`` is false; a bad number is a ValueError naming the key)."""
     p = {**_COMMON, **DEFAULTS[name]}
     for k, v in request.items():
-        if k in p and v is not None:
-            p[k] = type(p[k])(v) if isinstance(p[k], (bool, int, float)) and not isinstance(v, bool) and p[k] is not None else v
-    if isinstance(p.get("multi_gpu"), str):
-        p["multi_gpu"] = p["multi_gpu"].lower() in ("1", "true", "yes")
+        if k not in p or v is None:
+            continue
+        d = p[k]
+        if isinstance(d, bool) or k == "multi_gpu":
+            p[k] = v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
+        elif isinstance(d, (int, float)):
+            try:
+                p[k] = type(d)(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"training parameter {k!r} must be a number, got {v!r}") from None
+        else:
+            p[k] = v
     return p
 
 
