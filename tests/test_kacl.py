@@ -97,3 +97,65 @@ def test_cli_supervised_and_evaluate(masses: Path, tmp_path: Path, capsys) -> No
     assert "ROC AUC" in text and "centred box" in text
     assert cli(["evaluate-localization", "--model", str(tmp_path / "nothing"), "--data", str(masses)]) == 2
     assert "KACL model not found" in capsys.readouterr().err
+
+
+def _kacl_ddp_worker(rank: int, world: int, port: int, payload: dict, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from gazerad.kacl.model import KACLModel
+    from gazerad.kacl.trainer import _TrainForward
+    from gazerad.ssl import MultiPositiveNTXentLoss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = KACLModel(2, 6, "resnet10", proj_dim=8, dropout=0.0)
+    model.load_state_dict(payload["state"])
+    model.eval()
+    net = torch.nn.parallel.DistributedDataParallel(_TrainForward(model))
+    b = payload["x"].shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    logits, z_img, z_rad = net(payload["x"][sl], payload["r"][sl])
+    loss = F.binary_cross_entropy_with_logits(logits, payload["y"][sl]) + MultiPositiveNTXentLoss(0.5)(z_img, z_rad)
+    loss.backward()
+    if rank == 0:
+        torch.save({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, out)
+    dist.destroy_process_group()
+
+
+def test_kacl_ddp_synchronises_both_branches(tmp_path: Path) -> None:
+    """Under DDP the image *and* radiomics branches' gradients are averaged over ranks
+    (a forward outside DDP's wrapper would leave the radiomics branch unsynchronised)."""
+    import socket
+
+    import torch.nn.functional as F
+
+    from gazerad.kacl.model import KACLModel
+    from gazerad.ssl import MultiPositiveNTXentLoss
+
+    torch.manual_seed(0)
+    model = KACLModel(2, 6, "resnet10", proj_dim=8, dropout=0.0).eval()
+    g = torch.Generator().manual_seed(1)
+    x, r = torch.rand(8, 1, 32, 32, generator=g), torch.randn(8, 6, generator=g)
+    y = (torch.rand(8, 2, generator=g) > 0.5).float()
+    grads = []
+    for sl in (slice(0, 4), slice(4, 8)):  # each rank's local loss, in one process
+        model.zero_grad()
+        logits, z_img = model.image_branch(x[sl])
+        loss = F.binary_cross_entropy_with_logits(logits, y[sl]) + MultiPositiveNTXentLoss(0.5)(z_img, model.radiomics_branch(r[sl]))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    expected = {n: (grads[0][n] + grads[1][n]) / 2 for n in grads[0]}
+    assert any(n.startswith("radiomics_") for n in expected)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp.pt"
+    payload = {"state": model.state_dict(), "x": x, "r": r, "y": y}
+    torch.multiprocessing.spawn(_kacl_ddp_worker, args=(2, port, payload, str(out)), nprocs=2, join=True)
+    ddp = torch.load(out)
+    assert set(ddp) == set(expected)
+    worst = max(float((ddp[n] - expected[n]).abs().max() / (expected[n].abs().max() + 1e-12)) for n in expected)
+    assert worst < 1e-4, worst
