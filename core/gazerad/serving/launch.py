@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -107,7 +106,10 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"[gazerad serve] try: curl -X POST 'http://{args.host}:{args.port}/infer/attention?image=<id>&output=json'", flush=True)
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
         raise FileNotFoundError("the 'monailabel' launcher is not installed in this environment")
-    return subprocess.call(cmd, env=env)
+    sys.stdout.flush()
+    # become the server: Ctrl-C and signals reach it directly, no Python process left waiting
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
