@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from gazerad.data._table import read_rows
 from gazerad.errors import InputError
 
-__all__ = ["StudyTable", "read_study_table", "load_image_tensor", "ViewAugment", "TwoViewDataset", "view_seed"]
+__all__ = ["StudyTable", "read_study_table", "load_image_tensor", "prepare_xray", "ViewAugment", "TwoViewDataset", "view_seed"]
 
 _FIXED = ("Image Index", "Finding Labels", "Patient ID", "View Position", "Width", "Height", "PixelSpacing", "split")
 
@@ -109,11 +109,17 @@ def load_image_tensor(paths: Sequence[str | os.PathLike], size: int, progress: b
     out = torch.empty(len(paths), 1, size, size)
     for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
         img, _ = read_xray(p)
-        lo, hi = np.percentile(img, [0.5, 99.5])
-        img = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-        t = torch.from_numpy(img)[None, None]
-        out[i] = F.interpolate(t, size=(size, size), mode="area")[0] if t.shape[-2:] != (size, size) else t[0]
+        out[i] = prepare_xray(img, size)[0]
     return out
+
+
+def prepare_xray(img: np.ndarray, size: int) -> torch.Tensor:
+    """One ``(H, W)`` X-ray -> ``(1, 1, size, size)`` float32 model input: scaled to ``[0, 1]``
+    by its 0.5/99.5 percentiles, area-resized (what training and serving both feed a model)."""
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    x = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+    t = torch.from_numpy(x)[None, None]
+    return F.interpolate(t, size=(size, size), mode="area") if t.shape[-2:] != (size, size) else t
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gazerad.errors import InputError
+from gazerad.pretrain.data import prepare_xray
 
 __all__ = [
     "ModelNotReady", "ModelSlot", "Geometry", "read_geometry", "write_heatmap", "load_input",
@@ -162,16 +163,6 @@ def load_input(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     return img.astype(np.float32, copy=False), read_geometry(path, img.shape)
 
 
-def _prepare(img: np.ndarray, size: int) -> torch.Tensor:
-    """KACL/classifier input exactly as in training (:func:`gazerad.pretrain.data.load_image_tensor`)."""
-    import torch.nn.functional as F
-
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    x = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-    t = torch.from_numpy(x)[None, None]
-    return F.interpolate(t, size=(size, size), mode="area") if t.shape[-2:] != (size, size) else t
-
-
 def attention_summary(heat: np.ndarray, n_peaks: int = 5, boxes: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     """Peaks and attention mass per region of a map that sums to 1.
 
@@ -255,7 +246,7 @@ class ClassificationService:
     def probabilities(self, image_path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray, Geometry, dict]:
         model, state = self.slot.get()
         img, geom = load_input(image_path)
-        x = _prepare(img, int(state["config"]["image_size"])).to(self.device)
+        x = prepare_xray(img, int(state["config"]["image_size"])).to(self.device)
         with torch.no_grad():
             p = torch.sigmoid(model(x))[0].cpu().numpy()
         return p, x, img, geom, state
