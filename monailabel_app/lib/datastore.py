@@ -67,9 +67,8 @@ class GazeRadDatastore(LocalDatastore):
             problem = exc.problem + (f" (row {exc.row})" if exc.row is not None else "")
             raise HTTPException(status_code=422, detail=f"gaze for image {image_id!r} rejected: {problem}") from None
         with FileLock(self._lock_file):
-            stored = self.gaze.put(image_id, records, replace=bool(info.get("replace", False)))
-            summary = {"readers": [r.reader_id for r in stored], "fixations": int(sum(len(r) for r in stored)),
-                       "ts": int(time.time()), "name": f"{image_id}.json"}
+            self.gaze.put(image_id, records, replace=bool(info.get("replace", False)))
+            summary = {**self.gaze.summary(image_id), "ts": int(time.time()), "name": f"{image_id}.json"}
             obj.labels[GAZE_TAG] = DataModel(info=summary, ext=".json")
             self._update_datastore_file(lock=False)
         logger.info(f"Stored gaze for {image_id}: {summary}")

@@ -30,7 +30,7 @@ from gazerad.gaze.record import GazeCollection, GazeRecord
 from gazerad.io.atomic import atomic_write_text
 
 __all__ = [
-    "FORMAT", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
+    "FORMAT", "is_safe_id", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
 ]
 
 FORMAT = "gazerad-gaze"
@@ -237,6 +237,14 @@ def read_gaze_json(path: str | os.PathLike) -> list[GazeRecord]:
         raise InputError(p, f"invalid JSON ({e.msg} at line {e.lineno})") from None
 
 
+def is_safe_id(image_id: str) -> bool:
+    """An id that names a file inside a folder and nothing else (no paths, no ``..``, not hidden)."""
+    return (
+        isinstance(image_id, str) and 0 < len(image_id) <= 255 and image_id not in (".", "..")
+        and not any(c in image_id for c in ("/", "\\", "\x00")) and not image_id.startswith(".")
+    )
+
+
 class GazeStore:
     """A folder of canonical gaze files, one ``<image id>.json`` per image.
 
@@ -248,7 +256,7 @@ class GazeStore:
         self.root = Path(root)
 
     def path(self, image_id: str) -> Path:
-        if not image_id or "/" in image_id or "\\" in image_id or image_id in (".", "..") or "\x00" in image_id:
+        if not is_safe_id(image_id):
             raise InputError(None, f"invalid image id {image_id!r}")
         return self.root / f"{image_id}.json"
 

@@ -72,7 +72,7 @@ def novelty_scores(features: np.ndarray, reference: Sequence[int]) -> np.ndarray
 
 
 def _thumbnails(paths: Sequence, side: int = 16) -> np.ndarray:
-    """Model-free embedding: each image min-max scaled and area-resized to ``side x side``."""
+    """Model-free embedding: each image as the models see it (percentile-scaled), area-resized to ``side x side``."""
     from gazerad.pretrain.data import load_image_tensor
 
     return load_image_tensor(list(paths), side).reshape(len(paths), -1).numpy()
@@ -117,11 +117,9 @@ def score_datastore(method: str, root, model_dir, device: str | None = None, mc_
         s = entropy_scores(res["probs"])
     elif method == "mc_dropout":
         s = mc_dropout_scores(res["mc_std"])
-    elif method == "gaze_novelty":
+    else:  # novelty against images with gaze; diversity against those too and the labelled ones
         have = set(view.gaze().images)
-        s = novelty_scores(feats, [k for k, i in enumerate(ids) if i in have])
-    else:
-        lab = view.labels()
-        have = set(view.gaze().images) | {i for i, sp in lab["splits"].items() if sp == "train"}
+        if method == "diversity":
+            have |= {i for i, sp in view.labels()["splits"].items() if sp == "train"}
         s = novelty_scores(feats, [k for k, i in enumerate(ids) if i in have])
     return {i: float(v) for i, v in zip(ids, s)}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from gazerad.errors import InputError
 from gazerad.gaze.record import GazeCollection
-from gazerad.gaze.store import GazeStore
+from gazerad.gaze.store import GazeStore, is_safe_id
 from gazerad.io.atomic import atomic_path
 
 __all__ = ["IMAGE_SUFFIXES", "DatastoreView", "is_safe_id", "image_id_of"]
@@ -42,14 +42,6 @@ def image_id_of(name: str) -> str:
     return name
 
 
-def is_safe_id(image_id: str) -> bool:
-    """An id that names a file inside the datastore and nothing else (no paths, no ``..``)."""
-    return (
-        isinstance(image_id, str) and 0 < len(image_id) <= 255 and image_id not in (".", "..")
-        and not any(c in image_id for c in ("/", "\\", "\x00")) and not image_id.startswith(".")
-    )
-
-
 @dataclass
 class DatastoreView:
     """Read-side view of a datastore folder (cheap to build: nothing is read until asked).
@@ -59,7 +51,6 @@ class DatastoreView:
     """
 
     root: Path
-    _labels: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -152,9 +143,8 @@ class DatastoreView:
         if need_labels and not any(i in lab["labels"] for i in imgs):
             raise InputError(self.root, "no image has class labels: put a labels.csv (Image Index, split, one 0/1 column per class) beside the images")
         link = out / "images"
-        if link.is_symlink() or link.exists():
-            if link.is_symlink():
-                link.unlink()
+        if link.is_symlink():
+            link.unlink()  # re-pointed on every call (the datastore may have moved)
         if not link.exists():
             os.symlink(self.root.resolve(), link, target_is_directory=True)
         with atomic_path(out / "labels.csv") as tmp, tmp.open("w", newline="") as fh:

@@ -25,6 +25,7 @@ CPU when given, e.g. to test the path); otherwise one process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -254,10 +255,10 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
 
 
 JOBS: dict[str, Callable[..., tuple[Path, dict]]] = {
-    "attention": lambda view, run, p, dev, md: _attention_job(view, run, p, dev, md),
-    "localization": lambda view, run, p, dev, md: _kacl_job("localization", view, run, p, dev, md),
-    "classification": lambda view, run, p, dev, md: _kacl_job("classification", view, run, p, dev, md),
-    "pretrain": lambda view, run, p, dev, md: _pretrain_job(view, run, p, dev, md),
+    "attention": _attention_job,
+    "localization": functools.partial(_kacl_job, "localization"),
+    "classification": functools.partial(_kacl_job, "classification"),
+    "pretrain": _pretrain_job,
 }
 PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "classification": "classification.pt",
              "pretrain": "pretrain_encoder.pt"}
