@@ -16,7 +16,8 @@ import torch
 from radiomics_cases import assert_parity, parity_cases, reference_matrix
 from scipy import ndimage, stats
 
-from gazerad.radiomics.discretize import discretize
+from gazerad.radiomics import torch_backend
+from gazerad.radiomics.discretize import _discretize_dense, discretize
 from gazerad.radiomics.names import CLASS_FEATURES
 from gazerad.radiomics.reference import pyradiomics_features
 from gazerad.radiomics.torch_backend import firstorder, pad_batch, shape2d
@@ -51,10 +52,13 @@ def _parity(cls: str, spacing: tuple[float, float], device: str, batched: bool) 
     assert_parity(ours, _reference(cls, spacing), list(CLASS_FEATURES[cls]))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["cpu-fast-path", "batched-path"])
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), ANISO])
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "batch"])
 @pytest.mark.parametrize("cls", ["firstorder", "shape2D"])
-def test_parity_cpu(cls: str, batched: bool, spacing: tuple[float, float]) -> None:
+def test_parity_cpu(cls: str, batched: bool, spacing: tuple[float, float], fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPU code paths: the per-sample fast path and the batched torch code CUDA runs."""
+    monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
     _parity(cls, spacing, "cpu", batched)
 
 
@@ -176,6 +180,32 @@ def test_order_statistics_with_ties_and_spikes() -> None:
     got = firstorder.order_statistics(xz, mt, ranks, lo, hi)
     want = torch.sort(torch.where(mt, xt, np.inf), dim=1).values.gather(1, ranks)
     assert torch.equal(got, want)
+    for b in range(x.shape[0]):  # the CPU path's numpy version, one row at a time
+        row = x[b][m[b]]
+        got_np = firstorder._order_statistics_np(row, ranks[b].numpy(), row.min(), row.max())
+        np.testing.assert_array_equal(got_np, want[b].numpy())
+
+
+def test_cpu_discretisation_equals_the_dense_path() -> None:
+    """The compacted CPU binning equals the whole-grid binning, values on bin edges included."""
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        b, h, w = int(rng.integers(1, 4)), int(rng.integers(2, 30)), int(rng.integers(2, 30))
+        bw = float(rng.choice([0.1, 0.3, 1.0, 7.5, 25.0]))
+        if trial % 3 == 0:
+            x = rng.integers(-50, 300, (b, h, w)).astype(np.float64) * bw / 2  # many values on edges
+        elif trial % 3 == 1:
+            x = rng.normal(0, 100, (b, h, w))
+        else:
+            x = np.round(rng.uniform(-1, 1, (b, h, w)), 1)  # decimal steps: float ties at the edges
+        m = rng.random((b, h, w)) < rng.uniform(0.1, 1.0)
+        m[:, 0, 0] = True
+        img, msk = torch.from_numpy(x), torch.from_numpy(m)
+        want = _discretize_dense(img, msk, bw)
+        got = discretize(img, msk, bw)
+        assert got.dtype == torch.int64 and torch.equal(got, want), (trial, bw)
+        small = discretize(img, msk, bw, dtype=None)
+        assert small.dtype == (torch.uint8 if int(want.max()) < 256 else torch.int16) and torch.equal(small.long(), want)
 
 
 def test_constant_roi_moments_follow_numpy_rounding() -> None:

@@ -5,28 +5,87 @@ numpy ``arange`` semantics) and ``numpy.digitize``, so the minimum lands in bin 
 value equal to an edge opens the next bin. Reproducing the edges exactly (not the
 algebraically equal ``floor(x / W) - floor(min / W) + 1``, which differs at float ties)
 keeps every texture matrix identical to the reference.
+
+Two paths, same result: CPU tensors are binned on the compacted ROI values only (numpy:
+one boolean gather, per-sample min/max by ``reduceat``, the bin from ``floor`` with an
+exact-edge correction read from a small edge table, one scatter into a zeroed grid); other
+devices bin the whole ``(B, H, W)`` grid with masked reductions (no gather/scatter, which
+are slow on GPUs only for tiny inputs).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["discretize"]
+__all__ = ["discretize", "smallest_level_dtype"]
 
 
-def discretize(image: torch.Tensor, mask: torch.Tensor, bin_width: float) -> torch.Tensor:
+def smallest_level_dtype(top: int) -> torch.dtype:
+    """The narrowest integer dtype holding levels ``0..top`` (the texture classes read levels many times)."""
+    return torch.uint8 if top < 256 else torch.int16 if top < 2**15 else torch.int32 if top < 2**31 else torch.int64
+
+
+def discretize(image: torch.Tensor, mask: torch.Tensor, bin_width: float, dtype: torch.dtype | None = torch.int64) -> torch.Tensor:
     """Discretise each image's ROI with a fixed bin width.
 
     Args:
         image: ``(B, H, W)`` float tensor (float64 recommended: pyradiomics works in float64).
         mask: ``(B, H, W)`` bool tensor; every sample needs at least one ROI pixel.
         bin_width: bin width ``W`` in image units (> 0).
+        dtype: integer dtype of the result; ``None``: the narrowest that holds the levels
+            (:func:`smallest_level_dtype`, ``uint8`` for fewer than 256 bins).
 
     Returns:
-        ``(B, H, W)`` int64 tensor: 1..Ng inside the ROI (1 = the ROI minimum's bin), 0 outside.
+        ``(B, H, W)`` integer tensor: 1..Ng inside the ROI (1 = the ROI minimum's bin), 0 outside.
     """
     if bin_width <= 0:
         raise ValueError(f"bin_width must be > 0, got {bin_width}")
+    from . import torch_backend  # the CPU_FAST_PATHS switch
+
+    if torch_backend.cpu_fast_path(image) and image.ndim == 3 and mask.shape == image.shape:
+        out = _discretize_compact(image, mask, float(bin_width), dtype)
+        if out is not None:
+            return out
+    idx = _discretize_dense(image, mask, bin_width)
+    return idx.to(smallest_level_dtype(int(idx.max()) if idx.numel() else 0) if dtype is None else dtype)
+
+
+def _discretize_compact(image: torch.Tensor, mask: torch.Tensor, bin_width: float, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """CPU path of :func:`discretize` on the ROI values only; ``None`` where the dense path must decide
+    (an empty ROI, or pyradiomics' single-edge special case)."""
+    b = image.shape[0]
+    m = mask.to(torch.bool).contiguous().numpy()
+    counts = np.count_nonzero(m.reshape(b, -1), axis=1)
+    if b == 0 or not counts.all():
+        return None
+    x = image.detach().to(torch.float64).contiguous().numpy()
+    values = x[m]  # sample-major, row-major within a sample
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    mn = np.minimum.reduceat(values, starts)
+    mx = np.maximum.reduceat(values, starts)
+    low = mn - np.remainder(mn, bin_width)  # numpy % semantics, as pyradiomics
+    n_edges = np.ceil((mx + 2 * bin_width - low) / bin_width)
+    if not (np.isfinite(n_edges).all() and (n_edges > 1).all()):
+        return None  # non-finite ROI values (caller's check) or a single edge: dense path
+    # edge k of sample s is low_s + k * W, evaluated exactly as the dense path (and numpy.arange) does
+    k_max = int(n_edges.max()) + 1
+    edges = low[:, None] + np.arange(k_max + 1, dtype=np.float64)[None, :] * bin_width  # (B, K + 2)
+    sample = np.repeat(np.arange(b), counts)
+    k = ((values - low[sample]) / bin_width).astype(np.int64)  # >= 0 (low <= min): truncation is floor
+    np.clip(k, 0, k_max - 1, out=k)
+    flat_k = sample * (k_max + 1) + k
+    e = edges.reshape(-1)
+    lev = k + 1 - (values < e[flat_k]) + (values >= e[flat_k + 1])  # exact: compare with the edges beside
+    top = int(lev.max())
+    out_dtype = smallest_level_dtype(top) if dtype is None else dtype
+    grid = np.zeros(m.shape, dtype=torch.empty(0, dtype=out_dtype).numpy().dtype)
+    grid[m] = lev
+    return torch.from_numpy(grid)
+
+
+def _discretize_dense(image: torch.Tensor, mask: torch.Tensor, bin_width: float) -> torch.Tensor:
+    """Whole-grid path of :func:`discretize` (any device): ``(B, H, W)`` int64."""
     b = image.shape[0]
     x = image.to(torch.float64)
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=x.device)

@@ -10,6 +10,12 @@ int64 from :func:`gazerad.radiomics.discretize.discretize` (1..Ng in the ROI, 0 
 :data:`gazerad.radiomics.names.CLASS_FEATURES` order. Samples of different sizes share a
 batch by zero-padding (``pad_batch``): padding lies outside every ROI, so it changes
 nothing.
+
+CPU fast paths. Where numpy (or scipy / scikit-image) kernels on the compacted ROI pixels of
+one sample are much faster on CPU than batched masked torch passes, a class computes CPU
+tensors that way (:func:`cpu_fast_path` decides); other devices always run the batched torch
+code. ``CPU_FAST_PATHS = False`` sends CPU tensors through the batched code as well: the
+tests run both paths against pyradiomics.
 """
 
 from __future__ import annotations
@@ -19,7 +25,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero"]
+__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS"]
+
+# CPU tensors take the per-sample numpy fast paths (False: the batched torch code, as on CUDA)
+CPU_FAST_PATHS = True
+
+
+def cpu_fast_path(t: torch.Tensor) -> bool:
+    """Whether ``t`` (a CPU tensor without autograd) takes the CPU fast paths (:data:`CPU_FAST_PATHS`)."""
+    return CPU_FAST_PATHS and t.device.type == "cpu" and not t.requires_grad
 
 # feature class -> module name in this package (imported lazily by the extractor)
 CLASS_MODULES: dict[str, str] = {
