@@ -22,6 +22,7 @@ from radiomics_cases import assert_parity, parity_cases, reference_matrix
 
 from gazerad.radiomics.discretize import discretize
 from gazerad.radiomics.names import CLASS_FEATURES, feature_names
+from gazerad.radiomics import torch_backend
 from gazerad.radiomics.torch_backend import glcm, glrlm, pad_batch
 
 # pyradiomics' own numpy warnings on empty angles (nanmean of empty/NaN slices)
@@ -119,23 +120,36 @@ def _assert(ours: np.ndarray, ref: np.ndarray, cls: str, labels: list[str] | Non
     assert not bad, "\n".join(bad)
 
 
+# CPU parity runs both CPU code paths: the numpy fast path and the batched torch code CUDA runs
+PATHS = pytest.mark.parametrize("fast", [True, False], ids=["cpu-fast-path", "batched-path"])
+
+
+@pytest.fixture
+def cpu_path(fast: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
+    return fast
+
+
+@PATHS
 @pytest.mark.parametrize("cls", ["glcm", "glrlm"])
-def test_parity_reference_settings(cls: str) -> None:
+def test_parity_reference_settings(cls: str, cpu_path: bool) -> None:
     ref = _pyradiomics(cls, True, False)
     cases = list(parity_cases())
     _assert(_ours_single(cls, cases, "cpu", None), ref, cls)
     _assert(_ours_batch(cls, cases, "cpu", None), ref, cls)
 
 
+@PATHS
 @pytest.mark.parametrize("cls", ["glcm", "glrlm"])
-def test_parity_four_angles(cls: str) -> None:
+def test_parity_four_angles(cls: str, cpu_path: bool) -> None:
     """``angles=FOUR_ANGLES`` matches pyradiomics with ``force2D=False`` (rows, columns, diagonals)."""
     _assert(_ours_batch(cls, list(parity_cases()), "cpu", glcm.FOUR_ANGLES), _pyradiomics(cls, False, False), cls)
 
 
+@PATHS
 @pytest.mark.parametrize("cls", ["glcm", "glrlm"])
 @pytest.mark.parametrize("force2d", [True, False])
-def test_parity_empty_angles(cls: str, force2d: bool) -> None:
+def test_parity_empty_angles(cls: str, force2d: bool, cpu_path: bool) -> None:
     """Empty angles: dropped from the mean; a lone empty angle gives NaN (GLRLM: RE = RV = 0)."""
     cases = _extra_cases()
     angles = None if force2d else glcm.FOUR_ANGLES

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from gazerad.radiomics.discretize import discretize
 from gazerad.radiomics.names import feature_names
+from gazerad.radiomics import torch_backend
 from gazerad.radiomics.torch_backend import gldm, glszm, ngtdm, pad_batch
 
 MODULES = {"glszm": glszm, "gldm": gldm, "ngtdm": ngtdm}
@@ -67,13 +68,21 @@ def _check(cls: str, device: str, neighbourhood=None) -> None:
         assert_parity(_ours(cls, device, batched, neighbourhood), ref, feature_names((cls,)))
 
 
+# CPU parity runs both CPU code paths: the numpy fast path and the batched torch code CUDA runs
+PATHS = pytest.mark.parametrize("fast", [True, False], ids=["cpu-fast-path", "batched-path"])
+
+
+@PATHS
 @pytest.mark.parametrize("cls", CLASSES)
-def test_parity_reference_settings_cpu(cls):
+def test_parity_reference_settings_cpu(cls, fast, monkeypatch):
+    monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
     _check(cls, "cpu")
 
 
+@PATHS
 @pytest.mark.parametrize("cls", CLASSES)
-def test_parity_8_neighbourhood_cpu(cls):
+def test_parity_8_neighbourhood_cpu(cls, fast, monkeypatch):
+    monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
     _check(cls, "cpu", gldm.EIGHT_NEIGHBOURS)
 
 

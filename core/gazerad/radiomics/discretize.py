@@ -6,9 +6,9 @@ value equal to an edge opens the next bin. Reproducing the edges exactly (not th
 algebraically equal ``floor(x / W) - floor(min / W) + 1``, which differs at float ties)
 keeps every texture matrix identical to the reference.
 
-Two paths, same result: CPU tensors are binned on the compacted ROI values only (numpy:
-one boolean gather, per-sample min/max by ``reduceat``, the bin from ``floor`` with an
-exact-edge correction read from a small edge table, one scatter into a zeroed grid); other
+Two paths, same result: CPU tensors are binned on each sample's ROI values only (numpy:
+one boolean gather, the bin from ``floor`` with the exact-edge correction, one scatter into
+a zeroed grid); other
 devices bin the whole ``(B, H, W)`` grid with masked reductions (no gather/scatter, which
 are slow on GPUs only for tiny inputs).
 """
@@ -52,35 +52,41 @@ def discretize(image: torch.Tensor, mask: torch.Tensor, bin_width: float, dtype:
 
 
 def _discretize_compact(image: torch.Tensor, mask: torch.Tensor, bin_width: float, dtype: torch.dtype | None) -> torch.Tensor | None:
-    """CPU path of :func:`discretize` on the ROI values only; ``None`` where the dense path must decide
-    (an empty ROI, or pyradiomics' single-edge special case)."""
-    b = image.shape[0]
+    """CPU path of :func:`discretize`, one sample's ROI values at a time; ``None`` where the dense
+    path must decide (an empty ROI, non-finite values, pyradiomics' single-edge special case)."""
     m = mask.to(torch.bool).contiguous().numpy()
-    counts = np.count_nonzero(m.reshape(b, -1), axis=1)
-    if b == 0 or not counts.all():
-        return None
     x = image.detach().to(torch.float64).contiguous().numpy()
-    values = x[m]  # sample-major, row-major within a sample
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    mn = np.minimum.reduceat(values, starts)
-    mx = np.maximum.reduceat(values, starts)
-    low = mn - np.remainder(mn, bin_width)  # numpy % semantics, as pyradiomics
-    n_edges = np.ceil((mx + 2 * bin_width - low) / bin_width)
-    if not (np.isfinite(n_edges).all() and (n_edges > 1).all()):
-        return None  # non-finite ROI values (caller's check) or a single edge: dense path
-    # edge k of sample s is low_s + k * W, evaluated exactly as the dense path (and numpy.arange) does
-    k_max = int(n_edges.max()) + 1
-    edges = low[:, None] + np.arange(k_max + 1, dtype=np.float64)[None, :] * bin_width  # (B, K + 2)
-    sample = np.repeat(np.arange(b), counts)
-    k = ((values - low[sample]) / bin_width).astype(np.int64)  # >= 0 (low <= min): truncation is floor
-    np.clip(k, 0, k_max - 1, out=k)
-    flat_k = sample * (k_max + 1) + k
-    e = edges.reshape(-1)
-    lev = k + 1 - (values < e[flat_k]) + (values >= e[flat_k + 1])  # exact: compare with the edges beside
-    top = int(lev.max())
-    out_dtype = smallest_level_dtype(top) if dtype is None else dtype
+    levels = []
+    top = 0.0
+    for s in range(x.shape[0]):
+        v = x[s][m[s]]
+        if v.size == 0:
+            return None
+        mn, mx = v.min(), v.max()
+        low = mn - np.remainder(mn, bin_width)  # numpy % semantics, as pyradiomics
+        n_edges = np.ceil((mx + 2 * bin_width - low) / bin_width)
+        if not (np.isfinite(n_edges) and n_edges > 1):
+            return None
+        # k = floor((x - low) / W), then the exact-edge correction of _edge_count: edges are
+        # evaluated as k * W + low, exactly as the dense path (and numpy.arange) does
+        k = v - low
+        k /= bin_width
+        np.floor(k, out=k)
+        edge = k * bin_width
+        edge += low
+        below = v < edge
+        k += 1
+        np.multiply(k, bin_width, out=edge)
+        edge += low
+        above = v >= edge
+        k -= below
+        k += above  # the level: 1..Ng, as float64
+        top = max(top, float(k.max()))
+        levels.append(k)
+    out_dtype = smallest_level_dtype(int(top)) if dtype is None else dtype
     grid = np.zeros(m.shape, dtype=torch.empty(0, dtype=out_dtype).numpy().dtype)
-    grid[m] = lev
+    for s, k in enumerate(levels):
+        grid[s][m[s]] = k
     return torch.from_numpy(grid)
 
 

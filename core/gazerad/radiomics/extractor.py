@@ -32,7 +32,7 @@ from ..errors import InputError
 from .discretize import discretize
 from .names import FEATURE_CLASSES, feature_names
 from .reference import extract_pyradiomics
-from .torch_backend import CLASS_MODULES, pad_batch, roi_box
+from .torch_backend import CLASS_MODULES, cpu_fast_path, pad_batch, roi_box, single_torch_thread
 from .validate import check_pair
 
 __all__ = ["FeatureTable", "RadiomicsExtractor", "FeatureStandardizer", "torch_features"]
@@ -135,6 +135,9 @@ def torch_features(
     Returns:
         ``(B, F)`` float64 tensor on the input's device.
     """
+    if cpu_fast_path(image) and torch.get_num_threads() > 1:
+        with single_torch_thread():  # the CPU fast paths: small torch ops, faster on one thread
+            return torch_features(image, mask, bin_width, classes, spacing, names, check)
     mask = mask.to(torch.bool)
     chunk = _cpu_chunk(image)
     if chunk and image.ndim == 3 and mask.shape == image.shape and image.shape[0] > chunk:

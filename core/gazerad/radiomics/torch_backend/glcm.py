@@ -12,6 +12,15 @@ Matrix. For each angle ``(dy, dx)`` and distance 1, ``P[i, j]`` counts ROI pixel
 (symmetric GLCM) and normalises each angle's matrix to ``p = P / sum P``. All samples of an
 angle come from one ``bincount`` over flat ``(sample, i, j)`` indices.
 
+CPU tensors take a numpy twin (:func:`_features_np`): the angles are counted in twos, one
+bincount over int16 codes ``(sample, l(p), l(p + d1), l(p + d2))`` whose two marginals are
+the two angles' matrices (:func:`_glcm_counts_np`), and the features of the small
+matrices are computed in numpy with the linear parts as matrix products (fewer, cheaper
+calls than torch). Same matrices; features differ from the torch path by summation order
+only (relative ~1e-15; more where a sum cancels, e.g. ClusterShade of a near-symmetric
+``p_{x+y}``, and MCC where its eigenvalue is at rounding level, ~1e-8 absolute, as in
+pyradiomics itself).
+
 Gray levels. pyradiomics deletes the rows/columns of levels absent from the ROI but keeps
 the *bin numbers* of the present levels as the weights ``i, j``, and ``Ng`` (in IDMN/IDN
 and the ``k`` ranges) is the largest bin number in the ROI. Deleting zero rows changes
@@ -47,10 +56,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..names import CLASS_FEATURES
-from . import roi_box
+from . import cpu_fast_path, roi_box
 
 __all__ = [
     "features",
@@ -297,6 +307,8 @@ def features(
         ``(B, 24)`` float64 on the input's device, columns in ``CLASS_FEATURES["glcm"]`` order.
     """
     angs = resolve_angles(angles)
+    if cpu_fast_path(levels) and mask.device.type == "cpu":
+        return torch.from_numpy(_features_np(*crop_to_roi_np(mask, levels), angs))
     lev = crop_to_roi(mask, levels)
     b, na = lev.shape[0], len(angs)
     g = max(int(lev.max()), 1)
@@ -314,4 +326,240 @@ def features(
     flat = roi_min_level(lev).to(torch.float64) >= ng
     mcc = names.index("MCC")
     out[:, mcc] = torch.where(flat, torch.ones_like(out[:, mcc]), out[:, mcc])
+    return out
+
+
+# --- CPU path: numpy on the same algorithm (per-op overhead of torch dominates the small arrays) ---
+
+
+def crop_to_roi_np(mask: torch.Tensor, levels: torch.Tensor) -> tuple[np.ndarray, int]:
+    """CPU twin of :func:`crop_to_roi` in numpy.
+
+    Args:
+        mask: ``(B, H, W)`` CPU ROI (bool or 0/1).
+        levels: ``(B, H, W)`` CPU non-negative integer levels.
+
+    Returns:
+        ``(lev, g)``: ``lev`` the levels zeroed outside the ROI, cropped to the union bounding
+        box of the ROIs (uncropped if there is none), as a C-contiguous ndarray in the narrowest
+        unsigned dtype holding them (``uint8`` for ``g < 256``); ``g`` the largest level.
+    """
+    m = mask.detach().numpy()
+    m = m if m.dtype == np.bool_ else m.astype(bool)
+    lv = levels.detach().numpy()
+    if m.size:
+        union = m.view(np.uint8).max(axis=0)  # (H, W); max on a uint8 view: faster than any() on bool
+        rows = np.flatnonzero(union.max(axis=1))
+        if rows.size:
+            cols = np.flatnonzero(union.max(axis=0))
+            box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            m, lv = m[box], lv[box]
+    lev = np.multiply(lv, m)  # integers x bool: keeps the levels' dtype; the same as where(m, lv, 0)
+    g = int(lev.max()) if lev.size else 0
+    dtype = np.uint8 if g < 2**8 else np.uint16 if g < 2**16 else np.uint32 if g < 2**32 else np.uint64
+    return (lev if lev.dtype == dtype else lev.astype(dtype)), g
+
+
+def roi_level_range_np(lev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``, each ``(B,)`` int64: smallest and largest level of each ROI of unsigned ``(B, H, W)`` levels.
+
+    An empty ROI gets ``lo = dtype max + 1`` (above any level) and ``hi = 0``.
+    """
+    flat = lev.reshape(lev.shape[0], -1)
+    if flat.shape[1] == 0:
+        return np.full(lev.shape[0], np.iinfo(lev.dtype).max + 1, np.int64), np.zeros(lev.shape[0], np.int64)
+    lo = (flat - flat.dtype.type(1)).min(axis=1).astype(np.int64) + 1  # 0 (outside) wraps to the dtype max
+    return lo, flat.max(axis=1).astype(np.int64)
+
+
+def angle_mean_np(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`angle_mean`: ``(B, Na, F)``, ``(B, Na)`` -> ``(B, F)``."""
+    keep = valid[:, :, None] & ~np.isnan(values)
+    total = np.where(keep, values, 0.0).sum(axis=1)
+    count = keep.sum(axis=1)
+    return np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0)
+
+
+def _glcm_counts_np(lev: np.ndarray, g: int, angles: Angles) -> np.ndarray:
+    """``(B, Na, g + 1, g + 1)`` int64 pair counts (row/column 0: pairs with an outside pixel; not symmetrised).
+
+    The angles go in twos: every pixel ``p`` (the anchor) with its neighbours ``p + d1`` and
+    ``p + d2`` (each angle turned to ``dy > 0`` or ``(0, 1)``: the same pairs, transposed) is
+    coded ``(sample, l(p), l(p + d1), l(p + d2))`` in int16 and one bincount gives the joint
+    counts, whose two marginals are the two angles' matrices: half the bincount passes of
+    one per angle. The levels are padded with a 0 row below and a 0 column on each side, so
+    every pixel is an anchor and neighbours off the image count as level 0 (dropped later).
+    Samples go in groups whose codes fit int16; with ``(g + 1)^3 >= 2^15`` every angle gets
+    its own bincount over ``(sample, i, j)`` codes.
+    """
+    b, h, w = lev.shape
+    na, ext = len(angles), g + 1
+    canon = [(-dy, -dx) if dy < 0 or (dy == 0 and dx < 0) else (dy, dx) for dy, dx in angles]
+    paired = ext**3 < 2**15
+    group = max(1, (2**15 - 1) // ext**3) if paired else b
+    if b > group:
+        return np.concatenate([_glcm_counts_np(lev[s : s + group], g, angles) for s in range(0, b, group)])
+    width = ext**3 if paired else ext**2  # codes per sample
+    dtype = np.int16 if b * width < 2**15 else np.int32 if b * width < 2**31 else np.int64
+    buf = np.zeros((b, h + 1, w + 2), dtype)
+    buf[:, :h, 1 : w + 1] = lev
+
+    def neighbour(arr: np.ndarray, d: tuple[int, int]) -> np.ndarray:  # (B, h, w) view of arr at p + d
+        return arr[:, d[0] : d[0] + h, 1 + d[1] : 1 + d[1] + w]
+
+    offset = (np.arange(b, dtype=dtype) * dtype(width))[:, None, None]  # sample part of the code
+    anchor = neighbour(buf, (0, 0))
+    counts = np.empty((b, na, ext, ext), np.int64)
+    lev_ext = buf * dtype(ext) if paired else buf
+    for k in range(0, na, 2 if paired else 1):
+        code = anchor * dtype(width // ext)
+        code += offset
+        code += neighbour(lev_ext, canon[k])
+        two = paired and k + 1 < na  # an unpaired last angle: p + d2 counts as outside (level 0)
+        if two:
+            code += neighbour(buf, canon[k + 1])
+        joint = torch.bincount(torch.from_numpy(code).view(-1), minlength=b * width).numpy()
+        if paired:
+            joint = joint.reshape(b, ext, ext, ext)
+            counts[:, k] = joint.sum(axis=3)
+            if two:
+                counts[:, k + 1] = joint.sum(axis=2)
+        else:
+            counts[:, k] = joint.reshape(b, ext, ext)
+    return counts
+
+
+_NP_CONSTANTS: dict[int, tuple[np.ndarray | None, ...]] = {}
+_DENSE_MAX = 48  # largest G with a dense ``W`` (G^2 x 5G float64: 4.4 MiB)
+
+
+def _np_constants(g: int) -> tuple[np.ndarray, ...]:
+    """Weights of the linear parts of the GLCM features of ``(G, G)`` matrices (cached per ``G``).
+
+    Returns:
+        ``W`` ``(G^2, 5G)`` (``None`` for ``G > 48``): a flat matrix times ``W`` gives
+        ``[p_x | p_y | p_{x+y} | p_{x-y} | Autocorrelation]``; ``D`` ``(G, 5)``: ``p_{x-y}`` times ``D`` gives Contrast,
+        DifferenceAverage, Id, Idm, InverseVariance; then ``i = 1..G``, ``k_sum = 2..2G``,
+        ``k_diff = 0..G-1`` (float64).
+    """
+    c = _NP_CONSTANTS.get(g)
+    if c is None:
+        r = np.arange(g)
+        ii, jj = (x.ravel() for x in np.meshgrid(r, r, indexing="ij"))
+        w = np.zeros((g * g, 5 * g)) if g <= _DENSE_MAX else None  # O(G^3) memory: small G only
+        if w is not None:
+            flat = np.arange(g * g)
+            w[flat, ii] = 1  # p_x
+            w[flat, g + jj] = 1  # p_y
+            w[flat, 2 * g + ii + jj] = 1  # p_{x+y}, k = 2..2G
+            w[flat, 4 * g - 1 + np.abs(ii - jj)] = 1  # p_{x-y}, k = 0..G-1
+            w[:, 5 * g - 1] = (ii + 1) * (jj + 1)  # Autocorrelation
+        k = r.astype(np.float64)
+        inv_k2 = np.divide(1.0, k * k, out=np.zeros(g), where=k > 0)  # InverseVariance skips k = 0
+        d = np.stack([k * k, k, 1 / (1 + k), 1 / (1 + k * k), inv_k2], axis=1)
+        c = _NP_CONSTANTS[g] = (w, d, np.arange(1.0, g + 1), np.arange(2.0, 2 * g + 1), k)
+    return c
+
+
+def _per_angle_features_np(p: np.ndarray, ng: np.ndarray) -> list[np.ndarray]:
+    """numpy twin of :func:`_per_angle_features`: ``(N, G, G)``, ``(N,)`` -> values in ``CLASS_FEATURES`` order.
+
+    The same formulas with fewer (numpy) calls: the linear parts are two matrix products
+    (:func:`_np_constants`), the marginal entropies one ``log2`` and one ``reduceat``.
+    """
+    n, g = p.shape[0], p.shape[-1]
+    w, d, i, k_sum, k_diff = _np_constants(g)
+    pf = p.reshape(n, g * g)
+    if w is not None:
+        lin = pf @ w
+    else:  # large G: the same sums without the O(G^3) weight matrix
+        rows = np.arange(n)[:, None]
+        r = np.arange(g)
+        p_sum = np.bincount((rows * (2 * g - 1) + (r[:, None] + r).ravel()).ravel(), pf.ravel(), n * (2 * g - 1))
+        p_diff = np.bincount((rows * g + np.abs(r[:, None] - r).ravel()).ravel(), pf.ravel(), n * g)
+        lin = np.concatenate(
+            [p.sum(axis=2), p.sum(axis=1), p_sum.reshape(n, -1), p_diff.reshape(n, -1), ((p @ i) * i).sum(axis=1)[:, None]], axis=1
+        )
+    px, py, p_sum, p_diff = lin[:, :g], lin[:, g : 2 * g], lin[:, 2 * g : 4 * g - 1], lin[:, 4 * g - 1 : 5 * g - 1]
+    ux, uy = px @ i, py @ i
+    dx_i, dy_j = i - ux[:, None], i - uy[:, None]
+    sum_sq = (px * dx_i * dx_i).sum(axis=1)
+    sig_xy = np.sqrt(sum_sq) * np.sqrt((py * dy_j * dy_j).sum(axis=1))
+    corm = ((p @ dy_j[:, :, None])[:, :, 0] * dx_i).sum(axis=1)
+    corr = np.where(sig_xy == 0, 1.0, corm / (sig_xy + EPS))
+
+    marg = lin[:, : 5 * g - 1]  # entropies of p_x, p_y, p_{x+y}, p_{x-y}
+    hx, hy, h_sum, h_diff = -np.add.reduceat(marg * np.log2(marg + EPS), [0, g, 2 * g, 4 * g - 1], axis=1).T
+    pxpy = (px[:, :, None] * py[:, None, :]).reshape(n, g * g)
+    log_pxpy = np.log2(pxpy + EPS)
+    hxy = -(pf * np.log2(pf + EPS)).sum(axis=1)
+    hxy1 = -(pf * log_pxpy).sum(axis=1)
+    hxy2 = -(pxpy * log_pxpy).sum(axis=1)
+    div = np.maximum(hx, hy)
+    imc1 = np.where(div != 0, (hxy - hxy1) / np.where(div != 0, div, 1.0), 0.0)
+    x = 1 - np.exp(-2 * (hxy2 - hxy))
+    imc2 = np.where(hxy2 == hxy, 0.0, np.sqrt(np.where(x < 0, np.nan, x)))  # NaN where rounding makes x < 0
+
+    s = k_sum - (ux + uy)[:, None]
+    s2 = s * s
+    ps2 = p_sum * s2
+    by_diff = p_diff @ d
+    diff_avg = by_diff[:, 1]
+    dev = k_diff - diff_avg[:, None]
+    ngn = ng[:, None]
+    return [
+        lin[:, 5 * g - 1],  # Autocorrelation
+        (ps2 * s2).sum(axis=1),  # ClusterProminence
+        (ps2 * s).sum(axis=1),  # ClusterShade
+        ps2.sum(axis=1),  # ClusterTendency
+        by_diff[:, 0],  # Contrast
+        corr,
+        diff_avg,
+        h_diff,  # DifferenceEntropy
+        (p_diff * dev * dev).sum(axis=1),  # DifferenceVariance
+        by_diff[:, 2],  # Id
+        by_diff[:, 3],  # Idm
+        (p_diff / (1 + k_diff * k_diff / (ngn * ngn))).sum(axis=1),  # Idmn
+        (p_diff / (1 + k_diff / ngn)).sum(axis=1),  # Idn
+        imc1,
+        imc2,
+        by_diff[:, 4],  # InverseVariance
+        ux,  # JointAverage
+        (pf * pf).sum(axis=1),  # JointEnergy
+        hxy,  # JointEntropy
+        _mcc_np(p, px, py),
+        pf.max(axis=1),  # MaximumProbability
+        p_sum @ k_sum,  # SumAverage
+        h_sum,  # SumEntropy
+        sum_sq,  # SumSquares
+    ]
+
+
+def _mcc_np(p: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`_mcc`."""
+    if p.shape[-1] < 2:
+        return np.ones(p.shape[0])
+    rx = np.divide(1.0, np.sqrt(px), out=np.zeros_like(px), where=px > 0)
+    ry = np.divide(1.0, np.sqrt(py), out=np.zeros_like(py), where=py > 0)
+    a = rx[:, :, None] * p * ry[:, None, :]
+    ev = np.linalg.eigvalsh(a @ a.transpose(0, 2, 1))  # ascending
+    return np.sqrt(np.maximum(ev[:, -2], 0.0))
+
+
+def _features_np(lev: np.ndarray, g: int, angles: Angles) -> np.ndarray:
+    """:func:`features` on CPU: ``lev`` from :func:`crop_to_roi_np` -> ``(B, 24)`` float64."""
+    b, na = lev.shape[0], len(angles)
+    g = max(g, 1)
+    counts = _glcm_counts_np(lev, g, angles)[:, :, 1:, 1:].astype(np.float64)
+    p = counts + counts.transpose(0, 1, 3, 2)
+    total = p.sum(axis=(2, 3))
+    valid = total > 0
+    p /= np.where(valid, total, 1.0)[:, :, None, None]
+    lo, hi = roi_level_range_np(lev)
+    ng = hi.astype(np.float64)  # pyradiomics' Ng: the largest bin in the ROI
+    per = _per_angle_features_np(p.reshape(b * na, g, g), np.repeat(ng, na))
+    out = angle_mean_np(np.stack(per, axis=1).reshape(b, na, -1), valid)
+    # a flat region (one gray level in the ROI; also an empty ROI): MCC = 1, as pyradiomics
+    mcc = CLASS_FEATURES["glcm"].index("MCC")
+    out[:, mcc] = np.where(lo >= hi, 1.0, out[:, mcc])
     return out

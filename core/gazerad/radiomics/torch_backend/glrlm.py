@@ -12,7 +12,16 @@ tensor (a transpose for columns, a shear for the diagonals), the rows are flatte
 a 0 (outside) after each one, and the positions where the flat sequence changes value
 (one comparison with its shifted self and one ``nonzero``) cut it into segments: the
 non-zero segments are the runs, their lengths the gaps between change points. One
-``bincount`` over flat ``(sample, angle, i, j)`` indices builds every matrix.
+``bincount`` per angle over flat ``(sample, i, j)`` indices builds the matrices.
+
+CPU tensors take a numpy twin of the same method (:func:`_glrlm_matrices_np`), without the
+shear: the ROI is copied once into a zero buffer with rows of ``W + 1`` (a 0 column after
+each image row); in its flat order the step ``s = dy * (W + 1) + dx`` moves one pixel along
+the angle and hits a 0 when it leaves the image, so the lines of an angle are the residue
+classes ``mod s``, and a transposed ``(m, s)`` view of the buffer (one copy; none for rows)
+is a line layout of about ``H * W`` cells (the shear's is ``H * (H + W)``). Change points
+come from ``numpy.flatnonzero``, gap lengths are clipped instead of masked, and the
+features of the small matrices are computed in numpy (fewer, cheaper calls than torch).
 
 pyradiomics quirks reproduced:
 
@@ -32,17 +41,20 @@ pyradiomics quirks reproduced:
 
 Parity with pyradiomics on ``tests/radiomics_cases.py`` (both angle settings):
 ``rtol = 1e-4`` (observed <= 4e-16), ``atol = 1e-9`` (only exact zeros sit near 0, e.g.
-the variances of a constant ROI).
+the variances of a constant ROI). The CPU (numpy) and torch paths build identical
+matrices; their features differ by summation order only (relative ~1e-15).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.lib.stride_tricks import as_strided
 
 from ..names import CLASS_FEATURES
-from . import flat_nonzero
-from .glcm import EPS, Angles, angle_mean, crop_to_roi, resolve_angles
+from . import cpu_fast_path, flat_nonzero
+from .glcm import EPS, Angles, angle_mean, angle_mean_np, crop_to_roi, crop_to_roi_np, resolve_angles
 
 __all__ = ["features", "glrlm_matrices", "line_layout", "line_runs", "compact_levels"]
 
@@ -125,6 +137,12 @@ def glrlm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> tuple[torch
         length ``j``; ``Nr`` the longest run in the batch) and ``multi`` ``(B, Na)`` bool: some
         line of the angle holds two ROI pixels (pyradiomics zeroes the angle's matrix otherwise).
     """
+    if cpu_fast_path(levels):
+        lev = levels.detach().numpy()
+        if lev.dtype.kind not in "ui" or (lev.size and lev.min() < 0):
+            raise ValueError("levels must be non-negative integers")
+        counts, multi = _glrlm_matrices_np(lev, ng, angles)
+        return torch.from_numpy(counts.astype(np.float64)), torch.from_numpy(multi)
     b, na = levels.shape[0], len(angles)
     # the layouts and run detection work on 1-byte levels; a run's sample comes from its
     # position in the flat layout. Gaps (value 0) get length 0 and matrix row 0, dropped
@@ -221,6 +239,10 @@ def features(
         ``(B, 16)`` float64 on the input's device, columns in ``CLASS_FEATURES["glrlm"]`` order.
     """
     angs = resolve_angles(angles)
+    if cpu_fast_path(levels) and mask.device.type == "cpu":
+        lev, g = crop_to_roi_np(mask, levels)
+        counts, multi = _glrlm_matrices_np(lev, max(g, 1), angs)
+        return torch.from_numpy(_features_np(counts, multi))
     lev = crop_to_roi(mask, levels)
     b, na = lev.shape[0], len(angs)
     g = max(int(lev.max()), 1)
@@ -235,4 +257,127 @@ def features(
         for n in ("RunEntropy", "RunVariance"):
             k = names.index(n)
             out[:, k] = torch.where(valid[:, 0], out[:, k], torch.zeros_like(out[:, k]))
+    return out
+
+
+# --- CPU path: numpy, one layout buffer shared by all angles ---
+
+
+def _glrlm_matrices_np(lev: np.ndarray, ng: int, angles: Angles) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`glrlm_matrices` on CPU in numpy: ``(B, H, W)`` integer levels (0 outside the ROI).
+
+    Lines without a shear: the ROI is copied once into a zero buffer with rows of ``W + 1``
+    (a 0 column after each image row, zeros after the last row). In that buffer the step
+    ``s = dy * (W + 1) + dx`` moves one pixel along the angle and lands on a 0 when it leaves
+    the image, so the lines of the angle are the residue classes ``mod s`` of the flat
+    buffer, each line followed by a 0: viewed as ``(m, s)`` and transposed (one copy; none
+    for the horizontal angle, ``s = 1``), every line is a stretch of one flat sequence,
+    and runs are cut at its change points as in :func:`line_runs`.
+
+    Returns:
+        ``(B, Na, ng, Nr)`` int64 counts and ``(B, Na)`` bool ``multi``, as :func:`glrlm_matrices`.
+    """
+    b, h, w = lev.shape
+    na, row = len(angles), w + 1
+    data = h * row
+    size = data + 2 * (w + 2)  # room for the transposed view of the largest step (w + 2) plus a 0 row
+    dtype = np.uint8 if ng < 2**8 else np.uint16 if ng < 2**16 else np.int64
+    buf = np.zeros((b, size), dtype)
+    buf[:, :data].reshape(b, h, row)[:, :, :w] = lev
+    item = buf.itemsize
+    per_angle = []
+    nr = 1
+    for dy, dx in angles:
+        if dy < 0 or (dy == 0 and dx < 0):
+            dy, dx = -dy, -dx
+        step = dy * row + dx
+        longest = w if dy == 0 else h if dx == 0 else min(h, w)  # longest line of the angle
+        if step == 1:
+            z, span = buf.reshape(-1), size
+        else:
+            m = -(-data // step) + 1  # the last of the m rows lies past the data: all 0
+            span = step * m
+            z = np.ascontiguousarray(as_strided(buf, (b, step, m), (size * item, item, step * item))).reshape(-1)
+        change = np.empty(z.size, bool)
+        change[0] = True
+        np.not_equal(z[1:], z[:-1], out=change[1:])
+        starts = np.flatnonzero(change)  # segment starts; the last segment is 0s (z ends with a 0)
+        first = starts[:-1]
+        length = np.diff(starts)
+        # key (sample, level, length); gaps (level 0) can be long: clip them, they are dropped
+        np.minimum(length, longest + 1, out=length)
+        key = z[first].astype(np.int64)
+        key *= longest + 2
+        key += length
+        per_sample = (ng + 1) * (longest + 2)
+        if b > 1:
+            cut = np.searchsorted(first, np.arange(1, b) * span)
+            for s, c in enumerate(cut, 1):
+                key[c:] += per_sample
+        counts = np.bincount(key, minlength=b * per_sample).reshape(b, ng + 1, longest + 2)[:, 1:, 1 : longest + 1]
+        used = np.flatnonzero(counts.any(axis=(0, 1)))
+        if used.size:
+            nr = max(nr, int(used[-1]) + 1)
+        per_angle.append(counts)
+    out = np.zeros((b, na, ng, nr), np.int64)
+    for a, counts in enumerate(per_angle):
+        k = min(nr, counts.shape[-1])
+        out[:, a, :, :k] = counts[:, :, :k]
+    # a run of >= 2 pixels proves a line with two ROI pixels; other samples need the exact check
+    multi = out[..., 1:].any(axis=(2, 3))
+    if not multi.all():
+        roi = torch.from_numpy((lev > 0).view(np.uint8))  # the check needs ROI membership only
+        for a, (dy, dx) in enumerate(angles):
+            todo = np.flatnonzero(~multi[:, a])
+            if todo.size:
+                multi[todo, a] = _multi_exact(line_layout(roi[torch.from_numpy(todo)], dy, dx)).numpy()
+    return out, multi
+
+
+def _per_angle_features_np(p: np.ndarray) -> list[np.ndarray]:
+    """numpy twin of :func:`_per_angle_features`: ``(N, G, R)`` -> values in ``CLASS_FEATURES`` order."""
+    g, r = p.shape[1:]
+    i = np.arange(1, g + 1, dtype=np.float64)
+    j = np.arange(1, r + 1, dtype=np.float64)
+    pg, pr = p.sum(axis=2), p.sum(axis=1)
+    nr = pr.sum(axis=1)
+    i2, j2 = i**2, j**2
+    pgn, prn = pg / nr[:, None], pr / nr[:, None]
+    u_i = pgn @ i
+    u_j = prn @ j
+    pn = p / nr[:, None, None]
+    pg2, pr2 = (pg * pg).sum(axis=1), (pr * pr).sum(axis=1)
+    pj2, pj_2 = p @ j2, p @ (1 / j2)  # (N, G)
+    return [
+        pg2 / nr,  # GrayLevelNonUniformity
+        pg2 / nr**2,  # GrayLevelNonUniformityNormalized
+        (pgn * (i[None, :] - u_i[:, None]) ** 2).sum(axis=1),  # GrayLevelVariance
+        (pg @ i2) / nr,  # HighGrayLevelRunEmphasis
+        (pr @ j2) / nr,  # LongRunEmphasis
+        (pj2 @ i2) / nr,  # LongRunHighGrayLevelEmphasis
+        (pj2 @ (1 / i2)) / nr,  # LongRunLowGrayLevelEmphasis
+        (pg @ (1 / i2)) / nr,  # LowGrayLevelRunEmphasis
+        -(pn * np.log2(pn + EPS)).sum(axis=(1, 2)),  # RunEntropy
+        pr2 / nr,  # RunLengthNonUniformity
+        pr2 / nr**2,  # RunLengthNonUniformityNormalized
+        nr / (pr @ j),  # RunPercentage
+        (prn * (j[None, :] - u_j[:, None]) ** 2).sum(axis=1),  # RunVariance
+        (pr @ (1 / j2)) / nr,  # ShortRunEmphasis
+        (pj_2 @ i2) / nr,  # ShortRunHighGrayLevelEmphasis
+        (pj_2 @ (1 / i2)) / nr,  # ShortRunLowGrayLevelEmphasis
+    ]
+
+
+def _features_np(counts: np.ndarray, multi: np.ndarray) -> np.ndarray:
+    """:func:`features` on CPU from :func:`_glrlm_matrices_np`'s output -> ``(B, 16)`` float64."""
+    b, na, g, r = counts.shape
+    valid = multi & counts.any(axis=(2, 3))
+    p = counts.reshape(b * na, g, r).astype(np.float64)
+    p[~valid.reshape(-1)] = 1.0  # placeholder for empty angles
+    out = angle_mean_np(np.stack(_per_angle_features_np(p), axis=1).reshape(b, na, -1), valid)
+    if na == 1:  # pyradiomics keeps a lone empty angle; its empty matrix gives RE = RV = 0, the rest NaN
+        names = CLASS_FEATURES["glrlm"]
+        for n in ("RunEntropy", "RunVariance"):
+            k = names.index(n)
+            out[:, k] = np.where(valid[:, 0], out[:, k], 0.0)
     return out

@@ -1,4 +1,4 @@
-"""2-D shape features, batched in torch, matching pyradiomics 3.0.1 (``shape2D``).
+"""2-D shape features, batched in torch (numpy on CPU), matching pyradiomics 3.0.1 (``shape2D``).
 
 pyradiomics pads the mask with one ring of background and runs marching squares over
 every 2 x 2 window. The corners ``p0 = (y, x)``, ``p1 = (y, x+1)``, ``p2 = (y+1, x+1)``,
@@ -31,12 +31,24 @@ i.e. the diagonal pixels are *not* connected). With spacing ``(sy, sx)``:
 
 A single-pixel ROI has ``lambda_max = 0``: Elongation is NaN (0 / 0), as in pyradiomics.
 
+CPU tensors take a numpy path (:func:`_features_cpu`, same features up to rounding; a batch
+with an empty mask falls back to the torch path) that reads the whole batch in a handful of
+vectorised passes: one flattened, background-padded ``uint8`` copy gives every window's case
+code (``TL + 2 BL + 4 TR + 8 BR``) with two shifted adds; only the contour windows (neither
+empty nor full) are kept, histogrammed per sample (full windows follow from the corner total
+``4 N_p``) and, where their top pixels differ, read as the start and end of the row runs of
+ROI pixels. The runs give ``N_p``, the coordinate moments as exact integers (the covariance
+is rounded once; the minor eigenvalue is ``det / lambda_max``, free of cancellation) and each
+row's first / last ROI pixel, hence the same hull candidates, pruned for all chains of the
+batch at once (:func:`_prune_chains_np`); the diameter is the largest left-chain x
+right-chain distance, from exact doubled-coordinate differences.
+
 Parity: every feature within ``rtol = 1e-4`` (observed <= 5e-15) and ``atol = 1e-8``; no
 feature of the parity cases is near 0. Known difference: for an ROI whose pixel centres are
-collinear (e.g. a one-pixel-wide diagonal line) the true minor eigenvalue is 0; the closed
-form here returns 0 (MinorAxisLength and Elongation 0) where numpy's ``eigvals`` in
-pyradiomics returns a rounding residue (~1e-15 relative to the major eigenvalue, so a
-MinorAxisLength ~1e-7).
+collinear (e.g. a one-pixel-wide diagonal line) the true minor eigenvalue is 0; the CPU path
+returns exactly 0 (MinorAxisLength and Elongation 0) and the torch closed form 0 or a
+rounding residue, as numpy's ``eigvals`` in pyradiomics does (~1e-15 relative to the major
+eigenvalue, so a MinorAxisLength up to ~1e-6).
 """
 
 from __future__ import annotations
@@ -44,10 +56,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..names import CLASS_FEATURES
+from . import cpu_fast_path
 from .firstorder import crop_to_union_roi
 
 __all__ = [
@@ -326,6 +340,184 @@ def _sqrt_or_nan(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v < 0, torch.full_like(v, float("nan")), torch.sqrt(v.clamp_min(0)))
 
 
+# ---------------------------------------------------------------------------------------------
+# CPU path: numpy, one pass over the whole batch. Windows are coded TL + 2 BL + 4 TR + 8 BR here.
+
+
+def _np_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window code (``TL + 2 BL + 4 TR + 8 BR``): enclosed area (pixels), line counts
+    ``(cut corners, horizontal, vertical)``, whether the top edge crosses, number of corners."""
+    area, lines, top, corners = np.zeros(16), np.zeros((16, 3)), np.zeros(16, np.bool_), np.zeros(16)
+    for code in range(16):
+        tl, bl, tr, br = code & 1, (code >> 1) & 1, (code >> 2) & 1, (code >> 3) & 1
+        case = tl + 2 * tr + 4 * br + 8 * bl  # p0 + 2 p1 + 4 p2 + 8 p3
+        area[code], lines[code] = _CASE_AREA[case], _CASE_LINES[case]
+        top[code], corners[code] = tl != tr, tl + bl + tr + br
+    return area, lines, top, corners
+
+
+_NP_AREA, _NP_LINES, _NP_TOP_CROSS, _NP_CORNERS = _np_tables()
+_SQ_TABLES: dict[int, np.ndarray] = {}  # n -> sum of j^2 over j < k, for k = 0 .. n
+
+
+def _square_sums(n: int) -> np.ndarray:
+    """``S[k] = sum(j^2 for j < k)``, ``k = 0 .. n`` (int64, cached)."""
+    tab = _SQ_TABLES.get(n)
+    if tab is None:
+        j = np.arange(n + 1, dtype=np.int64)
+        tab = _SQ_TABLES.setdefault(n, (j - 1) * j * (2 * j - 1) // 6)
+    return tab
+
+
+def _prune_chains_np(y: np.ndarray, x: np.ndarray, cid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_prune_chain` for many right-hand chains at once, each given compacted (finite points only).
+
+    Args:
+        y, x: float64 points of the chains one after the other (``y`` ascending in each).
+        cid: int64 chain of each point (non-decreasing).
+
+    Returns:
+        The surviving ``(y, x, cid)``: every convex-hull vertex that :func:`_prune_chain` keeps,
+        and possibly a few more. The chains' end points are pinned (never dropped); a point's
+        nearest remaining neighbours are then its array neighbours inside its own chain, and
+        each round removes every point not strictly right of the segment joining them. Only a
+        superset of the hull is needed (for the farthest pair), so the rounds stop once one
+        drops less than an eighth of the points.
+    """
+    if x.size <= 2:
+        return y, x, cid
+    free = (cid[1:-1] == cid[:-2]) & (cid[1:-1] == cid[2:])
+    while x.size > 2:
+        yp, xp, yq, xq = y[:-2], x[:-2], y[2:], x[2:]
+        drop = (x[1:-1] - xp) * (yq - yp) <= (xq - xp) * (y[1:-1] - yp)
+        drop &= free
+        n_drop = np.count_nonzero(drop)
+        if n_drop == 0:
+            break
+        keep = np.concatenate(([True], ~drop, [True]))
+        y, x, cid = y[keep], x[keep], cid[keep]
+        if 8 * n_drop < x.size + n_drop:
+            break
+        free = free[~drop]
+    return y, x, cid
+
+
+def _features_cpu(mask: torch.Tensor, sy: float, sx: float) -> torch.Tensor | None:
+    """:func:`features` of a CPU batch with numpy; ``None`` if a sample has no ROI pixel (the
+    torch path then handles the batch).
+
+    The masks are copied into one flattened ``uint8`` buffer, each padded with background
+    (``W + 2`` columns, ``H + 2`` rows, so no flat shift below pairs pixels of two rows or two
+    samples inside an ROI). ``a[k] = m[k] + 2 m[k + W + 2]`` codes the vertical pair at ``k``
+    and ``a[k] + 4 a[k + 1]`` the window whose top-left pixel is ``k``. Only the windows that
+    are neither empty nor full (the contour) are kept; the full ones are counted from the
+    corner total ``4 N``. The contour windows whose top pixels differ are, in flat order,
+    alternately the pixel before a row run of ROI pixels and the run's last pixel: the runs
+    give ``N``, the moments of the pixel coordinates as exact integers (so the covariance is
+    rounded once, and the minor eigenvalue is ``det / major``, without cancellation) and each
+    row's first and last ROI pixel, hence the hull candidates of :func:`hull_candidates`.
+    """
+    m = mask.numpy()
+    b, h, w = m.shape
+    h2, w2 = h + 2, w + 2
+    buf = np.zeros(b * h2 * w2, np.uint8)
+    buf.reshape(b, h2, w2)[:, 1:-1, 1:-1] = m
+    a = buf[w2:] + buf[w2:]
+    a += buf[:-w2]
+    code = a[1:] * np.uint8(4)
+    code += a[:-1]
+    idx = np.flatnonzero((code - np.uint8(1)) < np.uint8(14))  # neither 0 (empty) nor 15 (full)
+    cc = code[idx]
+    counts = np.bincount(idx // (h2 * w2) * 16 + cc, minlength=16 * b).reshape(b, 16).astype(np.float64)
+
+    t = idx[_NP_TOP_CROSS[cc]]
+    s, e = t[0::2], t[1::2]  # the pixel before each run, the run's last pixel
+    row = s // w2  # global padded row
+    c0 = s - row * w2 + 1  # padded column of the run's first pixel (the moments are centred,
+    ln = e - s  # the diameter is a difference: the offsets do not matter)
+    c1 = c0 + ln - 1
+    smp = row // h2
+    starts = np.searchsorted(smp, np.arange(b + 1))
+    if not (starts[1:] > starts[:-1]).all():
+        return None  # a sample without ROI pixels
+    starts = starts[:-1]
+    r = row - smp * h2
+    s_j = (c0 + c1) * ln // 2
+    sq = _square_sums(w2)
+    rl = r * ln
+    sums = np.add.reduceat(np.stack([ln, rl, r * rl, s_j, sq[c1 + 1] - sq[c0], r * s_j]), starts, axis=1)
+    n_px = sums[0].astype(np.float64)
+    counts[:, 15] = (4 * n_px - counts @ _NP_CORNERS) / 4
+
+    # each global row's first / last ROI pixel (runs are in row-major order); padding rows are +-inf
+    cut = np.flatnonzero(row[1:] != row[:-1])
+    head = np.concatenate(([0], cut + 1))
+    tail = np.concatenate((cut, [row.size - 1]))
+    f = np.full(b * h2, np.inf)
+    f[row[head]] = c0[head]
+    l = np.full(b * h2, -np.inf)
+    l[row[tail]] = c1[tail]
+    # hull candidates (hull_candidates, doubled coordinates): vertex row 2R on pixel row R, 2R + 1 between R and R + 1
+    lo = np.empty(2 * b * h2 - 1)
+    hi = np.empty(2 * b * h2 - 1)
+    lo[0::2] = 2 * f - 1
+    hi[0::2] = 2 * l + 1
+    fa, fb, la, lb = f[:-1], f[1:], l[:-1], l[1:]
+    lo[1::2] = np.where(fa != fb, 2 * np.minimum(fa, fb), np.inf)
+    hi[1::2] = np.where(la != lb, 2 * np.maximum(la, lb), -np.inf)
+    yl, yr = np.flatnonzero(np.isfinite(lo)), np.flatnonzero(np.isfinite(hi))
+    y, x, cid = _prune_chains_np(
+        np.concatenate((yl, yr)).astype(np.float64),
+        np.concatenate((-lo[yl], hi[yr])),  # the left chain mirrored
+        np.concatenate((yl // (2 * h2), yr // (2 * h2) + b)),
+    )
+    # a diametral pair (p, q) has p the strict maximiser of (p - q) . v: if that direction has a
+    # horizontal component, p is in one chain and q in the other; if it is vertical, p and q are
+    # the topmost and bottommost vertex, ends of both chains. Chains are padded with their first point.
+    bounds = np.searchsorted(cid, np.arange(2 * b + 1))
+    size = np.diff(bounds)
+    k = int(size.max())
+    pick = bounds[:-1, None] + np.minimum(np.arange(k), size[:, None] - 1)  # (2B, K)
+    yc, xc = y[pick], x[pick]
+    dy = (yc[:b, :, None] - yc[b:, None, :]) * (sy / 2)
+    dx = (xc[:b, :, None] + xc[b:, None, :]) * (sx / 2)  # the left chain holds -x
+    diameter = np.sqrt((dy * dy + dx * dx).reshape(b, -1).max(axis=1)).tolist()
+
+    lengths = _NP_LINES @ np.array([math.hypot(sy, sx) / 2, sx, sy])
+    perimeter = (counts @ lengths).tolist()
+    surface = ((counts @ _NP_AREA) * (sy * sx)).tolist()
+    out = np.empty((b, 9))
+    for i, (n, si, sii, sj, sjj, sij) in enumerate(sums.T.tolist()):
+        # n^2 x covariance, exact; the minor eigenvalue as det / major avoids cancellation
+        cyy_n, cxx_n, cxy_n = n * sii - si * si, n * sjj - sj * sj, n * sij - si * sj
+        n2 = n * n
+        cyy, cxx, cxy = cyy_n / n2 * (sy * sy), cxx_n / n2 * (sx * sx), cxy_n / n2 * (sy * sx)
+        det = (cyy_n * cxx_n - cxy_n * cxy_n) / (n2 * n2) * (sy * sy * sx * sx)  # >= 0
+        major = (cyy + cxx) / 2 + math.sqrt(((cyy - cxx) / 2) ** 2 + cxy * cxy)
+        minor = det / major if major > 0 else 0.0
+        p, area = perimeter[i], surface[i]
+        out[i] = (
+            math.sqrt(minor / major) if major > 0 else math.nan,
+            4 * math.sqrt(major),
+            diameter[i],
+            area,
+            4 * math.sqrt(minor),
+            p,
+            p / area,
+            n * (sy * sx),
+            2 * math.sqrt(math.pi * area) / p,
+        )
+    return torch.from_numpy(out[:, _NP_TO_CLASS])
+
+
+# column order of the rows built by _features_cpu, and its permutation to CLASS_FEATURES["shape2D"]
+_NP_ORDER = (
+    "Elongation", "MajorAxisLength", "MaximumDiameter", "MeshSurface", "MinorAxisLength",
+    "Perimeter", "PerimeterSurfaceRatio", "PixelSurface", "Sphericity",
+)
+_NP_TO_CLASS = [_NP_ORDER.index(name) for name in CLASS_FEATURES["shape2D"]]
+
+
 def features(
     image: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)
 ) -> torch.Tensor:
@@ -341,8 +533,12 @@ def features(
         ``(B, 9)`` float64 in ``CLASS_FEATURES["shape2D"]`` order.
     """
     mask = mask.to(torch.bool)
-    (mask,) = crop_to_union_roi(mask, mask=mask)
     sy, sx = float(spacing[0]), float(spacing[1])
+    if cpu_fast_path(mask) and mask.numel() > 0:
+        out = _features_cpu(mask, sy, sx)
+        if out is not None:
+            return out
+    (mask,) = crop_to_union_roi(mask, mask=mask)
     perimeter, surface = mesh_perimeter_surface(square_case_counts(mask), (sy, sx))
     prof = row_profiles(mask)
     minor, major = axis_eigenvalues(prof, (sy, sx))
