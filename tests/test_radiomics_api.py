@@ -129,3 +129,69 @@ def test_table_csv_is_written_atomically(tmp_path: Path) -> None:
     assert rows[0][:2] == ["id", "firstorder_10Percentile"] and [r[0] for r in rows[1:]] == ["p", "q"]
     assert float(rows[2][table.names.index("firstorder_Mean") + 1]) == pytest.approx(table.column("firstorder_Mean")[1])
     assert [p.name for p in tmp_path.iterdir()] == ["f.csv"]
+
+
+def test_concurrent_calls_from_threads_agree_and_restore_threads() -> None:
+    """Two Python threads extracting at once (each with 2 torch threads, batches of 3 and 4 so
+    GLSZM's label pool differs per call) get the serial results, and torch's thread count is
+    restored afterwards (the CPU path runs torch on one thread inside the call only)."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    batches = []
+    for b in (3, 4):
+        img = torch.from_numpy(rng.uniform(0, 255, (b, 40, 36)))
+        msk = torch.from_numpy(rng.random((b, 40, 36)) < 0.7)
+        msk[:, 5:30, 5:30] = True
+        batches.append((img, msk))
+    want = [torch_features(i, m, 25.0) for i, m in batches]
+    errors: list[BaseException] = []
+    got: dict[tuple[int, int], torch.Tensor] = {}
+
+    def work(k: int) -> None:
+        torch.set_num_threads(2)
+        try:
+            for rep in range(15):
+                got[(k, rep)] = torch_features(*batches[k], 25.0)
+            assert torch.get_num_threads() == 2
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (k, _), v in got.items():
+        assert torch.equal(v, want[k])
+
+
+def test_cpu_paths_agree_on_degenerate_ranges_and_non_binary_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A denormal value range (the fast order statistics' bucket scale overflows) and a 0/255 mask
+    passed straight to the neighbourhood classes give the same values on both CPU paths."""
+    from gazerad.radiomics import torch_backend
+    from gazerad.radiomics.discretize import discretize
+    from gazerad.radiomics.torch_backend import gldm, ngtdm
+
+    tiny = torch.zeros(1, 4, 4, dtype=torch.float64)
+    tiny[0, 0, 0], tiny[0, 1, 1] = 5e-324, 1e-310
+    ones = torch.ones(1, 4, 4, dtype=torch.bool)
+    rng = np.random.default_rng(4)
+    img = torch.from_numpy(rng.uniform(0, 255, (2, 30, 30)))
+    msk = torch.from_numpy(rng.random((2, 30, 30)) < 0.6)
+    msk[:, 0, :] = msk[:, :, 0] = True
+    lev = discretize(img, msk, 25.0)
+    mask255 = msk.to(torch.uint8) * 255
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
+        results.append([
+            torch_features(tiny, ones, 1.0, ("firstorder",)),
+            gldm.features(img, mask255, lev),
+            ngtdm.features(img, mask255, lev),
+        ])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
+    # a 0/255 mask selects like a boolean one
+    torch.testing.assert_close(results[0][1], gldm.features(img, msk, lev), rtol=1e-12, atol=1e-12)

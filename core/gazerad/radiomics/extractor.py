@@ -135,9 +135,22 @@ def torch_features(
     Returns:
         ``(B, F)`` float64 tensor on the input's device.
     """
-    if cpu_fast_path(image) and torch.get_num_threads() > 1:
+    if cpu_fast_path(image):
         with single_torch_thread():  # the CPU fast paths: small torch ops, faster on one thread
-            return torch_features(image, mask, bin_width, classes, spacing, names, check)
+            return _torch_features(image, mask, bin_width, classes, spacing, names, check)
+    return _torch_features(image, mask, bin_width, classes, spacing, names, check)
+
+
+def _torch_features(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    bin_width: float,
+    classes: Sequence[str],
+    spacing: tuple[float, float],
+    names: Sequence[str] | None,
+    check: bool,
+) -> torch.Tensor:
+    """:func:`torch_features` (arguments as there), after the thread setting."""
     mask = mask.to(torch.bool)
     chunk = _cpu_chunk(image)
     if chunk and image.ndim == 3 and mask.shape == image.shape and image.shape[0] > chunk:
@@ -146,7 +159,7 @@ def torch_features(
         if names is None:
             names = [f"sample {i}" for i in range(image.shape[0])]
         return torch.cat([
-            torch_features(image[s : s + chunk], mask[s : s + chunk], bin_width, classes, spacing, names[s : s + chunk], check)
+            _torch_features(image[s : s + chunk], mask[s : s + chunk], bin_width, classes, spacing, names[s : s + chunk], check)
             for s in range(0, image.shape[0], chunk)
         ])
     if image.ndim == 3 and mask.shape == image.shape:

@@ -21,6 +21,7 @@ tests run both paths against pyradiomics.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -32,35 +33,39 @@ __all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_pa
 CPU_FAST_PATHS = True
 
 
-_OUTER_THREADS: int | None = None  # torch's thread count outside single_torch_thread
+_STATE = threading.local()  # .outer: torch's thread count outside single_torch_thread, per thread
 
 
 @contextlib.contextmanager
 def single_torch_thread() -> Iterator[int]:
-    """Run torch's CPU ops on one thread inside the block; yields the thread count outside it.
+    """Run this thread's torch CPU ops on one intra-op thread inside the block; yields the count outside it.
 
     The fast paths' torch calls are small (a bincount, a sort of a few thousand values): on 2
     cores torch's second intra-op thread costs more than it gives (the first order and the
     texture counts ran ~25 % slower with 2 threads than with 1). Classes that parallelise on
-    their own (GLSZM's labelling) ask :func:`cpu_threads` for the outer budget.
+    their own (GLSZM's labelling) ask :func:`cpu_threads` for the outer budget. The state is
+    per Python thread and re-entrant, so concurrent callers do not see each other's setting.
     """
-    global _OUTER_THREADS
-    n = torch.get_num_threads()
-    if n == 1 or _OUTER_THREADS is not None:
-        yield n if _OUTER_THREADS is None else _OUTER_THREADS
+    outer = getattr(_STATE, "outer", None)
+    if outer is not None:  # nested in this thread: already on one thread
+        yield outer
         return
-    torch.set_num_threads(1)
-    _OUTER_THREADS = n
+    n = torch.get_num_threads()
+    _STATE.outer = n
+    if n > 1:
+        torch.set_num_threads(1)
     try:
         yield n
     finally:
-        _OUTER_THREADS = None
-        torch.set_num_threads(n)
+        _STATE.outer = None
+        if n > 1:
+            torch.set_num_threads(n)
 
 
 def cpu_threads() -> int:
     """CPU threads a class may use: torch's thread count (outside :func:`single_torch_thread`'s block)."""
-    return _OUTER_THREADS if _OUTER_THREADS is not None else torch.get_num_threads()
+    outer = getattr(_STATE, "outer", None)
+    return outer if outer is not None else torch.get_num_threads()
 
 
 def cpu_fast_path(t: torch.Tensor) -> bool:

@@ -269,8 +269,12 @@ def _order_statistics_np(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float,
     """
     if hi == lo:
         return np.full(ranks.shape, lo)
-    bucket = ((x - lo) * (n_buckets / (hi - lo))).astype(np.intp)  # >= 0: truncation is floor, monotone
-    np.minimum(bucket, n_buckets - 1, out=bucket)
+    scale = n_buckets / (hi - lo)
+    if not (np.isfinite(scale) and scale > 0):  # a denormal or overflowing range: select exactly
+        return np.partition(x, np.unique(ranks))[ranks]
+    bucket = (x - lo) * scale  # >= 0: truncation is floor, monotone
+    np.clip(bucket, 0, n_buckets - 1, out=bucket)
+    bucket = bucket.astype(np.intp)
     counts = np.bincount(bucket, minlength=n_buckets)
     cum = np.cumsum(counts)
     home = np.searchsorted(cum, ranks, side="right")  # the bucket of each rank

@@ -151,6 +151,8 @@ def histogram_rows(key: np.ndarray, nbins: int) -> np.ndarray:
         ``(B, nbins)`` int64.
     """
     b = key.shape[0]
+    if key.dtype == np.uint16 and nbins > 2**15:
+        raise ValueError(f"histogram_rows: uint16 keys are read as int16 and need nbins <= 2**15, got {nbins}")
     flat = key.reshape(b, -1)
     if not flat.flags.c_contiguous:
         flat = np.ascontiguousarray(flat)
@@ -183,7 +185,7 @@ def prepare_levels(mask: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     levels, mask = crop_to_rois(levels, mask, mask=mask)
     top = int(levels.max()) if levels.numel() else 0
     dtype = torch.uint8 if top < 256 else torch.int16 if top < 2**15 else torch.int32
-    return levels.to(dtype) * mask
+    return levels.to(dtype) * mask.to(torch.bool)  # a 0/255 mask selects, it does not scale
 
 
 def prepare_levels_np(mask: torch.Tensor, levels: torch.Tensor) -> np.ndarray:
@@ -200,7 +202,7 @@ def prepare_levels_np(mask: torch.Tensor, levels: torch.Tensor) -> np.ndarray:
     )
     if not tight or lev.dtype != np.uint8:
         return prepare_levels(mask, levels).numpy()
-    return np.multiply(lev, m.view(np.uint8) if m.dtype == np.bool_ else m.astype(np.uint8))
+    return np.multiply(lev, m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8))
 
 
 def _gldm_matrix_np(levels: np.ndarray, ng: int, offsets: Offsets) -> np.ndarray:

@@ -311,9 +311,7 @@ def _glrlm_matrices_np(lev: np.ndarray, ng: int, angles: Angles) -> tuple[np.nda
         key += length
         per_sample = (ng + 1) * (longest + 2)
         if b > 1:
-            cut = np.searchsorted(first, np.arange(1, b) * span)
-            for s, c in enumerate(cut, 1):
-                key[c:] += per_sample
+            key += (first // span) * per_sample  # the sample of each segment
         counts = np.bincount(key, minlength=b * per_sample).reshape(b, ng + 1, longest + 2)[:, 1:, 1 : longest + 1]
         used = np.flatnonzero(counts.any(axis=(0, 1)))
         if used.size:

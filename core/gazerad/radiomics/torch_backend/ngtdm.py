@@ -100,7 +100,9 @@ _NP_MAX_BINS = 2**18  # the numpy path's (level, count, sum) histogram: beyond t
 def _numpy_path(levels: torch.Tensor, ng: int, offsets: Sequence[tuple[int, int]]) -> bool:
     """Whether :func:`_ngtdm_matrix_np` handles this call: CPU tensors whose histogram stays small."""
     nn = len(offsets)
-    return cpu_fast_path(levels) and (ng + 1) * (nn + 1) * (nn * ng + 1) <= _NP_MAX_BINS
+    bins = (ng + 1) * (nn + 1) * (nn * ng + 1)
+    # per sample and for the batch: the (B, bins) histogram must stay small next to the pixels
+    return cpu_fast_path(levels) and bins <= _NP_MAX_BINS and levels.shape[0] * bins <= max(_NP_MAX_BINS, 4 * levels.numel())
 
 
 def _neighbour_sum_flat(x: np.ndarray, offsets: Sequence[tuple[int, int]], row: int) -> np.ndarray:
@@ -163,7 +165,7 @@ def _ngtdm_matrix_np(levels: np.ndarray, ng: int, offsets: Sequence[tuple[int, i
     return n, s
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _abs_diff_table(ng: int, nn: int) -> np.ndarray:
     """``|i c - m|`` for ``i`` in 1..ng, ``c`` in 0..nn, ``m`` in 0..nn ng: ``(ng, nn + 1, nn ng + 1)`` int64 (read-only)."""
     i = np.arange(1, ng + 1).reshape(ng, 1, 1)
@@ -174,8 +176,13 @@ def _abs_diff_table(ng: int, nn: int) -> np.ndarray:
     return table
 
 
-@functools.lru_cache(maxsize=16)
 def _pair_tables(ng: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pair_tables_cached` for up to 256 levels (a few hundred kB each); built per call above."""
+    return _pair_tables_cached(ng) if ng <= 256 else _pair_tables_cached.__wrapped__(ng)
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_tables_cached(ng: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``i``, ``|i - j|`` and ``(i - j)^2`` for bins 1..ng, and the output column of each feature (read-only)."""
     i = np.arange(1, ng + 1, dtype=np.float64)
     dij = np.abs(i[:, None] - i[None, :])

@@ -422,7 +422,7 @@ def _features_cpu(mask: torch.Tensor, sy: float, sx: float) -> torch.Tensor | No
     h2, w2 = h + 2, w + 2
     buf = np.zeros(b * h2 * w2, np.uint8)
     buf.reshape(b, h2, w2)[:, 1:-1, 1:-1] = m
-    a = buf[w2:] + buf[w2:]
+    a = buf[w2:] * np.uint8(2)  # each vertical pixel pair as a 2-bit code: 2 * (pixel below) + (pixel)
     a += buf[:-w2]
     code = a[1:] * np.uint8(4)
     code += a[:-1]
