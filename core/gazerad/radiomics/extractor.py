@@ -32,7 +32,7 @@ from ..errors import InputError
 from .discretize import discretize
 from .names import FEATURE_CLASSES, feature_names
 from .reference import extract_pyradiomics
-from .torch_backend import CLASS_MODULES, cpu_fast_path, pad_batch, roi_box, single_torch_thread
+from .torch_backend import CLASS_MODULES, batched_paths, cpu_fast_path, pad_batch, roi_box, single_torch_thread
 from .validate import check_pair
 
 __all__ = ["FeatureTable", "RadiomicsExtractor", "FeatureStandardizer", "torch_features"]
@@ -103,6 +103,9 @@ def _check_batch(image: torch.Tensor, mask: torch.Tensor, names: Sequence[str] |
 
 # CPU tensors are processed in chunks of about this many pixels (before the ROI crop); 0: whole batch
 CPU_CHUNK_PIXELS = 1 << 19
+# CPU batches whose ROI box is smaller than this many pixels take the batched torch code (the
+# per-sample fast paths' Python loops cost more there: measured crossover ~32 x 32)
+CPU_FAST_MIN_PIXELS = 1024
 
 
 def _cpu_chunk(image: torch.Tensor) -> int:
@@ -170,6 +173,22 @@ def _torch_features(
             r0, r1, c0, c1 = box
             image = image[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
             mask = mask[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
+    if cpu_fast_path(image) and image.ndim == 3 and image.shape[1] * image.shape[2] < CPU_FAST_MIN_PIXELS:
+        with batched_paths():
+            return _classes(image, mask, bin_width, classes, spacing, names, check)
+    return _classes(image, mask, bin_width, classes, spacing, names, check)
+
+
+def _classes(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    bin_width: float,
+    classes: Sequence[str],
+    spacing: tuple[float, float],
+    names: Sequence[str] | None,
+    check: bool,
+) -> torch.Tensor:
+    """Check, discretise and run each feature class on a (cropped) batch."""
     image = image.to(torch.float64)
     if check:
         _check_batch(image, mask, names)

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS", "single_torch_thread", "cpu_threads"]
+__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS", "single_torch_thread", "cpu_threads", "batched_paths"]
 
 # CPU tensors take the per-sample numpy fast paths (False: the batched torch code, as on CUDA)
 CPU_FAST_PATHS = True
@@ -68,9 +68,25 @@ def cpu_threads() -> int:
     return outer if outer is not None else torch.get_num_threads()
 
 
+@contextlib.contextmanager
+def batched_paths() -> Iterator[None]:
+    """Inside the block (this thread only) CPU tensors take the batched torch code, not the fast paths.
+
+    The extractor uses it for tiny ROIs: below ~32 x 32 pixels per sample the per-sample
+    Python loops of the fast paths cost more than the batched passes save.
+    """
+    before = getattr(_STATE, "batched", False)
+    _STATE.batched = True
+    try:
+        yield
+    finally:
+        _STATE.batched = before
+
+
 def cpu_fast_path(t: torch.Tensor) -> bool:
-    """Whether ``t`` (a CPU tensor without autograd) takes the CPU fast paths (:data:`CPU_FAST_PATHS`)."""
-    return CPU_FAST_PATHS and t.device.type == "cpu" and not t.requires_grad
+    """Whether ``t`` (a CPU tensor without autograd) takes the CPU fast paths (:data:`CPU_FAST_PATHS`,
+    not inside :func:`batched_paths`)."""
+    return CPU_FAST_PATHS and t.device.type == "cpu" and not t.requires_grad and not getattr(_STATE, "batched", False)
 
 # feature class -> module name in this package (imported lazily by the extractor)
 CLASS_MODULES: dict[str, str] = {
