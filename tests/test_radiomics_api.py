@@ -195,3 +195,21 @@ def test_cpu_paths_agree_on_degenerate_ranges_and_non_binary_masks(monkeypatch: 
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
     # a 0/255 mask selects like a boolean one
     torch.testing.assert_close(results[0][1], gldm.features(img, msk, lev), rtol=1e-12, atol=1e-12)
+
+
+def test_torch_backend_process_pool_matches_in_process() -> None:
+    """``n_workers=2`` on CPU (batches on a process pool, pairs cropped to their ROI box) gives
+    the in-process values, in input order, and the pool can be closed and re-made."""
+    cases = parity_cases()
+    images, masks = [c[0] for c in cases], [c[1] for c in cases]
+    ids = [c[3] for c in cases]
+    single = RadiomicsExtractor("torch", bin_width=25.0, device="cpu", batch_size=4).extract(images, masks, ids)
+    with RadiomicsExtractor("torch", bin_width=25.0, device="cpu", batch_size=4, n_workers=2) as ex:
+        pooled = ex.extract(images, masks, ids)
+        assert ex._pool is not None
+    assert ex._pool is None
+    again = ex.extract(images[:3], masks[:3], ids[:3])  # a new pool after close()
+    ex.close()
+    assert pooled.ids == ids and pooled.names == single.names
+    np.testing.assert_allclose(pooled.values, single.values, rtol=1e-12, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(again.values, single.values[:3], rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import csv
 import importlib
+import multiprocessing
 import os
 import tempfile
+import weakref
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import shared_memory
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -203,6 +207,57 @@ def _classes(
     return torch.cat(out, dim=1)
 
 
+def _roi_crop(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A checked pair cropped to its ROI's bounding box (every class reads ROI pixels only)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return np.ascontiguousarray(image[box]), np.ascontiguousarray(mask[box])
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one process per core: the fast paths are single-threaded anyway
+
+
+def _torch_batch(args: tuple) -> np.ndarray:
+    """Torch-backend features of one batch of checked pairs read from shared memory (a process-pool task).
+
+    ``args``: shared-memory block name, ``[(image offset, mask offset, (h, w)), ...]``, ids,
+    bin width, classes, spacing.
+    """
+    name, layout, ids, bin_width, classes, spacing = args
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        images = [np.ndarray(hw, np.float64, buffer=shm.buf, offset=oi) for oi, _, hw in layout]
+        masks = [np.ndarray(hw, np.bool_, buffer=shm.buf, offset=om) for _, om, hw in layout]
+        img, msk = pad_batch(images, masks, "cpu")  # copies out of the block
+        del images, masks
+    finally:
+        shm.close()
+    return torch_features(img, msk, bin_width, classes, spacing, ids, check=False).numpy()
+
+
+def _pool_extract(pool: ProcessPoolExecutor, pairs: list, ids: list[str], batch: int, bin_width: float,
+                  classes: Sequence[str], spacing: tuple[float, float]) -> np.ndarray:
+    """Features of checked pairs on a process pool: the ROI crops go through one shared-memory block."""
+    crops = [_roi_crop(im, m) for im, m in pairs]
+    layout, offset = [], 0
+    for im, _ in crops:
+        layout.append((offset, offset + im.nbytes, im.shape))
+        offset += im.nbytes + ((im.size + 7) // 8) * 8  # float64 image, then its bool mask (8-byte aligned)
+    shm = shared_memory.SharedMemory(create=True, size=max(1, offset))
+    try:
+        for (oi, om, hw), (im, m) in zip(layout, crops):
+            np.ndarray(hw, np.float64, buffer=shm.buf, offset=oi)[...] = im
+            np.ndarray(hw, np.bool_, buffer=shm.buf, offset=om)[...] = m
+        jobs = [(shm.name, layout[s : s + batch], ids[s : s + batch], bin_width, tuple(classes), spacing)
+                for s in range(0, len(crops), batch)]
+        return np.concatenate(list(pool.map(_torch_batch, jobs)))
+    finally:
+        shm.close()
+        shm.unlink()
+
+
 class RadiomicsExtractor:
     """Extract 2-D radiomics from image/mask pairs.
 
@@ -214,7 +269,12 @@ class RadiomicsExtractor:
         spacing: pixel spacing ``(row, col)`` in mm.
         device: torch device for the torch backend (default CUDA when present, else CPU).
         batch_size: pairs per torch batch (pairs of different sizes are zero-padded).
-        n_workers: processes for the pyradiomics backend.
+        n_workers: processes: the pyradiomics backend's pool; for the torch backend on CPU,
+            :meth:`extract` runs its batches on a pool of this many single-threaded forked
+            processes (kept for the extractor's life: :meth:`close` or ``with`` ends it; the
+            ROI crops travel through shared memory), which is how the per-sample CPU code uses
+            several cores (~1.3x on 2 cores; in-process where ``fork`` is unavailable).
+            ``extract_tensor`` stays in-process.
     """
 
     def __init__(
@@ -239,6 +299,32 @@ class RadiomicsExtractor:
         self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = int(batch_size)
         self.n_workers = int(n_workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _cpu_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # fork: the workers share this process's resource tracker, so the shared-memory
+            # block a worker attaches to stays registered once, owned and unlinked by this side
+            # (spawn would also re-run an unguarded __main__ script in every worker)
+            ctx = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx, initializer=_worker_init)
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        """End the torch backend's CPU process pool (if any); the extractor stays usable."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "RadiomicsExtractor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}
 
     def extract(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], ids: Sequence[str] | None = None) -> FeatureTable:
         """Features of each pair.
@@ -258,6 +344,11 @@ class RadiomicsExtractor:
             values = extract_pyradiomics(images, masks, self.bin_width, self.classes, self.spacing, self.n_workers, ids)
             return FeatureTable(values, list(self.names), ids)
         pairs = [check_pair(im, m, nm) for im, m, nm in zip(images, masks, ids)]
+        if self.device.type == "cpu" and self.n_workers > 1 and len(pairs) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # batches on a pool of processes; each pair travels cropped to its ROI box
+            bs = max(1, min(self.batch_size, -(-len(pairs) // self.n_workers)))
+            values = _pool_extract(self._cpu_pool(), pairs, ids, bs, self.bin_width, self.classes, self.spacing)
+            return FeatureTable(values, list(self.names), ids)
         rows = []
         for s in range(0, len(pairs), self.batch_size):
             chunk = pairs[s : s + self.batch_size]

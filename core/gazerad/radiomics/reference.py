@@ -10,7 +10,7 @@ bin width, ``distances = [1]``, no resampling or normalisation, ``label = 1``; t
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -92,8 +92,14 @@ def extract_pyradiomics(
     spacing: tuple[float, float] = (1.0, 1.0),
     n_workers: int = 1,
     names: Sequence[str] | None = None,
+    pool: Executor | None = None,
 ) -> np.ndarray:
     """pyradiomics features for a list of pairs, optionally over a process pool.
+
+    Args:
+        n_workers: processes of a pool made for this call (1: in this process).
+        pool: an executor to reuse across calls instead (its workers keep their extractors
+            warm); ``n_workers`` then only sets the map's chunk size.
 
     Returns:
         ``(N, F)`` float64 matrix, rows in input order.
@@ -102,7 +108,9 @@ def extract_pyradiomics(
         raise ValueError(f"{len(images)} images but {len(masks)} masks")
     names = list(names) if names is not None else [f"sample {i}" for i in range(len(images))]
     jobs = [(np.asarray(im), np.asarray(m), bin_width, tuple(classes), spacing, nm) for im, m, nm in zip(images, masks, names)]
-    if n_workers <= 1 or len(jobs) <= 1:
+    if pool is not None:
+        rows = list(pool.map(_one, jobs, chunksize=max(1, len(jobs) // (4 * max(1, n_workers)))))
+    elif n_workers <= 1 or len(jobs) <= 1:
         rows = [_one(j) for j in jobs]
     else:
         with ProcessPoolExecutor(max_workers=n_workers) as pool:
