@@ -44,11 +44,10 @@ import numpy as np
 import torch
 
 from ..names import CLASS_FEATURES
-from . import cpu_fast_path, flat_nonzero, roi_box
+from . import EPS, cpu_fast_path, flat_nonzero, roi_box
 
 __all__ = ["features", "crop_to_union_roi", "order_statistics", "percentile_ranks", "numpy_constant_sum"]
 
-_EPS = 2.220446049250313e-16  # numpy.spacing(1)
 _PERCENTILES = (10.0, 25.0, 75.0, 90.0)
 
 
@@ -335,7 +334,7 @@ def _features_cpu(x: np.ndarray, lev: np.ndarray, spacing: Sequence[float]) -> n
         "10Percentile": p10,
         "90Percentile": p90,
         "Energy": energy,
-        "Entropy": -float((p * np.log2(p + _EPS)).sum()),
+        "Entropy": -float((p * np.log2(p + EPS)).sum()),
         "InterquartileRange": p75 - p25,
         "Kurtosis": m4 / safe_m2**2,
         "Maximum": mx,
@@ -406,7 +405,7 @@ def features(
         "10Percentile": p10,
         "90Percentile": p90,
         "Energy": mo["energy"],
-        "Entropy": -(p * torch.log2(p + _EPS)).sum(dim=1),
+        "Entropy": -(p * torch.log2(p + EPS)).sum(dim=1),
         "InterquartileRange": p75 - p25,
         "Kurtosis": mo["m4"] / safe_m2**2,
         "Maximum": mx,

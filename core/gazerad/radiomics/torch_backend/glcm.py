@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from ..names import CLASS_FEATURES
-from . import cpu_fast_path, roi_box
+from . import EPS, cpu_fast_path, roi_box
 
 __all__ = [
     "features",
@@ -84,7 +84,6 @@ FOUR_ANGLES: tuple[tuple[int, int], ...] = ((1, 1), (1, 0), (1, -1), (0, 1))
 # the angles of gazerad.radiomics.reference
 DEFAULT_ANGLES: tuple[tuple[int, int], ...] = FOUR_ANGLES
 
-EPS = 2.220446049250313e-16  # numpy.spacing(1)
 
 
 def resolve_angles(angles: Angles | None) -> tuple[tuple[int, int], ...]:

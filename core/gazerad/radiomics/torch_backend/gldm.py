@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from ..names import CLASS_FEATURES
-from . import cpu_fast_path, roi_box
+from ..discretize import smallest_level_dtype
+from . import EPS, cpu_fast_path, roi_box
 
 __all__ = [
     "features",
@@ -67,7 +68,6 @@ EIGHT_NEIGHBOURS: tuple[tuple[int, int], ...] = (
 # the neighbourhood of gazerad.radiomics.reference ((1, H, W) slices, force2Ddimension=0)
 DEFAULT_NEIGHBOURHOOD: tuple[tuple[int, int], ...] = EIGHT_NEIGHBOURS
 
-_EPS = 2.220446049250313e-16  # numpy.spacing(1)
 
 
 def resolve_neighbourhood(neighbourhood: Offsets | None) -> tuple[tuple[int, int], ...]:
@@ -184,8 +184,7 @@ def prepare_levels(mask: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """
     levels, mask = crop_to_rois(levels, mask, mask=mask)
     top = int(levels.max()) if levels.numel() else 0
-    dtype = torch.uint8 if top < 256 else torch.int16 if top < 2**15 else torch.int32
-    return levels.to(dtype) * mask.to(torch.bool)  # a 0/255 mask selects, it does not scale
+    return levels.to(smallest_level_dtype(top)) * mask.to(torch.bool)  # a 0/255 mask selects, it does not scale
 
 
 def prepare_levels_np(mask: torch.Tensor, levels: torch.Tensor) -> np.ndarray:
@@ -274,7 +273,7 @@ def _features_from_matrix(p: torch.Tensor) -> torch.Tensor:
     i2, j2 = i**2, j**2
     ii2, jj2 = i2.view(1, ng, 1), j2.view(1, 1, nd)
     feats = {
-        "DependenceEntropy": -(pn * torch.log2(pn + _EPS)).sum(dim=(1, 2)),
+        "DependenceEntropy": -(pn * torch.log2(pn + EPS)).sum(dim=(1, 2)),
         "DependenceNonUniformity": (pd**2).sum(dim=1) / nz,
         "DependenceNonUniformityNormalized": (pd**2).sum(dim=1) / nz**2,
         "DependenceVariance": (pdn * (j - u_j) ** 2).sum(dim=1),
@@ -326,7 +325,7 @@ def _features_np(p: np.ndarray) -> np.ndarray:
     u_j = pdn @ j
     pd2 = (pd * pd).sum(axis=1)
     feats = {
-        "DependenceEntropy": -(pn * np.log2(pn + _EPS)).sum(axis=(1, 2)),
+        "DependenceEntropy": -(pn * np.log2(pn + EPS)).sum(axis=(1, 2)),
         "DependenceNonUniformity": pd2 / nz,
         "DependenceNonUniformityNormalized": pd2 / (nz * nz),
         "DependenceVariance": (pdn * (j - u_j[:, None]) ** 2).sum(axis=1),

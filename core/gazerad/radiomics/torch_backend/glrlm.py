@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
 
 from ..names import CLASS_FEATURES
+from ..discretize import smallest_level_dtype
 from . import cpu_fast_path, flat_nonzero
 from .glcm import EPS, Angles, angle_mean, angle_mean_np, crop_to_roi, crop_to_roi_np, resolve_angles
 
@@ -115,7 +116,7 @@ def compact_levels(levels: torch.Tensor, ng: int) -> torch.Tensor:
 
     Every per-pixel pass (layout copies, comparisons) then moves 1 byte per pixel instead of 4-8.
     """
-    dtype = torch.uint8 if ng < 256 else torch.int16 if ng < 2**15 else torch.int32
+    dtype = smallest_level_dtype(ng)
     return levels if levels.dtype == dtype else levels.to(dtype)
 
 

@@ -51,12 +51,11 @@ import numpy as np
 import torch
 
 from ..names import CLASS_FEATURES
-from . import cpu_fast_path, cpu_threads
+from . import EPS, cpu_fast_path, cpu_threads
 from .gldm import neighbour_views, prepare_levels, resolve_neighbourhood
 
 __all__ = ["features", "zone_labels", "zones"]
 
-_EPS = 2.220446049250313e-16  # numpy.spacing(1)
 _DENSE_CELLS = 1 << 22  # up to this many (sample, level, size) cells: dense bincount, else sort-unique
 
 
@@ -373,7 +372,7 @@ def _features_np(zb: np.ndarray, zl: np.ndarray, zs: np.ndarray, b: int) -> np.n
         "SmallAreaEmphasis": per_sample(c / cj2) / nz,
         "SmallAreaHighGrayLevelEmphasis": per_sample(c * ci2 / cj2) / nz,
         "SmallAreaLowGrayLevelEmphasis": per_sample(c / (ci2 * cj2)) / nz,
-        "ZoneEntropy": -per_sample(c_nz * np.log2(c_nz + _EPS)),
+        "ZoneEntropy": -per_sample(c_nz * np.log2(c_nz + EPS)),
         "ZonePercentage": nz / np_,
         "ZoneVariance": per_sample(c_nz * (cj - u_j[cb]) ** 2),
     }
@@ -429,7 +428,7 @@ def _features_from_zones(zb: torch.Tensor, zl: torch.Tensor, zs: torch.Tensor, b
         "SmallAreaEmphasis": (ps / jv**2).sum(dim=1) / nz,
         "SmallAreaHighGrayLevelEmphasis": _per_sample_sum(c * ci2 / cj2, cb, b) / nz,
         "SmallAreaLowGrayLevelEmphasis": _per_sample_sum(c / (ci2 * cj2), cb, b) / nz,
-        "ZoneEntropy": -_per_sample_sum(pc * torch.log2(pc + _EPS), cb, b),
+        "ZoneEntropy": -_per_sample_sum(pc * torch.log2(pc + EPS), cb, b),
         "ZonePercentage": nz / np_,
         "ZoneVariance": (psn * (jv - u_j) ** 2).sum(dim=1),
     }
