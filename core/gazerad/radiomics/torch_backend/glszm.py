@@ -258,6 +258,7 @@ def _box_zones_np(levels: np.ndarray, mask: np.ndarray, connectivity: int) -> tu
 # torch_backend.cpu_threads; 1: none)
 LABEL_THREADS: int | None = None
 
+
 def _zones_np(
     levels: np.ndarray, mask: np.ndarray | None, connectivity: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
