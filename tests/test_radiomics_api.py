@@ -213,3 +213,33 @@ def test_torch_backend_process_pool_matches_in_process() -> None:
     assert pooled.ids == ids and pooled.names == single.names
     np.testing.assert_allclose(pooled.values, single.values, rtol=1e-12, atol=1e-12, equal_nan=True)
     np.testing.assert_allclose(again.values, single.values[:3], rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_too_many_grey_levels_is_a_clear_error_not_a_memory_error() -> None:
+    """A bin width far below the ROI's range (25,501 levels) is refused by name before the dense
+    GLCM/NGTDM matrices are built; classes without them still run."""
+    rng = np.random.default_rng(8)
+    img = torch.from_numpy(rng.uniform(0, 255, (2, 12, 12)))
+    img[1, 0, 0], img[1, 0, 1] = 0.0, 255.0
+    msk = torch.ones(2, 12, 12, dtype=torch.bool)
+    with pytest.raises(InputError, match=r"scan-b.*grey levels in the ROI.*larger bin width"):
+        torch_features(img, msk, 0.01, names=["scan-a", "scan-b"])
+    out = torch_features(img, msk, 0.01, ("firstorder", "glrlm"))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "pyradiomics"])
+def test_errors_in_pool_workers_reach_the_caller_as_input_errors(backend: str) -> None:
+    """An InputError raised inside a worker process crosses the pool intact (it used to fail to
+    unpickle, which broke the pool: BrokenProcessPool instead of the named sample)."""
+    rng = np.random.default_rng(9)
+    images = [rng.uniform(0, 255, (30, 30)) for _ in range(4)]
+    masks = [np.ones((30, 30), bool) for _ in range(4)]
+    if backend == "pyradiomics":
+        images[2][4, 4] = np.nan  # checked inside the pyradiomics worker
+        bin_width, match = 25.0, "scan-2: image has NaN"
+    else:
+        bin_width, match = 0.01, "scan-.: bin width 0.01 gives .* grey levels"  # refused inside the torch worker
+    with RadiomicsExtractor(backend, bin_width=bin_width, device="cpu", n_workers=2) as ex:
+        with pytest.raises(InputError, match=match):
+            ex.extract(images, masks, [f"scan-{i}" for i in range(4)])

@@ -33,6 +33,11 @@ class InputError(GazeRadError, ValueError):
             where = f"{where} (row {row})"
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its fields, so the error crosses process pools (the default pickling
+        # would call __init__ with the message alone)
+        return (self.__class__, (self.path, self.problem, self.row))
+
 
 class XRayReadError(InputError):
     """An X-ray image file cannot be read or is not a single-channel radiograph."""

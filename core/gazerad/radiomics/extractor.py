@@ -110,6 +110,9 @@ CPU_CHUNK_PIXELS = 1 << 19
 # CPU batches whose ROI box is smaller than this many pixels take the batched torch code (the
 # per-sample fast paths' Python loops cost more there: measured crossover ~32 x 32)
 CPU_FAST_MIN_PIXELS = 1024
+# GLCM and NGTDM build dense (levels x levels) matrices per sample and angle: beyond this many grey
+# levels in one ROI (a bin width far below the ROI's range) they would need gigabytes
+MAX_DENSE_LEVELS = 4096
 
 
 def _cpu_chunk(image: torch.Tensor) -> int:
@@ -198,6 +201,14 @@ def _classes(
         _check_batch(image, mask, names)
     # the classes read the levels many times: 1 byte per pixel where they fit
     levels = discretize(image, mask, bin_width, dtype=None)
+    if {"glcm", "ngtdm"} & set(classes) and levels.numel():
+        top = levels.reshape(levels.shape[0], -1).amax(dim=1)
+        worst = int(torch.argmax(top))
+        if int(top[worst]) > MAX_DENSE_LEVELS:
+            name = names[worst] if names is not None else f"sample {worst}"
+            gb = int(top[worst]) ** 2 * 8 * 4 / 1e9
+            raise InputError(name, f"bin width {bin_width:g} gives {int(top[worst])} grey levels in the ROI (more than {MAX_DENSE_LEVELS}): "
+                                   f"GLCM/NGTDM would need ~{gb:.0f} GB; use a larger bin width (pyradiomics recommends 16-128 bins)")
     out = []
     for c in classes:
         if c not in CLASS_MODULES:
