@@ -18,6 +18,7 @@ feature a future pyradiomics returns as NaN) to 0 after standardisation.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import multiprocessing
@@ -180,42 +181,28 @@ def _torch_features(
             r0, r1, c0, c1 = box
             image = image[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
             mask = mask[:, r0 : r1 + 1, c0 : c1 + 1].contiguous()
-    if cpu_fast_path(image) and image.ndim == 3 and image.shape[1] * image.shape[2] < CPU_FAST_MIN_PIXELS:
-        with batched_paths():
-            return _classes(image, mask, bin_width, classes, spacing, names, check)
-    return _classes(image, mask, bin_width, classes, spacing, names, check)
-
-
-def _classes(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    bin_width: float,
-    classes: Sequence[str],
-    spacing: tuple[float, float],
-    names: Sequence[str] | None,
-    check: bool,
-) -> torch.Tensor:
-    """Check, discretise and run each feature class on a (cropped) batch."""
-    image = image.to(torch.float64)
-    if check:
-        _check_batch(image, mask, names)
-    # the classes read the levels many times: 1 byte per pixel where they fit
-    levels = discretize(image, mask, bin_width, dtype=None)
-    if {"glcm", "ngtdm"} & set(classes) and levels.numel():
-        top = levels.reshape(levels.shape[0], -1).amax(dim=1)
-        worst = int(torch.argmax(top))
-        if int(top[worst]) > MAX_DENSE_LEVELS:
-            name = names[worst] if names is not None else f"sample {worst}"
-            gb = int(top[worst]) ** 2 * 8 * 4 / 1e9
-            raise InputError(name, f"bin width {bin_width:g} gives {int(top[worst])} grey levels in the ROI (more than {MAX_DENSE_LEVELS}): "
-                                   f"GLCM/NGTDM would need ~{gb:.0f} GB; use a larger bin width (pyradiomics recommends 16-128 bins)")
-    out = []
-    for c in classes:
-        if c not in CLASS_MODULES:
-            raise ValueError(f"unknown radiomics feature class {c!r}; known: {', '.join(FEATURE_CLASSES)}")
-        mod = importlib.import_module(f".torch_backend.{CLASS_MODULES[c]}", __package__)
-        out.append(mod.features(image, mask, levels, spacing))
-    return torch.cat(out, dim=1)
+    small = cpu_fast_path(image) and image.ndim == 3 and image.shape[1] * image.shape[2] < CPU_FAST_MIN_PIXELS
+    with batched_paths() if small else contextlib.nullcontext():
+        image = image.to(torch.float64)
+        if check:
+            _check_batch(image, mask, names)
+        # the classes read the levels many times: 1 byte per pixel where they fit
+        levels = discretize(image, mask, bin_width, dtype=None)
+        if {"glcm", "ngtdm"} & set(classes) and levels.numel():
+            top = levels.reshape(levels.shape[0], -1).amax(dim=1)
+            worst = int(torch.argmax(top))
+            if int(top[worst]) > MAX_DENSE_LEVELS:
+                name = names[worst] if names is not None else f"sample {worst}"
+                gb = int(top[worst]) ** 2 * 8 * 4 / 1e9
+                raise InputError(name, f"bin width {bin_width:g} gives {int(top[worst])} grey levels in the ROI (more than {MAX_DENSE_LEVELS}): "
+                                       f"GLCM/NGTDM would need ~{gb:.0f} GB; use a larger bin width (pyradiomics recommends 16-128 bins)")
+        out = []
+        for c in classes:
+            if c not in CLASS_MODULES:
+                raise ValueError(f"unknown radiomics feature class {c!r}; known: {', '.join(FEATURE_CLASSES)}")
+            mod = importlib.import_module(f".torch_backend.{CLASS_MODULES[c]}", __package__)
+            out.append(mod.features(image, mask, levels, spacing))
+        return torch.cat(out, dim=1)
 
 
 def _roi_crop(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
