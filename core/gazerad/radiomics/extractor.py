@@ -146,10 +146,9 @@ def torch_features(
     Returns:
         ``(B, F)`` float64 tensor on the input's device.
     """
-    if cpu_fast_path(image):
-        with single_torch_thread():  # the CPU fast paths: small torch ops, faster on one thread
-            return _torch_features(image, mask, bin_width, classes, spacing, names, check)
-    return _torch_features(image, mask, bin_width, classes, spacing, names, check)
+    # the CPU fast paths: small torch ops, faster on one intra-op thread
+    with single_torch_thread() if cpu_fast_path(image) else contextlib.nullcontext():
+        return _torch_features(image, mask, bin_width, classes, spacing, names, check)
 
 
 def _torch_features(
