@@ -15,6 +15,18 @@ Conf keys (``--conf KEY VALUE``):
 - ``auto_update_scoring``: ``false`` by default (MONAI Label's default would rescore every
   image at start and after each training).
 - ``model_dir``: weights folder (default ``<app>/model``).
+- ``max_upload_mb`` (128): largest request body and image / label upload; ``max_gaze_mb``
+  (32): largest gaze upload. Beyond them: 413.
+- ``cors_origins``: comma list of browser origins allowed to call the server (default none:
+  a request with any other ``Origin`` header is refused with 403).
+
+Safety (see ``lib/routes.py``, ``lib/datastore.py``): every id, tag, file name and archive
+entry from a request goes through :func:`gazerad.io.confine.confine`; uploads are
+validated before they are stored; the index file is written atomically. Auth: with
+``GAZERAD_AUTH_TOKEN_FILE`` (or ``GAZERAD_AUTH_TOKEN``) in the environment every request
+needs ``Authorization: Bearer <token>``; ``POST /auth/token`` logs in with the token as
+password (MONAI Label's protocol: its Slicer plugin and GazeRad's module log in unchanged).
+``gazerad serve --auth`` sets this up.
 
 Construction is cheap and has no side effects beyond MONAI Label's own datastore index:
 no model is loaded until the first request, and training runs in MONAI Label's
@@ -43,8 +55,11 @@ from monailabel.utils.others.generic import strtobool
 
 import gazerad
 from gazerad.errors import InputError
+from gazerad.io.confine import UnsafeName, check_name
 from gazerad.serving.data import DatastoreView, is_safe_id
+from gazerad.serving.guard import GuardConfig
 from gazerad.serving.infer import ModelNotReady
+from gazerad.serving.params import InferParams, parse_bool
 from lib.activelearning import RandomUnread
 from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
 from lib.datastore import GazeRadDatastore
@@ -62,12 +77,14 @@ CONFIGS: Dict[str, type] = {
 def _http_error(exc: Exception) -> HTTPException:
     if isinstance(exc, HTTPException):
         return exc
+    if isinstance(exc, UnsafeName):
+        return HTTPException(status_code=400, detail=str(exc))
     if isinstance(exc, ModelNotReady):
         return HTTPException(status_code=503, detail=str(exc))
     if isinstance(exc, MONAILabelException):
         return HTTPException(status_code=404 if "There is no" in exc.msg else 422, detail=exc.msg)
     if isinstance(exc, InputError):
-        return HTTPException(status_code=422, detail=str(exc))
+        return HTTPException(status_code=422, detail=exc.problem + (f" (row {exc.row})" if exc.row is not None else ""))
     if isinstance(exc, (ValueError, KeyError, TypeError)):
         return HTTPException(status_code=422, detail=f"bad request: {exc}")
     return HTTPException(status_code=500, detail=f"{type(exc).__name__}: {exc}")
@@ -96,11 +113,38 @@ class GazeRadApp(MONAILabelApp):
                          description="Gaze- and knowledge-guided X-ray models: attention maps, localisation, classification",
                          version=gazerad.__version__)
         self._auto_update_scoring = strtobool(conf.get("auto_update_scoring", "false"))
+        self._install_guard()
+
+    def guard_config(self) -> GuardConfig:
+        """The server's front-door settings from conf keys and the environment."""
+        token = os.environ.get("GAZERAD_AUTH_TOKEN") or None
+        tfile = os.environ.get("GAZERAD_AUTH_TOKEN_FILE")
+        if tfile:
+            with open(tfile) as fh:
+                token = fh.read().strip() or None
+        origins = [o for o in self.conf.get("cors_origins", "").split(",") if o.strip()]
+        hide = {self.app_dir, self.studies, self.model_dir, tempfile.gettempdir(), os.path.expanduser("~")}
+        hide |= {os.path.realpath(p) for p in hide}
+        return GuardConfig(token=token, cors_origins=origins, max_body=int(float(self.conf.get("max_upload_mb", 128)) * 2**20) + (1 << 20),
+                           hide_paths=hide)
+
+    def _install_guard(self) -> None:
+        """Inside ``monailabel start_server`` (its FastAPI app is loaded): GazeRad's routes and
+        guard go in front of MONAI Label's (see ``lib/routes.py``). Elsewhere (training
+        subprocess, tests building the app) nothing happens."""
+        import sys
+
+        mod = sys.modules.get("monailabel.app")
+        if mod is not None and hasattr(mod, "app"):
+            from lib.routes import install
+
+            install(mod.app, self.guard_config())
 
     # ------------------------------------------------------------------ construction
     def init_datastore(self) -> Datastore:
         return GazeRadDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+                                max_image_mb=float(self.conf.get("max_upload_mb", 128)), max_gaze_mb=float(self.conf.get("max_gaze_mb", 32)))
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
@@ -152,6 +196,12 @@ class GazeRadApp(MONAILabelApp):
     def infer(self, request, datastore=None):
         self._resolve_image(request.get("image"))
         try:
+            request = dict(request)
+            # MONAI Label takes any truthy save_label; the tag names a folder: both checked first
+            request["save_label"] = parse_bool(request.get("save_label", False), "save_label")
+            if request.get("label_tag") is not None:
+                check_name(request["label_tag"], "label tag")
+            InferParams.parse(request)
             return super().infer(request, datastore)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an HTTP answer with a message
             logger.warning(f"infer failed: {exc}")

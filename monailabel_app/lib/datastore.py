@@ -1,4 +1,18 @@
-"""The local datastore, plus X-ray DICOM files and gaze recordings stored as labels.
+"""The local datastore, made safe to expose: X-rays (``.dcm`` included) and gaze recordings.
+
+Everything MONAI Label's :class:`LocalDatastore` does with a name from a request is
+overridden here so that:
+
+- every image id and label tag goes through :func:`gazerad.io.confine.confine` (a plain
+  name; the final path stays inside the datastore / its tag folder): 400 otherwise, and
+  nothing is touched;
+- an uploaded image's type comes from its content (PNG, JPEG, DICOM, NIfTI, NRRD), it is
+  decoded by GazeRad's loader in a temp file inside the datastore and only then renamed
+  in; a label (any tag but ``gaze``) likewise, and it must have its image's size;
+- ``datastore_v2.json`` is written atomically (temp + rename), and a corrupt one found at
+  start is set aside and rebuilt from the files instead of stopping the server;
+- the index is changed under one lock, so the file watcher's rescans and requests no
+  longer race ("dictionary changed size during iteration" killed the watcher thread).
 
 Gaze is uploaded through MONAI Label's own label API with the tag ``gaze``::
 
@@ -14,89 +28,326 @@ shows up in ``GET /datastore/image/info?image=<id>`` under ``gaze``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import time
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Iterator
 
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.utils.others.generic import remove_file
 
 from gazerad.errors import InputError
 from gazerad.gaze.store import GazeStore, parse_gaze_upload
-from gazerad.serving.data import GAZE_TAG, is_safe_id
+from gazerad.io.atomic import atomic_path
+from gazerad.io.confine import UnsafeName, check_name, confine, is_safe_name, sniff_image_suffix
+from gazerad.serving.data import GAZE_TAG, image_id_of
+from gazerad.serving.params import UploadParams
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii", "*.nrrd"]
+INCOMING = ".incoming"  # temp files of uploads being validated (not an image: the scan skips folders)
+MB = 2**20
+
+
+def _bad_name(exc: UnsafeName) -> HTTPException:
+    return HTTPException(status_code=400, detail=str(exc))
 
 
 class GazeRadDatastore(LocalDatastore):
-    """:class:`LocalDatastore` for 2-D X-rays (``.dcm`` included) with gaze labels."""
+    """:class:`LocalDatastore` for 2-D X-rays with gaze labels, confined and validated.
 
-    def __init__(self, datastore_path: str, **kwargs: Any) -> None:
+    Args:
+        datastore_path: the folder.
+        max_image_mb: largest image or label upload.
+        max_gaze_mb: largest gaze upload.
+        kwargs: :class:`LocalDatastore`'s (``auto_reload``, ``read_only``, ...).
+    """
+
+    def __init__(self, datastore_path: str, max_image_mb: float = 128, max_gaze_mb: float = 32, **kwargs: Any) -> None:
         kwargs.setdefault("extensions", EXTENSIONS)
+        self._mutex = threading.RLock()
+        self.max_image_bytes = int(max_image_mb * MB)
+        self.max_gaze_bytes = int(max_gaze_mb * MB)
         super().__init__(datastore_path, **kwargs)
 
-    @property
-    def gaze(self) -> GazeStore:
-        return GazeStore(self._datastore.label_path(GAZE_TAG))
+    # ------------------------------------------------------------------ index safety
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The process lock (threads: requests and the file watcher) and the file lock (processes)."""
+        with self._mutex, FileLock(self._lock_file):
+            yield
 
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        def write() -> None:
+            self._ignore_event_config = True
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            with atomic_path(self._datastore_config_path, suffix=".tmp") as tmp:
+                with open(tmp, "w") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        with self._mutex:
+            if lock:
+                with FileLock(self._lock_file):
+                    write()
+            else:
+                write()
+
+    def _init_from_datastore_file(self, throw_exception: bool = False) -> None:
+        with self._mutex:
+            try:
+                super()._init_from_datastore_file(throw_exception=True)
+            except ValueError as exc:
+                # only a file written by something else can be corrupt (ours are atomic): keep it
+                # for inspection and rebuild the index from the files on disk
+                aside = f"{self._datastore_config_path}.corrupt-{int(time.time())}"
+                with contextlib.suppress(OSError):
+                    os.replace(self._datastore_config_path, aside)
+                logger.error(f"datastore index was unreadable ({str(exc)[:200]}); moved to {aside} and rebuilt from the files")
+                self._config_ts = 0
+
+    def _reconcile_datastore(self) -> None:
+        with self._mutex:
+            super()._reconcile_datastore()
+
+    def _list_files(self, path: str, patterns: Any) -> Dict[str, str]:
+        # files whose id the confinement rule refuses could never be asked for: leave them out
+        out = {}
+        for name, f in super()._list_files(path, patterns).items():
+            if is_safe_name(image_id_of(name)) and os.path.isfile(os.path.join(path, f)):
+                out[name] = f
+            else:
+                logger.debug(f"datastore: skipping {name!r} (not a plain file with a valid id)")
+        return out
+
+    # ------------------------------------------------------------------ names
     def _known(self, image_id: str) -> Any:
-        if not is_safe_id(image_id):
-            raise HTTPException(status_code=400, detail=f"invalid image id {image_id!r} (ids are file names without a path)")
+        try:
+            check_name(image_id, "image id")
+        except UnsafeName as exc:
+            raise _bad_name(exc) from None
         obj = self._datastore.objects.get(image_id)
         if obj is None:
             raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}: no such image in the datastore")
         return obj
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
-        if label_tag != GAZE_TAG:
-            self._known(image_id)
-            return super().save_label(image_id, label_filename, label_tag, label_info)
+    def _tag_dir(self, tag: str) -> Path:
+        try:
+            return confine(self._datastore.label_path(None), tag, "label tag")
+        except UnsafeName as exc:
+            raise _bad_name(exc) from None
+
+    @property
+    def gaze(self) -> GazeStore:
+        return GazeStore(self._tag_dir(GAZE_TAG))
+
+    def _incoming(self, upload: str, limit: int, what: str) -> Path:
+        """Copy an upload into the datastore's temp folder (same file system: the final rename
+        is atomic), after its size check."""
+        size = os.path.getsize(upload)
+        if size == 0:
+            raise HTTPException(status_code=422, detail=f"{what} upload is empty")
+        if size > limit:
+            raise HTTPException(status_code=413, detail=f"{what} upload of {size / MB:.1f} MB is over the limit of {limit / MB:.0f} MB")
+        folder = Path(self._datastore.image_path()) / INCOMING
+        folder.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="up-")
+        os.close(fd)
+        shutil.copyfile(upload, tmp)
+        return Path(tmp)
+
+    def _validated_image(self, upload: str, what: str, shape: tuple[int, int] | None = None) -> Path:
+        """The upload as a temp file with the suffix its content calls for, decoded once by
+        GazeRad's loader; 415/422 (nothing kept) when it is not a readable X-ray."""
+        from gazerad.serving.infer import load_input
+
+        tmp = self._incoming(upload, self.max_image_bytes, what)
+        try:
+            suffix = sniff_image_suffix(tmp)
+            if suffix is None:
+                raise HTTPException(status_code=415, detail=f"{what} is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content)")
+            typed = tmp.with_name(tmp.name + suffix)
+            os.replace(tmp, typed)
+            tmp = typed
+            try:
+                img, _ = load_input(tmp)
+            except InputError as exc:
+                raise HTTPException(status_code=422, detail=f"{what} cannot be read: {exc.problem}") from None
+            if shape is not None and tuple(img.shape) != tuple(shape):
+                raise HTTPException(status_code=422, detail=f"{what} is {img.shape[1]} x {img.shape[0]}, but its image is {shape[1]} x {shape[0]} (W x H)")
+            return tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _suffix_of(self, path: Path) -> str:
+        name = path.name.lower()
+        return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+    # ------------------------------------------------------------------ images
+    def get_image_uri(self, image_id: str) -> str:
+        return super().get_image_uri(image_id) if is_safe_name(image_id) else ""
+
+    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        if not is_safe_name(image_id):
+            return {}
+        info = super().get_image_info(image_id)
+        info.pop("path", None)  # no absolute server paths to clients
+        if info and self.gaze.has(image_id):
+            info["gaze"] = self.gaze.summary(image_id)
+        return info
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        try:
+            check_name(image_id, "image id")
+        except UnsafeName as exc:
+            raise _bad_name(exc) from None
+        tmp = self._validated_image(image_filename, f"image {image_id!r}")
+        try:
+            ext = self._suffix_of(tmp)
+            with self._locked():
+                old = self._datastore.objects.get(image_id)
+                dest = confine(self._datastore.image_path(), image_id, "image id", ext)
+                os.replace(tmp, dest)
+                if old is not None and old.image.ext != ext:  # the same id under another type: one image per id
+                    remove_file(os.path.join(self._datastore.image_path(), image_id + old.image.ext))
+                info = {k: v for k, v in dict(image_info or {}).items() if k not in ("ts", "name", "path")}
+                info.update(ts=int(time.time()), name=dest.name)
+                labels = old.labels if old is not None else {}
+                self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext), labels=labels)
+                self._update_datastore_file(lock=False)
+        finally:
+            tmp.unlink(missing_ok=True)
+        logger.info(f"Stored image {image_id}{ext}")
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
         obj = self._known(image_id)
-        info = dict(label_info or {})
+        with self._locked():
+            for tag in list(obj.labels):
+                self._remove_label_file(image_id, tag, obj)
+            remove_file(str(confine(self._datastore.image_path(), image_id, "image id", obj.image.ext)))
+            self._datastore.objects.pop(image_id, None)
+            self._update_datastore_file(lock=False)
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        self._known(image_id)
+        if not isinstance(info, dict):
+            raise HTTPException(status_code=422, detail="image info must be a JSON object")
+        with self._locked():
+            self._datastore.objects[image_id].image.info.update({k: v for k, v in info.items() if k not in ("ts", "name", "path")})
+            self._update_datastore_file(lock=False)
+
+    def update_image_infos(self, infos: Dict[str, Dict[str, Any]]) -> None:
+        """Update many images' info with one write of the datastore file."""
+        with self._locked():
+            for image_id, info in infos.items():
+                obj = self._datastore.objects.get(image_id)
+                if obj is not None:
+                    obj.image.info.update(info)
+            self._update_datastore_file(lock=False)
+
+    # ------------------------------------------------------------------ labels
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        if not (is_safe_name(label_id) and is_safe_name(label_tag)):
+            return ""
+        return super().get_label_uri(label_id, label_tag)
+
+    def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
+        if not (is_safe_name(label_id) and is_safe_name(label_tag)):
+            return {}
+        return super().get_label_info(label_id, label_tag)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        obj = self._known(label_id)
+        self._tag_dir(label_tag)
+        if label_tag not in obj.labels:
+            raise HTTPException(status_code=404, detail=f"image {label_id!r} has no label with tag {label_tag!r}")
+        if not isinstance(info, dict):
+            raise HTTPException(status_code=422, detail="label info must be a JSON object")
+        with self._locked():
+            obj.labels[label_tag].info.update({k: v for k, v in info.items() if k not in ("ts", "name")})
+            self._update_datastore_file(lock=False)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        obj = self._known(image_id)
+        tag_dir = self._tag_dir(label_tag)
+        if label_tag == GAZE_TAG:
+            return self._save_gaze(image_id, obj, label_filename, label_info)
+        if not label_filename or not os.path.isfile(label_filename):
+            raise HTTPException(status_code=422, detail=f"no label file to store for image {image_id!r} (tag {label_tag!r})")
+        from gazerad.serving.infer import load_input
+
+        shape = load_input(self.get_image_uri(image_id))[0].shape
+        tmp = self._validated_image(label_filename, f"label {label_tag!r} of image {image_id!r}", shape=shape)
+        try:
+            ext = self._suffix_of(tmp)
+            with self._locked():
+                tag_dir.mkdir(exist_ok=True)
+                old = obj.labels.get(label_tag)
+                dest = confine(tag_dir, image_id, "image id", ext)
+                os.replace(tmp, dest)
+                if old is not None and old.ext != ext:
+                    remove_file(str(confine(tag_dir, image_id, "image id", old.ext)))
+                info = {k: v for k, v in dict(label_info or {}).items() if k not in ("ts", "name")}
+                info.update(ts=int(time.time()), name=dest.name)
+                obj.labels[label_tag] = DataModel(info=info, ext=ext)
+                self._update_datastore_file(lock=False)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return image_id
+
+    def _save_gaze(self, image_id: str, obj: Any, label_filename: str, label_info: Dict[str, Any]) -> str:
         from gazerad.serving.infer import load_input
 
         try:
+            params = UploadParams.parse(label_info)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=f"gaze for image {image_id!r} rejected: {exc}") from None
+        tmp = self._incoming(label_filename, self.max_gaze_bytes, f"gaze for image {image_id!r}")
+        try:
             img, _ = load_input(self.get_image_uri(image_id))
-            records = parse_gaze_upload(label_filename, image_id, img.shape, reader_id=info.get("reader"),
-                                        pixels_per_degree=info.get("pixels_per_degree"))
+            records = parse_gaze_upload(tmp, image_id, img.shape, reader_id=params.reader,
+                                        pixels_per_degree=params.pixels_per_degree)
         except InputError as exc:
             # the upload is a temp file: name the image and the problem, not the temp path
             problem = exc.problem + (f" (row {exc.row})" if exc.row is not None else "")
             raise HTTPException(status_code=422, detail=f"gaze for image {image_id!r} rejected: {problem}") from None
-        with FileLock(self._lock_file):
-            self.gaze.put(image_id, records, replace=bool(info.get("replace", False)))
+        finally:
+            tmp.unlink(missing_ok=True)
+        with self._locked():
+            self.gaze.put(image_id, records, replace=params.replace)
             summary = {**self.gaze.summary(image_id), "ts": int(time.time()), "name": f"{image_id}.json"}
             obj.labels[GAZE_TAG] = DataModel(info=summary, ext=".json")
             self._update_datastore_file(lock=False)
         logger.info(f"Stored gaze for {image_id}: {summary}")
         return image_id
 
+    def _remove_label_file(self, image_id: str, tag: str, obj: Any) -> None:
+        label = obj.labels.get(tag)
+        if label is not None and is_safe_name(tag):
+            remove_file(str(confine(self._tag_dir(tag), image_id, "image id", label.ext)))
+        obj.labels.pop(tag, None)
+
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        if label_tag != GAZE_TAG:
-            return super().remove_label(label_id, label_tag)
         obj = self._known(label_id)
-        with FileLock(self._lock_file):
-            self.gaze.remove(label_id)
-            obj.labels.pop(GAZE_TAG, None)
+        self._tag_dir(label_tag)
+        if label_tag not in obj.labels:
+            raise HTTPException(status_code=404, detail=f"image {label_id!r} has no label with tag {label_tag!r}")
+        with self._locked():
+            self._remove_label_file(label_id, label_tag, obj)
             self._update_datastore_file(lock=False)
 
     def has_gaze(self, image_id: str) -> bool:
-        return is_safe_id(image_id) and self.gaze.has(image_id)
-
-    def get_image_info(self, image_id: str) -> Dict[str, Any]:
-        info = super().get_image_info(image_id)
-        if info and is_safe_id(image_id) and self.gaze.has(image_id):
-            info["gaze"] = self.gaze.summary(image_id)
-        return info
-
-    def update_image_infos(self, infos: Dict[str, Dict[str, Any]]) -> None:
-        """Update many images' info with one write of the datastore file."""
-        with FileLock(self._lock_file):
-            for image_id, info in infos.items():
-                obj = self._datastore.objects.get(image_id)
-                if obj is not None:
-                    obj.image.info.update(info)
-            self._update_datastore_file(lock=False)
+        return is_safe_name(image_id) and self.gaze.has(image_id)

@@ -28,6 +28,7 @@ import numpy as np
 from gazerad.errors import InputError
 from gazerad.gaze.record import GazeCollection, GazeRecord
 from gazerad.io.atomic import atomic_write_text
+from gazerad.io.confine import UnsafeName, confine, is_safe_name
 
 __all__ = [
     "FORMAT", "is_safe_id", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
@@ -44,11 +45,25 @@ def default_pixels_per_degree(image_size: tuple[int, int]) -> float:
     return float(image_size[0]) / _DEFAULT_FIELD_DEG
 
 
+# the longest recording an upload may hold (seconds): times beyond are a unit error or an attack
+MAX_SECONDS = 24 * 3600.0
+_EDF_MAGIC = b"SR_RESEARCH"
+
+
+def _json_loads(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise InputError(path, "invalid JSON (nested too deeply)") from None
+
+
 def _sniff(path: Path) -> str:
-    """Format of one uploaded file, by suffix and content."""
-    suffix = path.suffix.lower()
-    if suffix == ".edf":
-        return "edf"
+    """Format of one uploaded file, from its content (never from its name)."""
+    with path.open("rb") as fh:
+        if fh.read(len(_EDF_MAGIC)) == _EDF_MAGIC:
+            return "edf"
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -57,10 +72,7 @@ def _sniff(path: Path) -> str:
         raise InputError(path, "gaze upload is empty")
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+        obj = _json_loads(path, text)
         return "canonical" if isinstance(obj, dict) and obj.get("format") == FORMAT else "mcgip_json"
     header = {h.strip() for h in text.splitlines()[0].split(",")}
     if {"x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation"} <= header:
@@ -79,8 +91,8 @@ def _sniff(path: Path) -> str:
 
 
 def _records_from_canonical(path: Path) -> list[GazeRecord]:
-    obj = json.loads(path.read_text(encoding="utf-8-sig"))
-    if obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
+    obj = _json_loads(path, path.read_text(encoding="utf-8-sig"))
+    if not isinstance(obj, dict) or obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
         raise InputError(path, f"GazeRad gaze JSON must have version {_VERSION} and a 'records' list")
     out = []
     for k, r in enumerate(obj["records"], start=1):
@@ -133,7 +145,8 @@ def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], 
         cols["image"] = "image"
         return imp.load_generic_csv(path, cols, strict=True).records()
     if fmt == "edf":
-        return imp.load_gaze(path, format="edf", image_id=image_id, strict=True).records()
+        # an upload is recorded on the image itself: screen pixels are image pixels
+        return imp.load_edf(path, image_id, (1.0, 1.0, 0.0, 0.0), image_size=image_size, reader_id=reader, strict=True).records()
     # McGIP / EGD-CXR name their image inside the file: size every image they name as the target
     coll = imp.load_gaze(path, format=fmt, strict=True,
                          **({"image_sizes": _AnySize(image_size)} if fmt in ("mcgip_json", "mcgip_csv") else {}))
@@ -189,8 +202,12 @@ def parse_gaze_upload(
         recs = _load_any(p, fmt, image_id, tuple(image_size), reader_id or "upload")
     except InputError:
         raise  # already names the file and the problem
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
         raise InputError(p, f"cannot read gaze ({fmt}): {exc}") from None
+    except RecursionError:
+        raise InputError(p, f"cannot read gaze ({fmt}): nested too deeply") from None
+    if pixels_per_degree is not None and not (np.isfinite(pixels_per_degree) and 0 < pixels_per_degree <= 1e4):
+        raise InputError(p, f"pixels_per_degree must be a positive finite number up to 10000, got {pixels_per_degree!r}")
     h, w = int(image_size[0]), int(image_size[1])
     out = []
     for k, r in enumerate(recs):
@@ -199,6 +216,18 @@ def parse_gaze_upload(
             continue
         if r.image_size is not None and tuple(r.image_size) != (h, w):
             raise InputError(p, f"recorded on a {r.image_size[1]} x {r.image_size[0]} image, but the image is {w} x {h} (W x H)")
+        if f.ndim != 2 or f.shape[1] < 4:
+            raise InputError(p, "each fixation needs x, y, t_start, t_end")
+        fin = np.isfinite(f[:, :4]).all(axis=1)
+        if not fin.all():
+            i = int(np.argmin(fin))
+            raise InputError(p, f"fixation {i + 1} holds a value that is not a finite number: {f[i, :4].tolist()}")
+        t_bad = (f[:, 2] < 0) | (f[:, 3] > MAX_SECONDS) | (f[:, 3] < f[:, 2])
+        if t_bad.any():
+            i = int(np.argmax(t_bad))
+            raise InputError(p, f"fixation {i + 1} times ({f[i, 2]:g} .. {f[i, 3]:g} s) must satisfy 0 <= t_start <= t_end <= {MAX_SECONDS:g}")
+        if r.pixels_per_degree is not None and not (np.isfinite(r.pixels_per_degree) and 0 < r.pixels_per_degree <= 1e4):
+            raise InputError(p, f"pixels_per_degree must be a positive finite number up to 10000, got {r.pixels_per_degree!r}")
         bad = ~((f[:, 0] >= 0) & (f[:, 0] < w) & (f[:, 1] >= 0) & (f[:, 1] < h))
         if bad.any():
             i = int(np.argmax(bad))
@@ -237,12 +266,8 @@ def read_gaze_json(path: str | os.PathLike) -> list[GazeRecord]:
         raise InputError(p, f"invalid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def is_safe_id(image_id: str) -> bool:
-    """An id that names a file inside a folder and nothing else (no paths, no ``..``, not hidden)."""
-    return (
-        isinstance(image_id, str) and 0 < len(image_id) <= 255 and image_id not in (".", "..")
-        and not any(c in image_id for c in ("/", "\\", "\x00")) and not image_id.startswith(".")
-    )
+# one rule for every name from a request: gazerad.io.confine
+is_safe_id = is_safe_name
 
 
 class GazeStore:
@@ -256,9 +281,10 @@ class GazeStore:
         self.root = Path(root)
 
     def path(self, image_id: str) -> Path:
-        if not is_safe_id(image_id):
-            raise InputError(None, f"invalid image id {image_id!r}")
-        return self.root / f"{image_id}.json"
+        try:
+            return confine(self.root, image_id, "image id", ".json")
+        except UnsafeName as exc:
+            raise InputError(None, str(exc)) from None
 
     def has(self, image_id: str) -> bool:
         return self.path(image_id).is_file()

@@ -276,16 +276,43 @@ def _read_dicom(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict
         voi_applied = "lut"
     if photometric == "MONOCHROME1":
         values = (lo + hi) - values
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = _usable_spacing(ds)
     meta: dict[str, Any] = {
         "photometric": photometric,
         "bits_stored": bits_stored,
         "modality": modality,
         "voi_applied": voi_applied,
         "transfer_syntax": tsuid or None,
-        "spacing": (float(spacing[0]), float(spacing[1])) if spacing else None,
+        "spacing": spacing,
     }
+    if spacing is None:
+        meta["spacing_note"] = "unknown: the file has no PixelSpacing / ImagerPixelSpacing above 0"
     return values, meta
+
+
+def _usable_spacing(ds: Any) -> tuple[float, float] | None:
+    """``(row_mm, col_mm)`` from PixelSpacing, else ImagerPixelSpacing; ``None`` when neither
+    holds two finite values above 0 (real CR files carry ``0\\0``)."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        v = ds.get(key)
+        try:
+            sp = (float(v[0]), float(v[1])) if v is not None and len(v) >= 2 else None
+        except (TypeError, ValueError):
+            sp = None
+        if sp is not None and all(np.isfinite(x) and x > 0 for x in sp):
+            return sp
+    return None
+
+
+def dicom_spacing(path: str | os.PathLike) -> tuple[float, float] | None:
+    """The usable pixel spacing of a DICOM file (header only), ``None`` when unknown."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - unreadable headers mean unknown spacing here; read_xray names the error
+        return None
+    return _usable_spacing(ds)
 
 
 def _voi_window_range(ds: Any) -> tuple[float, float]:

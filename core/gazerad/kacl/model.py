@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from gazerad.ssl import build_backbone
 
-__all__ = ["KACLModel", "ProjectionHead", "RadiomicsEncoder"]
+__all__ = ["KACLModel", "ProjectionHead", "RadiomicsEncoder", "feature_layers"]
 
 
 class ProjectionHead(nn.Sequential):
@@ -34,6 +34,13 @@ class RadiomicsEncoder(nn.Sequential):
         super().__init__(
             nn.Linear(n_features, n_features), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_features, n_features), nn.Dropout(dropout)
         )
+
+
+def feature_layers(backbone: nn.Module) -> list[str]:
+    """Dotted names (``backbone.<name>``) of the backbone's layers that give spatial feature
+    maps: the layers Grad-CAM may hook (pooling, flattening and linear layers excluded)."""
+    skip = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear, nn.Identity)
+    return [f"backbone.{n}" for n, m in backbone.named_modules() if n and not isinstance(m, skip)]
 
 
 class KACLModel(nn.Module):
@@ -57,6 +64,9 @@ class KACLModel(nn.Module):
         self.backbone_name = backbone
         self._cam_layer = cam_layer
         self.backbone, fdim = build_backbone(backbone)
+        if cam_layer and cam_layer not in feature_layers(self.backbone):
+            raise ValueError(f"cam_layer {cam_layer!r} is not a feature layer of {backbone}; choose one of "
+                             f"{', '.join(feature_layers(self.backbone)[:12])}, ...")
         self.classifier = nn.Linear(fdim, n_classes)
         self.image_head = ProjectionHead(fdim, proj_dim, hidden_dim=min(fdim, 512))
         self.radiomics_encoder = RadiomicsEncoder(n_features, dropout)

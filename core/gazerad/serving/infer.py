@@ -96,6 +96,7 @@ class Geometry:
     spacing: tuple[float, float]
     origin: tuple[float, float]
     direction: tuple[float, float, float, float]
+    spacing_known: bool = True  # False: the file gave no usable spacing (e.g. DICOM 0\\0); 1 mm stands in
 
     def to_physical(self, x: float, y: float) -> tuple[float, float]:
         """Continuous pixel coordinates (``gazerad.coords``: corner origin) -> LPS mm."""
@@ -106,7 +107,8 @@ class Geometry:
         return float(px), float(py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction),
+                "spacing_known": self.spacing_known}
 
 
 def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
@@ -121,11 +123,22 @@ def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
             d = r.GetDirection()
             n = r.GetDimension()
             dir2 = (d[0], d[1], d[n], d[n + 1])
-            return Geometry((int(shape[1]), int(shape[0])), tuple(float(s) for s in r.GetSpacing()[:2]),
-                            tuple(float(o) for o in r.GetOrigin()[:2]), tuple(float(v) for v in dir2))
+            sp = tuple(float(s) for s in r.GetSpacing()[:2])
+            known = all(np.isfinite(v) and v > 0 for v in sp) and not _dicom_spacing_missing(path)
+            return Geometry((int(shape[1]), int(shape[0])), sp if known else (1.0, 1.0),
+                            tuple(float(o) for o in r.GetOrigin()[:2]), tuple(float(v) for v in dir2), spacing_known=known)
     except RuntimeError:
         pass
     return Geometry((int(shape[1]), int(shape[0])), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
+
+
+def _dicom_spacing_missing(path: str | os.PathLike) -> bool:
+    """A DICOM file without a usable spacing (ITK then reports 1 mm, or the stored 0)."""
+    if not str(path).lower().endswith(".dcm"):
+        return False
+    from gazerad.io.xray import dicom_spacing
+
+    return dicom_spacing(path) is None
 
 
 def write_heatmap(path: str | os.PathLike, heat: np.ndarray, geometry: Geometry, compress: bool = False) -> Path:
@@ -277,7 +290,11 @@ class LocalizationService(ClassificationService):
         """
         from gazerad.kacl.evaluate import localize_images
 
+        from gazerad.kacl.model import feature_layers
+
         t0 = time.perf_counter()
+        if cam_layer and cam_layer not in feature_layers(self.slot.get()[0].backbone):
+            raise InputError(None, f"cam_layer {cam_layer!r:.60} is not a feature layer of this model (e.g. backbone.layer2)")
         p, x, img, geom, state = self.probabilities(image_path)
         names = list(state["classes"])
         if classes:

@@ -9,6 +9,12 @@
    skips this; the server then answers 503 "train first" for models without weights.
 3. ``monailabel start_server --app ... --studies ... --host ... --port ...`` runs in the
    foreground (its launcher runs ``python`` from PATH: this venv's ``bin`` is put first).
+
+Exposure: the server binds 127.0.0.1 by default. ``--auth`` turns on bearer-token auth
+(the token is read from ``--auth-token-file``, default ``~/.gazerad/token``, and created
+there, readable by the owner only, when missing); the server gets the file's path in
+``GAZERAD_AUTH_TOKEN_FILE``, never the token on its command line. Any other address
+without ``--auth`` is refused unless ``--insecure`` says so.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["find_app_dir", "datastore_dir", "prepare_models", "serve_command", "run_serve", "QUICK"]
+__all__ = ["find_app_dir", "datastore_dir", "prepare_models", "serve_command", "run_serve", "QUICK", "ensure_token", "check_exposure"]
+
+DEFAULT_TOKEN_FILE = Path("~/.gazerad/token")
 
 # quick first models for a newcomer's CPU: a few minutes in all
 QUICK = {
@@ -78,8 +86,37 @@ def serve_command(app_dir: Path, datastore: Path, host: str, port: int, conf: li
     return cmd
 
 
+def ensure_token(path: str | os.PathLike) -> Path:
+    """The token file at ``path`` (created with a fresh 32-byte token, mode 0600, when missing)."""
+    import secrets
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        if len(p.read_text().strip()) < 16:
+            raise ValueError(f"{p}: the auth token must have at least 16 characters")
+        return p
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    print(f"[gazerad serve] new auth token written to {p} (owner-only); clients log in with it as password", flush=True)
+    return p
+
+
+def check_exposure(host: str, auth: bool, insecure: bool) -> None:
+    """Refuse to bind a non-loopback address without auth unless ``insecure``."""
+    from gazerad.serving.guard import is_loopback
+
+    if not is_loopback(host) and not auth and not insecure:
+        raise SystemExit(
+            f"[gazerad serve] refusing to listen on {host} without authentication: anyone who can reach this machine could "
+            "upload, delete and train. Add --auth (bearer token), or --insecure if a firewall or proxy already guards it.")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from gazerad.synth.study import generate_studies
+
+    check_exposure(args.host, args.auth, args.insecure)
 
     app_dir = Path(args.app_dir) if args.app_dir else find_app_dir()
     if args.studies:
@@ -101,9 +138,14 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("GAZERAD_AUTH_TOKEN", None)
+    env.pop("GAZERAD_AUTH_TOKEN_FILE", None)
+    if args.auth:
+        env["GAZERAD_AUTH_TOKEN_FILE"] = str(ensure_token(args.auth_token_file))
     cmd = serve_command(app_dir, store, args.host, args.port, conf)
     print(f"[gazerad serve] {' '.join(cmd)}", flush=True)
-    print(f"[gazerad serve] try: curl -X POST 'http://{args.host}:{args.port}/infer/attention?image=<id>&output=json'", flush=True)
+    hdr = f"-H \"Authorization: Bearer $(cat {args.auth_token_file})\" " if args.auth else ""
+    print(f"[gazerad serve] try: curl {hdr}-X POST 'http://{args.host}:{args.port}/infer/attention?image=<id>&output=json'", flush=True)
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
         raise FileNotFoundError("the 'monailabel' launcher is not installed in this environment")
     sys.stdout.flush()
@@ -121,5 +163,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, default=200, help="sample studies to generate when --studies is not given")
     s.add_argument("--no-prepare", dest="no_prepare", action="store_true", help="do not train missing models before starting")
     s.add_argument("--prepare-only", dest="prepare_only", action="store_true", help="prepare studies and models, do not start the server")
+    s.add_argument("--auth", action="store_true", help="require a bearer token on every request (POST /auth/token logs in with it)")
+    s.add_argument("--auth-token-file", dest="auth_token_file", default=str(DEFAULT_TOKEN_FILE),
+                   help="file holding the token (created, owner-only, when missing; default ~/.gazerad/token)")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth (behind a guarding proxy)")
     s.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app conf passed to MONAI Label (repeatable)")
     s.set_defaults(func=run_serve)

@@ -42,7 +42,7 @@ from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
 from gazerad.serving.data import DatastoreView
 
-__all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish"]
+__all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish", "check_params"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 10, "input_size": 128, "batch_size": 8, "lr": 1e-3},
@@ -78,24 +78,62 @@ def read_stats(model_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         return {}
 
 
-def _params(name: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Defaults of job ``name`` overridden by the request's known keys, cast to the defaults'
-    types (``"false"`` is false; a bad number is a ValueError naming the key)."""
+# bounds of every training parameter: ("int"|"float", lo, hi), ("bool",), ("choice", options) or ("text",)
+_SCHEMA: dict[str, tuple] = {
+    "epochs": ("int", 1, 1000), "max_steps": ("int", 1, 10_000_000), "batch_size": ("int", 1, 1024), "lr": ("float", 1e-7, 10.0),
+    "image_size": ("int", 32, 1024), "input_size": ("int", 32, 1024), "seed": ("int", 0, 2**31 - 1), "nproc": ("int", 1, 64),
+    "bin_width": ("float", 1e-3, 1e4), "labelled_fraction": ("float", 1e-3, 1.0), "threshold": ("float", 0.0, 1.0),
+    "multi_gpu": ("bool",), "mcgip": ("bool",), "focuscontrast": ("bool",), "resume": ("bool",),
+    "backbone": ("choice", ("resnet10", "resnet18", "resnet50", "densenet121")),
+    "framework": ("choice", ("simclr", "moco", "byol", "simsiam")),
+    "scheme": ("choice", None),  # None: the registered gaze-similarity schemes
+    "cam_layer": ("text",), "device": ("text",),
+}
+_IGNORED = {"model", "local_rank", "gpus", "client_id", "user"}  # MONAI Label's own request keys
+
+
+def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of job ``name`` overridden by the request, each value parsed by its schema:
+    unknown keys, booleans other than true/false, numbers out of bounds, unknown choices,
+    a ``cam_layer`` the backbone does not have and a device that is not ``auto``, ``cpu``,
+    ``cuda`` or ``cuda:N`` are :class:`ValueError` naming the key (the server answers 422
+    before the job starts)."""
+    from gazerad.serving.params import parse_bool, parse_choice, parse_number, parse_text
+
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown training job {name!r}; choose one of {sorted(DEFAULTS)}")
     p = {**_COMMON, **DEFAULTS[name]}
     for k, v in request.items():
-        if k not in p or v is None:
+        if k in _IGNORED or v is None:
             continue
-        d = p[k]
-        if isinstance(d, bool) or k == "multi_gpu":
-            p[k] = v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
-        elif isinstance(d, (int, float)):
-            try:
-                p[k] = type(d)(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"training parameter {k!r} must be a number, got {v!r}") from None
+        if k not in p:
+            raise ValueError(f"unknown training parameter {k!r} for {name}; known: {', '.join(sorted(p))}")
+        kind = _SCHEMA.get(k, ("text",))
+        if kind[0] in ("int", "float"):
+            p[k] = parse_number(v, k, kind[1], kind[2], integer=kind[0] == "int")
+        elif kind[0] == "bool":
+            p[k] = parse_bool(v, k)
+        elif kind[0] == "choice":
+            from gazerad.gaze.base import available_schemes
+
+            p[k] = parse_choice(v.lower() if isinstance(v, str) else v, k, kind[1] or available_schemes())
         else:
-            p[k] = v
+            p[k] = parse_text(v[0] if k == "device" and isinstance(v, (list, tuple)) and v else v, k)
+    dev = p.get("device")
+    if dev not in (None, "", "auto", "cpu", "cuda") and not (isinstance(dev, str) and dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ValueError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {dev!r:.40}")
+    if p.get("cam_layer"):
+        from gazerad.kacl.model import feature_layers
+        from gazerad.ssl import build_backbone
+
+        layers = feature_layers(build_backbone(p["backbone"])[0])
+        if p["cam_layer"] not in layers:
+            raise ValueError(f"parameter 'cam_layer' {p['cam_layer']!r:.60} is not a feature layer of {p['backbone']}; "
+                             f"e.g. {', '.join(x for x in layers if x.count('.') == 1)}")
     return p
+
+
+_params = check_params
 
 
 def _device(p: dict[str, Any]) -> str:
@@ -276,6 +314,29 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
+def check_servable(name: str, weights: str | os.PathLike, view: DatastoreView) -> None:
+    """Load freshly trained ``weights`` the way the server will and answer one request on a
+    datastore image; a model that cannot serve raises here and is never published."""
+    from gazerad.serving import infer
+
+    image = next(iter(view.images().values()), None)
+    try:
+        if name == "pretrain":
+            from gazerad.pretrain.trainer import load_encoder
+
+            load_encoder(weights)
+        elif image is None:
+            return
+        elif name == "attention":
+            infer.AttentionService(weights, device="cpu")(image, None)
+        elif name == "localization":
+            infer.LocalizationService(weights, device="cpu")(image)
+        else:
+            infer.ClassificationService(weights, device="cpu")(image)
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not publish
+        raise RuntimeError(f"the trained {name} model cannot serve ({type(exc).__name__}: {exc}); the published model is unchanged") from exc
+
+
 def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLike, request: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train model ``name`` on the datastore and publish it to ``model_dir``; returns its stats.
 
@@ -294,7 +355,9 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     print(f"[gazerad] training {name} on {datastore} ({dev}); params {json.dumps({k: v for k, v in p.items() if v is not None})}", flush=True)
-    weights, stats = JOBS[name](DatastoreView(Path(datastore)), run, p, dev, model_dir)
+    view = DatastoreView(Path(datastore))
+    weights, stats = JOBS[name](view, run, p, dev, model_dir)
+    check_servable(name, weights, view)
     dest = publish(weights, model_dir / PUBLISHED[name])
     stats.update(name=name, published=str(dest), seconds=round(time.perf_counter() - t0, 2), device=dev,
                  finished=time.strftime("%Y-%m-%d %H:%M:%S"), params={k: v for k, v in p.items() if v is not None},

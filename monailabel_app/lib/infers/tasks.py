@@ -25,6 +25,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
 from gazerad.serving.markups import roi_markups
+from gazerad.serving.params import InferParams
 
 
 def _tmp(suffix: str) -> str:
@@ -66,8 +67,9 @@ class AttentionInfer(_Task):
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         # params {"heatmap": false}: JSON only (no heatmap file is written)
-        out = _tmp(".nrrd") if request.get("heatmap", True) not in (False, "false", 0) else None
-        _, info = self.service(request["image"], out, boxes=request.get("boxes") or None)
+        p = InferParams.parse(request)
+        out = _tmp(".nrrd") if p.heatmap else None
+        _, info = self.service(request["image"], out, boxes=list(p.boxes) or None)
         return out, info
 
 
@@ -79,12 +81,11 @@ class LocalizationInfer(_Task):
                          labels=labels, config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"}, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
-        output = request.get("output", "json")
-        cam = _tmp(".nrrd") if output == "cam" else None
-        res = self.service(request["image"], classes=request.get("classes") or None, min_score=float(request.get("min_score", 0.5)),
-                           cam_threshold=float(request.get("cam_threshold", 0.5)), max_boxes=int(request.get("max_boxes", 3)), cam_out=cam,
-                           cam_layer=request.get("cam_layer") or None)
-        if output == "slicer":
+        p = InferParams.parse(request)
+        cam = _tmp(".nrrd") if p.output == "cam" else None
+        res = self.service(request["image"], classes=list(p.classes) or None, min_score=p.min_score, cam_threshold=p.cam_threshold,
+                           max_boxes=p.max_boxes, cam_out=cam, cam_layer=p.cam_layer)
+        if p.output == "slicer":
             path = _tmp(".json")
             with open(path, "w") as fh:
                 import json

@@ -1,0 +1,225 @@
+"""GazeRad's replacements for MONAI Label 0.8.5 endpoints that are unsafe as shipped, and the
+install step that puts them (and :class:`gazerad.serving.guard.RequestGuard`) in front of
+MONAI Label's FastAPI app from inside the app: site-packages stay untouched.
+
+What changes against MONAI Label's own handlers:
+
+- ``PUT /datastore/image`` (and the deprecated ``PUT /datastore/``), ``PUT /datastore/label``:
+  the client's file name gives neither the stored extension nor a path (the content does:
+  :class:`lib.datastore.GazeRadDatastore`), ``params`` must be a JSON object (422), and the
+  handlers are plain functions, so FastAPI runs them in its thread pool: decoding an image
+  or parsing a million-row gaze CSV no longer blocks every other request.
+- ``PUT /session/``: file names through the confinement rule, archives unpacked by
+  :func:`gazerad.io.archive.safe_extract` (no tar slip), expiry bounded.
+- ``POST /train/<model>``: parameters checked by :func:`gazerad.serving.train.check_params`
+  (422 at once) before MONAI Label starts the training process.
+- ``PUT /datastore/image/info``, ``PUT /datastore/label/info``: ``info`` must be a JSON object.
+- Exceptions: ``json.JSONDecodeError`` / ``ValueError`` escaping any handler are 422, not 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any, List, Optional
+
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, File, Form, HTTPException, UploadFile
+from fastapi.responses import JSONResponse
+from monailabel.config import settings
+from monailabel.endpoints import train as ml_train
+from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.interfaces.utils.app import app_instance
+
+from gazerad.io.archive import safe_extract
+from gazerad.io.confine import UnsafeName, check_name
+from gazerad.serving.data import image_id_of
+from gazerad.serving.guard import GuardConfig, RequestGuard
+from gazerad.serving.params import parse_bool, parse_json_object, parse_number
+from gazerad.serving.train import check_params
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+MAX_SESSION_DAYS = 7
+
+
+def _name(value: Any, what: str) -> str:
+    try:
+        return check_name(value, what)
+    except UnsafeName as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+
+
+def _json(text: Any, what: str) -> dict[str, Any]:
+    try:
+        return parse_json_object(text, what)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+def _spool(upload: UploadFile, limit: int, what: str, folder: Optional[str] = None) -> str:
+    """The upload in a temp file without the client's name (413 past ``limit`` bytes)."""
+    fd, path = tempfile.mkstemp(prefix="gazerad-up-", dir=folder)
+    n = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := upload.file.read(1 << 20):
+                n += len(chunk)
+                if n > limit:
+                    raise HTTPException(status_code=413, detail=f"{what} is over the limit of {limit >> 20} MB")
+                out.write(chunk)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _limit() -> int:
+    return int(getattr(app_instance().datastore(), "max_image_bytes", 128 << 20))
+
+
+# ---------------------------------------------------------------------------- datastore
+def _add_image(image: Optional[str], params: str, file: UploadFile, user: User) -> dict[str, Any]:
+    save = _json(params, "params")
+    image_id = _name(image if image else image_id_of(os.path.basename(file.filename or "")), "image id")
+    if user and user.username:
+        save["user"] = user.username
+    tmp = _spool(file, _limit(), f"image {image_id!r}")
+    try:
+        return {"image": app_instance().datastore().add_image(image_id, tmp, save)}
+    finally:
+        os.unlink(tmp)
+
+
+@router.put("/datastore/", include_in_schema=False)
+@router.put("/datastore/image", summary="Upload a new image (type from its content; validated before it is stored)")
+def api_add_image(image: Optional[str] = None, params: str = Form("{}"), file: UploadFile = File(...),
+                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> dict[str, Any]:
+    return _add_image(image, params, file, user)
+
+
+@router.put("/datastore/label", summary="Save a label (gaze: tag=gaze) for an image; validated before it is stored")
+def api_save_label(image: str, params: str = Form("{}"), tag: str = DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
+                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> dict[str, Any]:
+    image = _name(image, "image id")
+    tag = _name(tag or DefaultLabelTag.FINAL.value, "label tag")
+    save = _json(params, "params")
+    instance = app_instance()
+    store = instance.datastore()
+    tmp = _spool(label, max(_limit(), getattr(store, "max_gaze_bytes", 0)), f"label for image {image!r}")
+    try:
+        label_id = store.save_label(image, tmp, tag, save)
+    finally:
+        os.unlink(tmp)
+    res = instance.on_save_label(image, label_id) or {}
+    res.update({"image": image, "label": label_id})
+    return res
+
+
+@router.put("/datastore/image/info", summary="Update image info (a JSON object)")
+def api_put_image_info(image: str, info: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> Any:
+    i = _json(info, "info")
+    if user and user.username:
+        i["user"] = user.username
+    return app_instance().datastore().update_image_info(_name(image, "image id"), i)
+
+
+@router.put("/datastore/label/info", summary="Update label info (a JSON object)")
+def api_put_label_info(label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> Any:
+    i = _json(info, "info")
+    if user and user.username:
+        i["user"] = user.username
+    return app_instance().datastore().update_label_info(_name(label, "label id"), _name(tag, "label tag"), i)
+
+
+# ---------------------------------------------------------------------------- sessions
+@router.put("/session/", summary="Create a session from image file(s) or an archive (entries confined)")
+def api_create_session(background_tasks: BackgroundTasks, uncompress: str = "false", expiry: str = "0",
+                       files: List[UploadFile] = File(...), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Any:
+    try:
+        unpack = parse_bool(uncompress, "uncompress")
+        ttl = int(parse_number(expiry, "expiry", 0, MAX_SESSION_DAYS * 86400, integer=True))
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    sessions = app_instance().sessions()
+    if sessions is None:
+        raise HTTPException(status_code=406, detail="Session Feature is Not Enabled")
+    if not files:
+        raise HTTPException(status_code=422, detail="no file in the request")
+    names = [_name(os.path.basename(f.filename or ""), "file name") for f in files]
+    if len(set(names)) != len(names):
+        raise HTTPException(status_code=422, detail="two uploaded files have the same name")
+    received = tempfile.mkdtemp(prefix="gazerad-session-")
+    background_tasks.add_task(shutil.rmtree, received, True)
+    limit = _limit()
+    paths = []
+    for f, n in zip(files, names):
+        tmp = _spool(f, limit, f"session file {n!r}", folder=received)
+        os.replace(tmp, os.path.join(received, n))
+        paths.append(os.path.join(received, n))
+    data = paths[0] if len(paths) == 1 else received
+    if unpack:
+        out = tempfile.mkdtemp(prefix="gazerad-unpacked-")
+        background_tasks.add_task(shutil.rmtree, out, True)
+        try:
+            for p in paths:
+                safe_extract(p, out, max_total=4 * limit)
+        except (UnsafeName, FileExistsError) as exc:
+            raise HTTPException(status_code=400, detail=f"archive refused, nothing was stored: {exc}") from None
+        data = out
+    session_id, info = sessions.add_session(data, ttl, False)
+    return {"session_id": session_id, "session_info": info.to_json()}
+
+
+# ---------------------------------------------------------------------------- training
+@router.post("/train/{model}", summary="Run a training task (parameters checked before it starts)")
+def api_run_model(model: str, params: Optional[dict] = Body(None), run_sync: Optional[bool] = False, enqueue: Optional[bool] = False,
+                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> Any:
+    instance = app_instance()
+    model = _name(model, "model name")
+    trainer = instance._trainers.get(model)
+    if trainer is None:
+        raise HTTPException(status_code=404, detail=f"unknown model {model!r}; trainers: {sorted(instance._trainers)}")
+    if params is not None and not isinstance(params, dict):
+        raise HTTPException(status_code=422, detail="training parameters must be a JSON object")
+    try:
+        check_params(model, {**trainer.config(), **(params or {})})
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return ml_train.run_model(model, params, run_sync, enqueue)
+
+
+# ---------------------------------------------------------------------------- install
+def _unprocessable(request: Any, exc: Exception) -> JSONResponse:
+    msg = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+    return JSONResponse(status_code=422, content={"detail": f"bad request: {msg}"[:500]})
+
+
+def install(app: Any, guard: GuardConfig) -> None:
+    """Put GazeRad's routes first, its guard outermost and MONAI Label's open CORS out, on
+    MONAI Label's running FastAPI ``app`` (idempotent; called once by the app at start)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    if getattr(app.state, "gazerad_guard", None) is not None:
+        app.state.gazerad_guard.config = guard
+        return
+    prefix = settings.MONAI_LABEL_API_STR or ""
+    n_before = len(app.router.routes)
+    app.include_router(router, prefix=prefix)
+    ours = app.router.routes[n_before:]
+    del app.router.routes[n_before:]
+    app.router.routes[:0] = ours
+    app.user_middleware = [m for m in app.user_middleware if getattr(m, "cls", None) is not CORSMiddleware]
+    app.exception_handlers[json.JSONDecodeError] = _unprocessable
+    app.exception_handlers[UnsafeName] = lambda request, exc: JSONResponse(status_code=400, content={"detail": str(exc)})
+    app.exception_handlers[ValueError] = _unprocessable
+    inner = app.build_middleware_stack()
+    app.middleware_stack = RequestGuard(inner, guard)
+    app.state.gazerad_guard = app.middleware_stack
+    app.openapi_schema = None
+    logger.info(f"GazeRad guard installed: auth {'on' if guard.token else 'off'}, CORS origins {list(guard.cors_origins) or 'none'}, "
+                f"body limit {guard.max_body >> 20} MB; {len(router.routes)} endpoints replaced")
