@@ -25,7 +25,8 @@ def free_port() -> int:
 class Server:
     """A MONAI Label server process with a private copy of the app (its own ``model/``)."""
 
-    def __init__(self, studies: Path, workdir: Path, conf: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, studies: Path, workdir: Path, conf: dict[str, str] | None = None, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.app = workdir / "app"
         if not self.app.exists():
             shutil.copytree(REPO / "monailabel_app", self.app, ignore=shutil.ignore_patterns("model", "__pycache__"))
@@ -35,6 +36,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
         self.conf = conf or {}
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -45,24 +47,39 @@ class Server:
         env = dict(os.environ)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         env.setdefault("MONAI_LABEL_SESSION_PATH", str(self.app.parent / "sessions"))
+        env.update(self.env)
         cmd = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(self.app), "--studies",
                str(self.studies), "--host", "127.0.0.1", "--port", str(self.port)]
         for k, v in self.conf.items():
             cmd += ["--conf", k, v]
-        self._fh = self.log.open("w")
+        self._fh = self.log.open("a")
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
             try:
-                if requests.get(self.url + "/info/", timeout=5).status_code == 200:
+                if requests.get(self.url + "/info/", timeout=5, headers=headers).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    @property
+    def token(self) -> str | None:
+        f = self.env.get("GAZERAD_AUTH_TOKEN_FILE")
+        return Path(f).read_text().strip() if f else self.env.get("GAZERAD_AUTH_TOKEN")
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (training subprocesses included): a crash, not a shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if getattr(self, "_fh", None):
+            self._fh.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -249,7 +249,17 @@ def test_model_slot_reloads_and_prefers_published_over_shipped(tmp_path: Path) -
 def test_training_parameters_are_cast_and_checked() -> None:
     from gazerad.serving.train import _params
 
-    p = _params("pretrain", {"epochs": "3", "mcgip": "false", "multi_gpu": "true", "threshold": 0.5, "unknown": 1})
-    assert p["epochs"] == 3 and p["mcgip"] is False and p["multi_gpu"] is True and p["threshold"] == 0.5 and "unknown" not in p
+    p = _params("pretrain", {"epochs": "3", "mcgip": "false", "multi_gpu": "true", "threshold": 0.5, "model": "pretrain"})
+    assert p["epochs"] == 3 and p["mcgip"] is False and p["multi_gpu"] is True and p["threshold"] == 0.5 and "model" not in p
     with pytest.raises(ValueError, match="'epochs' must be a number"):
         _params("attention", {"epochs": "many"})
+    with pytest.raises(ValueError, match="unknown training parameter 'unknown'"):
+        _params("pretrain", {"unknown": 1})
+    with pytest.raises(ValueError, match="'mcgip' must be true or false"):
+        _params("pretrain", {"mcgip": "no"})
+    with pytest.raises(ValueError, match="'epochs' must be a whole number"):
+        _params("attention", {"epochs": 2.5})
+    for bad in ("__class__", "backbone", "backbone.layer2.__class__", "classifier"):
+        with pytest.raises(ValueError, match="is not a feature layer"):
+            _params("localization", {"cam_layer": bad})
+    assert _params("localization", {"cam_layer": "backbone.layer3"})["cam_layer"] == "backbone.layer3"

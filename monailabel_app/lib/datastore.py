@@ -78,6 +78,16 @@ class GazeRadDatastore(LocalDatastore):
         self.max_image_bytes = int(max_image_mb * MB)
         self.max_gaze_bytes = int(max_gaze_mb * MB)
         super().__init__(datastore_path, **kwargs)
+        if getattr(self, "_handler", None) is not None:
+            # the index is now replaced by a rename (atomic): the watcher sees a move, not a
+            # modification, when another process (training, scoring) writes it
+            self._handler.on_moved = self._on_moved_event
+
+    def _on_moved_event(self, event: Any) -> None:
+        if os.path.realpath(getattr(event, "dest_path", "")) == os.path.realpath(self._datastore_config_path):
+            self._init_from_datastore_file()
+        else:
+            self._on_any_event(event)
 
     # ------------------------------------------------------------------ index safety
     @contextlib.contextmanager

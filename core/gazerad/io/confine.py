@@ -57,13 +57,14 @@ def is_safe_name(name: object) -> bool:
 
 def confine(root: str | os.PathLike, name: str, what: str = "name", suffix: str = "") -> Path:
     """``root / (name + suffix)`` after :func:`check_name`, checked to lie directly inside
-    ``root`` once symlinked folders are resolved (:class:`UnsafeName` otherwise)."""
+    ``root`` once every symlink is resolved, the final one included (a linked tag folder or
+    file pointing elsewhere is refused): :class:`UnsafeName` otherwise."""
     check_name(name, what)
     if suffix and ("/" in suffix or "\\" in suffix or "\x00" in suffix):
         raise UnsafeName(f"invalid file suffix {suffix!r}")
     base = Path(os.path.realpath(root))
     path = base / f"{name}{suffix}"
-    if Path(os.path.realpath(path.parent)) != base or path.name in (".", ".."):
+    if Path(os.path.realpath(path)).parent != base or path.name in (".", ".."):
         raise UnsafeName(f"invalid {what} {_show(name)}: it does not stay inside its folder")
     return path
 
