@@ -304,7 +304,9 @@ def test_non_json_params_and_bad_infer_options_are_422(server: Server, root: Pat
                          files={"label": ("g.csv", b"x,y,t_start,t_end\n1,1,0,1\n")}, timeout=30)
         _refused(r, 422, "params must be a JSON object", root)
     r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": "{nope"}, timeout=30)
-    _refused(r, 422, "invalid JSON", root)
+    _refused(r, 422, "params must be a JSON object", root)
+    r = requests.post(server.url + "/infer/attention", files={"file": ("x.png", b"#!/bin/sh\nrm -rf /\n")}, timeout=30)
+    _refused(r, 415, "judged by its content", root)
     for p, words in [({"boxes": [[1e308, 0, 1, 1]]}, "finite number"), ({"boxes": "all"}, "'boxes'"),
                      ({"heatmap": "maybe"}, "'heatmap' must be true or false")]:
         r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": json.dumps(p)}, timeout=30)
@@ -515,5 +517,37 @@ def test_sigkill_during_an_upload_burst_loses_no_acknowledged_upload(tmp_path: P
         assert not missing, missing
         for i in acked[:: max(1, len(acked) // 8)]:
             assert Image.open(store / f"{i}.png").size == (SIZE, SIZE)
+    finally:
+        s2.stop()
+
+
+def test_sigkill_during_training_leaves_the_old_model_published(tmp_path: Path) -> None:
+    import hashlib as _h
+
+    studies = mass_studies(tmp_path / "m", n=16, seed=4)
+    s = Server(studies / "images", tmp_path / "srv").start()
+    try:
+        for k, i in enumerate(sorted(p.stem for p in (studies / "images").glob("*.png"))):
+            g = simulated_gaze_csv(tmp_path / f"{i}.csv", None, seed=k)
+            assert requests.put(s.url + "/datastore/label", params={"image": i, "tag": "gaze"},
+                                files={"label": ("g.csv", g.read_bytes())}, timeout=30).status_code == 200
+        assert s.train("attention", {"epochs": 1, "input_size": 32, "device": "cpu"})["status"] == "DONE"
+        published = s.model_dir / "attention.pt"
+        old = _h.sha1(published.read_bytes()).hexdigest()
+        r = requests.post(s.url + "/train/attention", json={"epochs": 400, "input_size": 64, "device": "cpu"}, timeout=30)
+        assert r.status_code == 200, r.text
+        t0 = time.time()
+        while time.time() - t0 < 60 and not (s.model_dir / "runs" / "attention" / "out").exists():
+            time.sleep(0.2)
+        time.sleep(2.0)  # well inside the (long) training run
+        s.kill()
+    finally:
+        s.stop()
+    assert _h.sha1(published.read_bytes()).hexdigest() == old, "a killed run changed the published model"
+    s2 = Server(studies / "images", tmp_path / "srv").start()
+    try:
+        r = requests.post(s2.url + "/infer/attention", params={"image": "00000"}, data={"params": json.dumps({"heatmap": False})}, timeout=120)
+        assert r.status_code == 200, r.text
+        json.loads((studies / "images" / "datastore_v2.json").read_text())
     finally:
         s2.stop()

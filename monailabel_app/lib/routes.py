@@ -11,6 +11,8 @@ What changes against MONAI Label's own handlers:
   or parsing a million-row gaze CSV no longer blocks every other request.
 - ``PUT /session/``: file names through the confinement rule, archives unpacked by
   :func:`gazerad.io.archive.safe_extract` (no tar slip), expiry bounded.
+- ``POST /infer/<model>``: a plain function too (inference off the event loop); an uploaded
+  image is typed by its content (415 otherwise), not by the client's file name.
 - ``POST /train/<model>``: parameters checked by :func:`gazerad.serving.train.check_params`
   (422 at once) before MONAI Label starts the training process.
 - ``PUT /datastore/image/info``, ``PUT /datastore/label/info``: ``info`` must be a JSON object.
@@ -29,13 +31,14 @@ from typing import Any, List, Optional
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from monailabel.config import settings
+from monailabel.endpoints import infer as ml_infer
 from monailabel.endpoints import train as ml_train
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 
 from gazerad.io.archive import safe_extract
-from gazerad.io.confine import UnsafeName, check_name
+from gazerad.io.confine import UnsafeName, check_name, sniff_image_suffix
 from gazerad.serving.data import image_id_of
 from gazerad.serving.guard import GuardConfig, RequestGuard
 from gazerad.serving.params import parse_bool, parse_json_object, parse_number
@@ -173,6 +176,29 @@ def api_create_session(background_tasks: BackgroundTasks, uncompress: str = "fal
         data = out
     session_id, info = sessions.add_session(data, ttl, False)
     return {"session_id": session_id, "session_info": info.to_json()}
+
+
+# ---------------------------------------------------------------------------- inference
+@router.post("/infer/{model}", summary="Run inference (off the event loop; an uploaded image is typed by its content)")
+def api_run_inference(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "", params: str = Form("{}"),
+                      file: UploadFile = File(None), label: UploadFile = File(None), output: Optional[ml_infer.ResultType] = None,
+                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Any:
+    _json(params, "params")
+    if image:
+        _name(image, "image id")
+    if file is not None:
+        tmp = _spool(file, _limit(), "uploaded image")
+        try:
+            suffix = sniff_image_suffix(tmp)
+        finally:
+            os.unlink(tmp)
+        if suffix is None:
+            raise HTTPException(status_code=415, detail="uploaded image is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content)")
+        file.file.seek(0)
+        file.filename = f"upload{suffix}"  # MONAI Label names its temp copy after this
+    if label is not None:
+        raise HTTPException(status_code=422, detail="GazeRad's models take no input label")
+    return ml_infer.run_inference(background_tasks, model, image, session_id, params, file, None, output)
 
 
 # ---------------------------------------------------------------------------- training
