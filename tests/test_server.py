@@ -311,3 +311,31 @@ def test_monailabel_client_works_unchanged(server: Server, tmp_path: Path) -> No
     assert Path(file).suffix == ".nrrd" and sitk.ReadImage(file).GetSize() == (SIZE, SIZE) and heat["peaks"]
     nxt = client.next_sample("random", {})
     assert nxt["id"]
+
+
+def test_concurrent_requests_share_the_models_safely(server: Server, tmp_path: Path) -> None:
+    """Requests run in the server's thread pool now: concurrent Grad-CAM on one model used to
+    corrupt libtorch's memory (segfault) until model calls were serialised."""
+    import threading
+
+    errors: list[str] = []
+    gaze = simulated_gaze_csv(tmp_path / "g.csv", None)
+
+    def client(k: int) -> None:
+        s = requests.Session()
+        for j in range(3):
+            image = f"{(k * 3 + j) % 40:05d}"
+            for r in (s.post(server.url + "/infer/localization", params={"image": image}, timeout=300),
+                      s.post(server.url + "/infer/attention", params={"image": image}, data={"params": json.dumps({"heatmap": False})}, timeout=300),
+                      s.put(server.url + "/datastore/label", params={"image": image, "tag": "gaze"},
+                            data={"params": json.dumps({"reader": f"conc{k}_{j}"})}, files={"label": ("g.csv", gaze.read_bytes())}, timeout=300)):
+                if r.status_code != 200:
+                    errors.append(f"{r.request.method} {r.url}: {r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert server.proc.poll() is None and requests.get(server.url + "/info/", timeout=30).status_code == 200

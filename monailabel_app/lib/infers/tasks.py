@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from typing import Any, Dict, Tuple, Union
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -26,6 +27,12 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
 from gazerad.serving.markups import roi_markups
 from gazerad.serving.params import InferParams
+
+
+# requests run in FastAPI's thread pool; a model's forward/Grad-CAM (hooks, autograd) must not
+# run twice at once on the same modules (it crashed libtorch under 8 concurrent clients), and
+# torch already uses every core for one request: one model call at a time
+MODEL_LOCK = threading.Lock()
 
 
 def _tmp(suffix: str) -> str:
@@ -69,7 +76,8 @@ class AttentionInfer(_Task):
         # params {"heatmap": false}: JSON only (no heatmap file is written)
         p = InferParams.parse(request)
         out = _tmp(".nrrd") if p.heatmap else None
-        _, info = self.service(request["image"], out, boxes=list(p.boxes) or None)
+        with MODEL_LOCK:
+            _, info = self.service(request["image"], out, boxes=list(p.boxes) or None)
         return out, info
 
 
@@ -83,8 +91,9 @@ class LocalizationInfer(_Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         p = InferParams.parse(request)
         cam = _tmp(".nrrd") if p.output == "cam" else None
-        res = self.service(request["image"], classes=list(p.classes) or None, min_score=p.min_score, cam_threshold=p.cam_threshold,
-                           max_boxes=p.max_boxes, cam_out=cam, cam_layer=p.cam_layer)
+        with MODEL_LOCK:
+            res = self.service(request["image"], classes=list(p.classes) or None, min_score=p.min_score, cam_threshold=p.cam_threshold,
+                               max_boxes=p.max_boxes, cam_out=cam, cam_layer=p.cam_layer)
         if p.output == "slicer":
             path = _tmp(".json")
             with open(path, "w") as fh:
@@ -103,4 +112,5 @@ class ClassificationInfer(_Task):
                          labels=labels, fallback=fallback)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
-        return None, self.service(request["image"])
+        with MODEL_LOCK:
+            return None, self.service(request["image"])
