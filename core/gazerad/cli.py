@@ -188,12 +188,13 @@ def _cmd_evaluate_localization(args: argparse.Namespace) -> int:
 _KACL_FLAGS = (
     "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "labelled_fraction", "temperature",
     "w_cls", "w_con", "refresh_every", "cam_method", "cam_layer", "bin_width", "radiomics_backend", "seed", "device", "max_steps", "init_encoder",
+    "precision",
 )
 
 
 _PRETRAIN_FLAGS = (
     "data", "out", "framework", "backbone", "image_size", "epochs", "batch_size", "lr", "relation", "threshold",
-    "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps", "splits",
+    "drop_p", "attention", "q", "seed", "device", "workers", "temperature", "queue_size", "max_steps", "splits", "precision",
 )
 
 
@@ -266,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     s.add_argument("--workers", type=int, default=None, help="data loader processes (default 0)")
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision (same as --precision fp32)")
+    s.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (default): bf16 autocast on CPUs with native bf16, fp16 on CUDA; fp32 forces float32")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_pretrain)
 
@@ -294,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=128, help="model input side, a multiple of 16 (default 128)")
     s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    s.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (default): bf16 autocast on CPUs with native bf16, fp16 on CUDA; fp32 forces float32")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train_attention)
 
@@ -319,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--max-steps", dest="max_steps", type=int, default=None)
     s.add_argument("--init-encoder", dest="init_encoder", default=None, help="encoder.pt of 'gazerad pretrain' to start the backbone from (fine-tuning)")
-    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision (same as --precision fp32)")
+    s.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (default): bf16 autocast on CPUs with native bf16, fp16 on CUDA; fp32 forces float32")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_train_kacl)
 

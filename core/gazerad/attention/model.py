@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gazerad.engine.runtime import Runtime
 from gazerad.errors import InputError
 
 __all__ = [
@@ -414,13 +415,6 @@ def _nan_ok() -> Iterator[None]:
         yield
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """float16 autocast on CUDA when ``enabled``; nothing otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def _device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -429,17 +423,18 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 @torch.no_grad()
 def _predict_dataset(
-    model: AttentionPredictor, ds: AttentionDataset, batch_size: int, device: torch.device, amp: bool = False
+    model: AttentionPredictor, ds: AttentionDataset, batch_size: int, device: torch.device, rt: Runtime | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out maps ``(N, S, S)`` and per-image losses ``(N,)``."""
+    """Held-out maps ``(N, S, S)`` and per-image losses ``(N,)`` (float32 unless ``rt`` says otherwise)."""
+    rt = rt or Runtime.fp32_reference(device)
     was = model.training
     model.eval()
     maps, losses = [], []
     try:
         for i in range(0, len(ds), batch_size):
-            x = ds.images[i : i + batch_size].to(device)
+            x = rt.batch(ds.images[i : i + batch_size])
             t = ds.targets[i : i + batch_size].to(device)
-            with _autocast(device, amp):
+            with rt.autocast():
                 logits = model(x)
             logits = logits.float()
             losses.append(attention_loss(logits, t, reduction="none").cpu())
@@ -506,6 +501,8 @@ def train_attention(
     amp: bool | None = None,
     progress: bool = True,
     features: Sequence[int] = DEFAULT_FEATURES,
+    precision: str = "auto",
+    channels_last: bool | str = "auto",
     weight_decay: float = 1e-4,
     w_kl: float = 1.0,
     w_cc: float = 1.0,
@@ -527,7 +524,9 @@ def train_attention(
         input_size: model side ``S`` (multiple of 16).
         seed: seed of initialisation and shuffling.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        amp: mixed precision (default: on for CUDA, never on CPU).
+        amp: ``False`` forces float32 (same as ``precision="fp32"``).
+        precision, channels_last: :class:`gazerad.engine.Runtime` switches (default: bf16
+            autocast on CPUs with native bf16, fp16 on CUDA; channels-last).
         progress: tqdm bars.
         gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
             ``load_gaze(studies)``), e.g. gaze uploaded to the server.
@@ -555,7 +554,7 @@ def train_attention(
     t0 = time.perf_counter()
     studies, out = Path(studies), Path(out)
     dev = _device(device)
-    use_amp = (dev.type == "cuda") if amp is None else (bool(amp) and dev.type == "cuda")
+    rt = Runtime(dev, "fp32" if amp is False else precision, channels_last)
     if gaze is None:
         gaze = load_gaze(studies)
     kw = dict(input_size=input_size, sigma_deg=sigma_deg, gaze=gaze, progress=progress)
@@ -566,25 +565,25 @@ def train_attention(
     config = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "input_size": input_size, "features": list(features), "seed": seed, "device": str(dev),
-        "amp": use_amp, "w_kl": w_kl, "w_cc": w_cc, "sigma_deg": sigma_deg, "studies": str(studies),
+        **rt.describe(), "w_kl": w_kl, "w_cc": w_cc, "sigma_deg": sigma_deg, "studies": str(studies),
     }
     history: list[dict[str, Any]] = []
     with _deterministic(seed):
-        model = AttentionPredictor(input_size, features).to(dev)
+        model = rt.model(AttentionPredictor(input_size, features))
         gen = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
-        scaler = torch.amp.GradScaler(dev.type, enabled=use_amp)
+        scaler = rt.scaler()
         bar = tqdm(total=epochs * len(loader), desc="train-attention", unit="step", disable=not progress)
         try:
             for epoch in range(1, epochs + 1):
                 model.train()
                 tot, n = 0.0, 0
                 for batch in loader:
-                    x, t = batch["image"].to(dev), batch["target"].to(dev)
+                    x, t = rt.batch(batch["image"]), batch["target"].to(dev)
                     opt.zero_grad(set_to_none=True)
-                    with _autocast(dev, use_amp):
+                    with rt.autocast():
                         logits = model(x)
                     loss = attention_loss(logits.float(), t, w_kl, w_cc)
                     scaler.scale(loss).backward()
@@ -596,7 +595,8 @@ def train_attention(
                     bar.update(1)
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(n, 1)}
                 if len(held_ds):
-                    maps, losses = _predict_dataset(model, held_ds, 2 * batch_size, dev, use_amp)
+                    # held-out metrics in float32 whatever the training precision (comparable across runs)
+                    maps, losses = _predict_dataset(model, held_ds, 2 * batch_size, dev)
                     row["heldout_loss"] = float(losses.mean())
                     row.update(saliency_scores(maps, held_ds.targets[:, 0].numpy(), held_ds.fixmaps[:, 0].numpy()))
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", cc=f"{row['cc']:.3f}")
@@ -1024,6 +1024,7 @@ def run_train_attention(args: argparse.Namespace) -> int:
     r = train_attention(
         args.studies, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         input_size=args.size, seed=args.seed, device=args.device, progress=not args.quiet,
+        precision=getattr(args, "precision", None) or "auto",
     )
     print(f"trained on {r['n_train']} images, {r['config']['epochs']} epochs, {r['seconds']:.1f} s")
     if r["n_heldout"]:

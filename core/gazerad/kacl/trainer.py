@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
 
@@ -73,7 +74,9 @@ class KACLConfig:
     radiomics_backend: str = "torch"
     splits: tuple[str, ...] = ("train",)
     seed: int = 0
-    amp: bool = True  # CUDA only
+    amp: bool = True  # False forces precision fp32
+    precision: str = "auto"  # gazerad.engine.Runtime: bf16 on CPUs with native bf16, fp16 on CUDA
+    channels_last: bool | str = "auto"
     device: str | None = None
     progress: bool = True
     max_steps: int | None = None
@@ -196,12 +199,6 @@ def precise_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 64, de
     model.train(was)
 
 
-def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    from gazerad.pretrain.trainer import _setup_distributed as setup
-
-    return setup(device)
-
-
 def _save_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
     from gazerad.pretrain.trainer import _save_curve as save
 
@@ -220,12 +217,13 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     from gazerad.ssl import MultiPositiveNTXentLoss
 
     cfg = cfg if isinstance(cfg, KACLConfig) else KACLConfig(**cfg)
-    rank, world, dev = _setup_distributed(cfg.device)
+    rank, world, dev = setup_distributed(cfg.device)
+    rt = Runtime(dev, cfg.precision if cfg.amp else "fp32", cfg.channels_last)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} ranks")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     table = read_study_table(cfg.data)
     rows = table.subset(cfg.splits)
     if len(rows) < cfg.batch_size:
@@ -240,7 +238,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
 
     use_rad = cfg.method == "kacl"
     extractor = RadiomicsExtractor(cfg.radiomics_backend, bin_width=cfg.bin_width, device=dev if cfg.radiomics_backend == "torch" else None)
-    model = KACLModel(len(table.classes), len(extractor.names), cfg.backbone, cfg.proj_dim, cfg.dropout, cfg.cam_layer).to(dev)
+    model = KACLModel(len(table.classes), len(extractor.names), cfg.backbone, cfg.proj_dim, cfg.dropout, cfg.cam_layer)
     if cfg.init_encoder:
         from gazerad.pretrain.trainer import load_encoder
 
@@ -248,6 +246,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         if enc_cfg.get("backbone") != cfg.backbone:
             raise InputError(cfg.init_encoder, f"encoder is a {enc_cfg.get('backbone')}, the model a {cfg.backbone}: pass --backbone {enc_cfg.get('backbone')}")
         model.backbone.load_state_dict(enc.state_dict())
+    rt.model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ds = TensorDataset(torch.arange(n))
     local = cfg.batch_size // world
@@ -256,8 +255,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
-    use_amp = cfg.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = rt.scaler()
     ntxent = MultiPositiveNTXentLoss(cfg.temperature)
 
     raw = torch.zeros(n, len(extractor.names))
@@ -328,20 +326,19 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                 s = refresh(whole=False)
                 secs = {k: secs[k] + s[k] for k in secs}
                 model.train()
-            x = images[idx].to(dev)
+            x = rt.batch(images[idx])
             y = labels[idx].to(dev)
             lab = labelled[idx].to(dev)
-            with torch.autocast(dev.type, enabled=use_amp):
+            with rt.autocast():  # the networks; the losses below run in float32
                 if use_rad:
                     r = standardizer.transform(raw[idx].double()).float().to(dev)
                     logits, z_img, z_rad = net(x, r)
-                    con = ntxent(z_img.float(), z_rad.float())
                 else:
                     logits, _, _ = net(x)
-                    con = torch.zeros((), device=dev)
-                per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(1)
-                cls = (per * lab).sum() / lab.sum().clamp(min=1)
-                loss = (cfg.w_cls * cls + cfg.w_con * con) if use_rad else cls
+            con = ntxent(z_img, z_rad) if use_rad else torch.zeros((), device=dev)
+            per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(1)
+            cls = (per * lab).sum() / lab.sum().clamp(min=1)
+            loss = (cfg.w_cls * cls + cfg.w_con * con) if use_rad else cls
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)
@@ -387,7 +384,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         with atomic_path(path) as tmp:
             torch.save({"model": model.state_dict(), "classes": list(table.classes), "config": cfg.to_dict(),
                         "feature_names": list(extractor.names), "standardizer": standardizer.state_dict()}, tmp)
-        atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "history": history}, indent=1))
+        atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "runtime": rt.describe(), "history": history}, indent=1))
         if history:
             _save_curve(history, out / "loss.png", f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}")
         result["model"] = str(path)

@@ -89,12 +89,14 @@ def _fit_sklearn(task: str, protocol: str, xtr: np.ndarray, ytr: np.ndarray, xte
 
 
 def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr: np.ndarray, xte: torch.Tensor,
-              n_out: int, size: int, epochs: int, seed: int, device: str | torch.device) -> np.ndarray:
+              n_out: int, size: int, epochs: int, seed: int, device: str | torch.device, precision: str = "auto") -> np.ndarray:
+    from gazerad.engine.runtime import Runtime
     from gazerad.pretrain.data import ViewAugment
 
     torch.manual_seed(seed)
+    rt = Runtime(torch.device(device), precision)
     head = torch.nn.Linear(fdim, n_out)
-    model = torch.nn.Sequential(net, head).to(device)
+    model = rt.model(torch.nn.Sequential(net, head))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     steps = epochs * max(1, len(xtr) // 16)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
@@ -108,7 +110,8 @@ def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr
                 continue
             x = torch.stack([aug(xtr[i], rng) for i in s.tolist()])
             x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] != size else x
-            logits = model(x.to(device))
+            with rt.autocast():
+                logits = model(rt.batch(x)).float()
             loss = (F.binary_cross_entropy_with_logits(logits, y[s].to(device)) if task == "multilabel"
                     else F.cross_entropy(logits, y[s].to(device)))
             opt.zero_grad()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
 
@@ -70,7 +71,9 @@ class PretrainConfig:
     q: float = 0.5
     splits: tuple[str, ...] = ("train",)
     seed: int = 0
-    amp: bool = True  # used on CUDA only
+    amp: bool = True  # False forces precision fp32
+    precision: str = "auto"  # auto (bf16 on CPUs with native bf16, fp16 on CUDA), fp32, bf16, fp16: gazerad.engine.Runtime
+    channels_last: bool | str = "auto"
     device: str | None = None
     workers: int = 0
     progress: bool = True
@@ -162,24 +165,6 @@ def align_relation(relation_path: str | os.PathLike, ids: list[str]):  # noqa: A
 # --------------------------------------------------------------------------------------
 
 
-def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if device:
-        dev = torch.device(device)
-    elif torch.cuda.is_available():
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    else:
-        dev = torch.device("cpu")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return rank, world, dev
-
-
 def _lr_lambda(cfg: PretrainConfig, steps_per_epoch: int):  # noqa: ANN202
     warm = max(0, cfg.warmup_epochs * steps_per_epoch)
     total = max(1, cfg.epochs * steps_per_epoch)
@@ -234,13 +219,13 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     from gazerad.ssl import GazePositives
 
     cfg = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig(**cfg)
-    rank, world, dev = _setup_distributed(cfg.device)
+    rank, world, dev = setup_distributed(cfg.device)
+    rt = Runtime(dev, cfg.precision if cfg.amp else "fp32", cfg.channels_last)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} ranks")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2**32))
+    seed_everything(cfg.seed)
 
     table = read_study_table(cfg.data)
     rows = table.subset(cfg.splits)
@@ -272,12 +257,11 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         kw["queue_size"] = cfg.queue_size
     if cfg.framework in ("moco", "byol"):
         kw["momentum"] = cfg.momentum if cfg.momentum is not None else (0.999 if cfg.framework == "moco" else 0.99)
-    model = build_framework(cfg.framework, **kw).to(dev)
+    model = rt.model(build_framework(cfg.framework, **kw))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
-    use_amp = cfg.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = rt.scaler()
 
     start_epoch, step, history = 0, 0, []
     ckpt = out / "checkpoint.pt"
@@ -319,8 +303,8 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         bar = tqdm(loader, desc=f"{cfg.framework}[{cfg.method}] epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and rank == 0), leave=False)
         for v1, v2, idx in bar:
-            v1, v2, idx = v1.to(dev, non_blocking=True), v2.to(dev, non_blocking=True), idx.to(dev)
-            with torch.autocast(dev.type, enabled=use_amp):
+            v1, v2, idx = rt.batch(v1), rt.batch(v2), idx.to(dev)
+            with rt.autocast():
                 loss = net(v1, v2, idx, positives)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower --lr")
@@ -368,7 +352,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         enc = out / "encoder.pt"
         with atomic_path(enc) as tmp:
             torch.save({"backbone": model.backbone.state_dict(), "config": cfg.to_dict(), "feature_dim": model.feature_dim}, tmp)
-        atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "history": history}, indent=1))
+        atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "runtime": rt.describe(), "history": history}, indent=1))
         if history:
             _save_curve(history, out / "loss.png", f"{cfg.framework} [{cfg.method}] on {Path(cfg.data).name}")
         result["encoder"] = str(enc)

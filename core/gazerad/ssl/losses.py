@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gazerad.engine.runtime import fp32
+
 __all__ = ["MaskedCosineLoss", "MoCoInfoNCELoss", "MultiPositiveNTXentLoss"]
 
 
@@ -65,6 +67,7 @@ class MultiPositiveNTXentLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
+    @fp32
     def forward(self, z1: Tensor, z2: Tensor, pos_mask: Tensor | None = None) -> Tensor:
         """Args:
             z1, z2: ``(B, D)`` embeddings of the two views (not necessarily normalised).
@@ -115,6 +118,7 @@ class MoCoInfoNCELoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
+    @fp32
     def forward(
         self,
         q: Tensor,
@@ -174,6 +178,7 @@ class MaskedCosineLoss(nn.Module):
     The ``(B, B)`` cosine matrix comes from one product of normalised embeddings.
     """
 
+    @fp32
     def forward(self, p: Tensor, z: Tensor, pos_mask: Tensor | None = None) -> Tensor:
         """Args:
             p: ``(B, D)`` online predictions.
