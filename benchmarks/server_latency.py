@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from mass_studies import mass_studies, simulated_gaze_csv, mass_boxes  # noqa: E402
+from mass_studies import mass_boxes, mass_studies, simulated_gaze_csv  # noqa: E402
 from server_helpers import Server  # noqa: E402
 
 

@@ -163,7 +163,8 @@ def main() -> int:
                 kinds[kind]["idle_p50_ms"] = pct(idle[kind], 50)
                 kinds[kind]["p50_vs_idle"] = kinds[kind]["p50_ms"] / kinds[kind]["idle_p50_ms"] if lat[kind] else None
             print(f"{kind:13s} {kinds[kind]['requests']:5d} requests, {kinds[kind]['errors']} errors, p50 {kinds[kind]['p50_ms'] or 0:7.1f} ms, "
-                  f"p95 {kinds[kind]['p95_ms'] or 0:7.1f} ms" + (f", idle p50 {kinds[kind]['idle_p50_ms']:.1f} ms (x{kinds[kind]['p50_vs_idle']:.1f} under load)"
+                  f"p95 {kinds[kind]['p95_ms'] or 0:7.1f} ms"
+                  + (f", idle p50 {kinds[kind]['idle_p50_ms']:.1f} ms (x{kinds[kind]['p50_vs_idle']:.1f} under load)"
                                                               if kind in idle and lat[kind] else ""), flush=True)
         total = sum(v["requests"] for v in kinds.values())
         n_err = sum(v["errors"] for v in kinds.values())

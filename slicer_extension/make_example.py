@@ -22,7 +22,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "GazeRad"))
 
 from GazeRadLib import (  # noqa: E402
-    GazeRadClient, colour_table, heatmap_volume, roi_markups, scanpath_markups, score_table,
+    GazeRadClient,
+    colour_table,
+    heatmap_volume,
+    roi_markups,
+    scanpath_markups,
+    score_table,
 )
 
 

@@ -3,7 +3,6 @@ attention predictor (gazerad.attention.model): loss, training, save/load, predic
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -3,19 +3,16 @@ better than a centred box, resumes, and runs from the CLI."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from mass_studies import SIZE
+from mass_studies import mass_studies as _mass_studies
 
 from gazerad.cli import main as cli
 from gazerad.kacl import KACLConfig, cam_classes, evaluate_kacl, load_kacl, train_kacl
-
-from mass_studies import SIZE, mass_studies as _mass_studies
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from gazerad.errors import InputError
 from gazerad.radiomics import FEATURE_CLASSES, FeatureStandardizer, RadiomicsExtractor, feature_names, torch_features
 
 sys.path.insert(0, str(Path(__file__).parent))
-from radiomics_cases import assert_parity, parity_cases  # noqa: E402
+from radiomics_cases import parity_cases  # noqa: E402
 
 
 def test_feature_names_match_pyradiomics() -> None:

@@ -20,9 +20,9 @@ import torch
 from radiomics_cases import assert_parity, parity_cases, reference_matrix
 from scipy import ndimage
 
+from gazerad.radiomics import torch_backend
 from gazerad.radiomics.discretize import discretize
 from gazerad.radiomics.names import feature_names
-from gazerad.radiomics import torch_backend
 from gazerad.radiomics.torch_backend import gldm, glszm, ngtdm, pad_batch
 
 MODULES = {"glszm": glszm, "gldm": gldm, "ngtdm": ngtdm}

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image
-
 from mass_studies import SIZE, mass_studies, simulated_gaze_csv
+from PIL import Image
 from server_helpers import Server
 
 pytestmark = pytest.mark.slow

@@ -8,17 +8,16 @@ uploads, then training runs whose published weights later tests use.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import SimpleITK as sitk
-
-from gazerad.localize.boxes import iou
 from mass_studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
 from server_helpers import Server
+
+from gazerad.localize.boxes import iou
 
 pytestmark = pytest.mark.slow
 

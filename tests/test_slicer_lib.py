@@ -23,7 +23,6 @@ import jsonschema
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from mass_studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
 from server_helpers import Server, free_port
 
@@ -33,9 +32,25 @@ MODULE = EXT / "GazeRad"
 sys.path.insert(0, str(MODULE))
 
 from GazeRadLib import (  # noqa: E402
-    AuthRequired, GazeRadClient, GazeRadError, ModelNotReady, NotFound, NrrdError, ServerBusy, ServerError,
-    ServerTimeout, ServerUnreachable, colour_table, decode_multipart, heatmap_volume, pixel_to_ras, read_nrrd,
-    roi_markups, scanpath_markups, score_table, training_progress,
+    AuthRequired,
+    GazeRadClient,
+    GazeRadError,
+    ModelNotReady,
+    NotFound,
+    NrrdError,
+    ServerBusy,
+    ServerError,
+    ServerTimeout,
+    ServerUnreachable,
+    colour_table,
+    decode_multipart,
+    heatmap_volume,
+    pixel_to_ras,
+    read_nrrd,
+    roi_markups,
+    scanpath_markups,
+    score_table,
+    training_progress,
 )
 
 pytestmark = pytest.mark.slow

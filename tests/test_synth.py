@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from gazerad.coords import points_in_image
 from gazerad.data import read_bbox_list, read_labels

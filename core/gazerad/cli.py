@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.5)")
     s.add_argument("--w-cls", dest="w_cls", type=float, default=None, help="BCE weight (default 0.7)")
     s.add_argument("--w-con", dest="w_con", type=float, default=None, help="contrastive weight (default 0.3)")
-    s.add_argument("--refresh-every", dest="refresh_every", type=int, default=None, help="recompute CAM ROIs and radiomics every K steps (default: every epoch)")
+    s.add_argument("--refresh-every", dest="refresh_every", type=int, default=None,
+                   help="recompute CAM ROIs and radiomics every K steps (default: every epoch)")
     s.add_argument("--cam", dest="cam_method", default=None, choices=["gradcam", "gradcampp"])
     s.add_argument("--cam-layer", dest="cam_layer", default=None, help="module Grad-CAM hooks, e.g. backbone.layer3 (default: last block)")
     s.add_argument("--bin-width", dest="bin_width", type=float, default=None, help="radiomics bin width on 0..255 intensities (default 8)")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from gazerad.errors import InputError
-from gazerad.io.atomic import atomic_path
 
 __all__ = ["display_window", "study_preview"]
 
@@ -40,13 +39,10 @@ def study_preview(
     Returns:
         The PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     from gazerad.data import read_bbox_list, read_labels
+    from gazerad.engine.runlog import new_figure, save_figure
     from gazerad.gaze.importers import load_reflacx
     from gazerad.io.xray import read_xray
 
@@ -63,7 +59,8 @@ def study_preview(
     image, meta = read_xray(root / "images" / image_id)
     h, w = image.shape
 
-    fig, ax = plt.subplots(figsize=(6.4, 6.4 * h / w + 0.5), dpi=dpi)
+    fig = new_figure((6.4, 6.4 * h / w + 0.5), dpi=dpi)
+    ax = fig.add_subplot()
     ax.imshow(display_window(image), cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0), interpolation="lanczos")
     for label, (x, y, bw, bh) in boxes.get(image_id, []):
         ax.add_patch(Rectangle((x, y), bw, bh, fill=False, edgecolor="red", linewidth=1.6))
@@ -85,8 +82,4 @@ def study_preview(
     if readings.get(image_id):
         ax.legend(loc="lower center", fontsize=7, framealpha=0.7, title="circle area ~ fixation duration", title_fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

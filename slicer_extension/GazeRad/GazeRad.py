@@ -19,7 +19,10 @@ try:
     import slicer
     import vtk
     from slicer.ScriptedLoadableModule import (
-        ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+        ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
     )
 except ImportError as _exc:  # pragma: no cover - the message is the point
     raise ImportError(

@@ -637,14 +637,10 @@ def train_attention(
 
 
 def _plot_curve(history: list[dict[str, Any]], base: Mapping[str, Any], path: PathLike) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from gazerad.io.atomic import atomic_path
+    from gazerad.engine.runlog import new_figure, save_figure
 
     ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure((9, 3.4), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     if history and "heldout_loss" in history[0]:
@@ -665,8 +661,7 @@ def _plot_curve(history: list[dict[str, Any]], base: Mapping[str, Any], path: Pa
     ax2.set_title("held-out (dashed: centre prior)", fontsize=9)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
 
 
 def _plot_overlay(
@@ -680,11 +675,9 @@ def _plot_overlay(
     """One PNG: per row an image with its readers' heatmap (and fixations), the prediction
     and the centre prior, each titled with its CC against the heatmap."""
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
+    from gazerad.engine.runlog import new_figure, save_figure
     from gazerad.gaze.metrics import cc
-    from gazerad.io.atomic import atomic_path
 
     n = max(1, min(n, len(ds)))
     if maps is None:
@@ -694,8 +687,7 @@ def _plot_overlay(
     jet = colormaps["jet"]
     mosaic = np.ones((n * s + (n - 1) * gap, 3 * s + 2 * gap, 3))
     fig_h = mosaic.shape[0] / 40 + 0.3
-    fig = Figure(figsize=(mosaic.shape[1] / 40, fig_h), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure((mosaic.shape[1] / 40, fig_h), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1 - 0.3 / fig_h))
     ax.set_axis_off()
     for r in range(n):
@@ -716,8 +708,7 @@ def _plot_overlay(
     ax.set_ylim(mosaic.shape[0], 0)
     fig.text(0.5, 1 - 0.15 / fig_h, "held-out images: readers' gaze | predicted | centre prior", fontsize=8,
              ha="center", va="center")
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- save / load / predict

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 

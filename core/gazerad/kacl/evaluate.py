@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gazerad.errors import InputError
-from gazerad.io.atomic import atomic_path, atomic_write_text
+from gazerad.io.atomic import atomic_write_text
 from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
 
 __all__ = ["localize_images", "evaluate_kacl", "save_overlay"]
@@ -67,13 +67,12 @@ def localize_images(
 
 def save_overlay(image: np.ndarray, cam: np.ndarray | None, predicted: Sequence[Box], truth: Sequence[tuple[str, tuple]], path: Path, title: str = "") -> None:
     """PNG: the X-ray, the CAM (jet, 40 %), predicted boxes (red, with score) and true boxes (green)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=110)
+    from gazerad.engine.runlog import new_figure, save_figure
+
+    fig = new_figure((4, 4), dpi=110)
+    ax = fig.add_subplot()
     ax.imshow(image, cmap="gray")
     if cam is not None:
         ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
@@ -86,9 +85,7 @@ def save_overlay(image: np.ndarray, cam: np.ndarray | None, predicted: Sequence[
     ax.set_title(title, fontsize=7)
     ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _auc(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
@@ -170,7 +167,8 @@ def evaluate_kacl(
                 sx, sy = scales[k]
                 tb = [(lab, (x / sx, y / sy, w / sx, h / sy)) for lab, (x, y, w, h) in truth[ids[k]]]
                 cam = maps[k][requests[k][0]] if maps[k] else None
-                save_overlay(images[k, 0].numpy(), cam, boxes[k], tb, od / f"{Path(ids[k]).stem}.png", f"{ids[k]}: CAM ({table.classes[requests[k][0]]}), predicted red, truth green")
+                title = f"{ids[k]}: CAM ({table.classes[requests[k][0]]}), predicted red, truth green"
+                save_overlay(images[k, 0].numpy(), cam, boxes[k], tb, od / f"{Path(ids[k]).stem}.png", title)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out) / "metrics.json", json.dumps(result, indent=1))

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from gazerad.engine.runlog import save_loss_curve
 from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
@@ -197,12 +198,6 @@ def precise_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 64, de
     for m, (mom, tr) in zip(bns, saved):
         m.momentum = mom
     model.train(was)
-
-
-def _save_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
-    from gazerad.pretrain.trainer import _save_curve as save
-
-    save(history, path, title)
 
 
 def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +381,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                         "feature_names": list(extractor.names), "standardizer": standardizer.state_dict()}, tmp)
         atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "runtime": rt.describe(), "history": history}, indent=1))
         if history:
-            _save_curve(history, out / "loss.png", f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}")
+            save_loss_curve(history, out / "loss.png", f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}")
         result["model"] = str(path)
     if dist.is_initialized():
         dist.barrier()

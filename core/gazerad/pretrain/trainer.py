@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gazerad.engine.runlog import save_loss_curve
 from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
@@ -186,24 +187,6 @@ def _attention_maps(cfg: PretrainConfig, table, images: torch.Tensor, rank: int)
     return torch.from_numpy(maps.astype(np.float32))
 
 
-def _save_curve(history: list[dict[str, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) a pre-training run; returns ``{"history", "encoder", "seconds", ...}``.
 
@@ -354,7 +337,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
             torch.save({"backbone": model.backbone.state_dict(), "config": cfg.to_dict(), "feature_dim": model.feature_dim}, tmp)
         atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "runtime": rt.describe(), "history": history}, indent=1))
         if history:
-            _save_curve(history, out / "loss.png", f"{cfg.framework} [{cfg.method}] on {Path(cfg.data).name}")
+            save_loss_curve(history, out / "loss.png", f"{cfg.framework} [{cfg.method}] on {Path(cfg.data).name}")
         result["encoder"] = str(enc)
     if dist.is_initialized():
         dist.barrier()

@@ -26,8 +26,8 @@ import os
 import tempfile
 import weakref
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import shared_memory
 from dataclasses import dataclass, field
+from multiprocessing import shared_memory
 from typing import Sequence
 
 import numpy as np

@@ -212,7 +212,8 @@ class RequestGuard:
             except ValueError:
                 return await self._answer(send, 400, {"detail": "bad Content-Length"}, cors)
             if n > cfg.max_body:
-                return await self._answer(send, 413, {"detail": f"request body of {n} bytes is over the limit of {cfg.max_body} bytes (conf max_upload_mb)"}, cors)
+                too_big = f"request body of {n} bytes is over the limit of {cfg.max_body} bytes (conf max_upload_mb)"
+                return await self._answer(send, 413, {"detail": too_big}, cors)
         elif method in ("POST", "PUT", "PATCH"):
             # a streamed body without a length: read it (up to the limit) before the app sees it
             try:

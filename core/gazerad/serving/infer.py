@@ -289,7 +289,6 @@ class LocalizationService(ClassificationService):
         its KACL training used); ``cam_threshold`` is on the normalised, blurred map.
         """
         from gazerad.kacl.evaluate import localize_images
-
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()

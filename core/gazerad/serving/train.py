@@ -248,8 +248,8 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
 
 
 def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
-    from gazerad.gaze.relation import compute_relation
     from gazerad.gaze.base import get_scheme
+    from gazerad.gaze.relation import compute_relation
     from gazerad.pretrain.trainer import PretrainConfig, pretrain
 
     work = view.workspace(run / "workspace", need_labels=False)

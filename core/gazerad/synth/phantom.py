@@ -16,7 +16,6 @@ and its box is the tight box of that mask (the NIH ``[x, y, w, h]`` convention).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 from scipy import ndimage

@@ -18,12 +18,11 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
+from gazerad.serving.train import PUBLISHED
 from lib.activelearning import HighestScore
 from lib.infers import AttentionInfer, ClassificationInfer, LocalizationInfer
 from lib.scoring import GazeRadScore
 from lib.trainers import GazeRadTrainTask
-
-from gazerad.serving.train import PUBLISHED
 
 
 class _GazeRadConfig(TaskConfig):

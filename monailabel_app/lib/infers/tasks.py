@@ -28,7 +28,6 @@ from gazerad.serving.infer import AttentionService, ClassificationService, Local
 from gazerad.serving.markups import roi_markups
 from gazerad.serving.params import InferParams
 
-
 # requests run in FastAPI's thread pool; a model's forward/Grad-CAM (hooks, autograd) must not
 # run twice at once on the same modules (it crashed libtorch under 8 concurrent clients), and
 # torch already uses every core for one request: one model call at a time

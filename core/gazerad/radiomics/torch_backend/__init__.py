@@ -27,7 +27,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS", "EPS", "single_torch_thread", "cpu_threads", "batched_paths"]
+__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS", "EPS", "single_torch_thread",
+           "cpu_threads", "batched_paths"]
 
 EPS = 2.220446049250313e-16  # numpy.spacing(1): pyradiomics' epsilon in logs and denominators
 

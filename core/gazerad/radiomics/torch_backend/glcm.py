@@ -154,7 +154,7 @@ def glcm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> torch.Tensor
         ``(B, Na, ng, ng)`` float64; ``[b, a, i - 1, j - 1]`` counts pairs of levels ``(i, j)``
         plus ``(j, i)`` (pyradiomics' ``P + P^T``).
     """
-    b, na, ext = levels.shape[0], len(angles), ng + 1  # level 0 (outside) gets a row/column, dropped below
+    b, ext = levels.shape[0], ng + 1  # level 0 (outside) gets a row/column, dropped below
     n_bins = b * ext * ext
     dtype = torch.int32 if n_bins < 2**31 else torch.int64
     lev = levels.to(dtype)

@@ -41,8 +41,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..names import CLASS_FEATURES
 from ..discretize import smallest_level_dtype
+from ..names import CLASS_FEATURES
 from . import EPS, cpu_fast_path, roi_box
 
 __all__ = [

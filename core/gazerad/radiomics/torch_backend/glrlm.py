@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
 
-from ..names import CLASS_FEATURES
 from ..discretize import smallest_level_dtype
+from ..names import CLASS_FEATURES
 from . import cpu_fast_path, flat_nonzero
 from .glcm import EPS, Angles, angle_mean, angle_mean_np, crop_to_roi, crop_to_roi_np, resolve_angles
 

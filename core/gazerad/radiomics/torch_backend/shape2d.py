@@ -455,14 +455,14 @@ def _features_cpu(mask: torch.Tensor, sy: float, sx: float) -> torch.Tensor | No
     tail = np.concatenate((cut, [row.size - 1]))
     f = np.full(b * h2, np.inf)
     f[row[head]] = c0[head]
-    l = np.full(b * h2, -np.inf)
-    l[row[tail]] = c1[tail]
+    last = np.full(b * h2, -np.inf)
+    last[row[tail]] = c1[tail]
     # hull candidates (hull_candidates, doubled coordinates): vertex row 2R on pixel row R, 2R + 1 between R and R + 1
     lo = np.empty(2 * b * h2 - 1)
     hi = np.empty(2 * b * h2 - 1)
     lo[0::2] = 2 * f - 1
-    hi[0::2] = 2 * l + 1
-    fa, fb, la, lb = f[:-1], f[1:], l[:-1], l[1:]
+    hi[0::2] = 2 * last + 1
+    fa, fb, la, lb = f[:-1], f[1:], last[:-1], last[1:]
     lo[1::2] = np.where(fa != fb, 2 * np.minimum(fa, fb), np.inf)
     hi[1::2] = np.where(la != lb, 2 * np.maximum(la, lb), -np.inf)
     yl, yr = np.flatnonzero(np.isfinite(lo)), np.flatnonzero(np.isfinite(hi))
