@@ -4,7 +4,7 @@ One training step (forward, loss, backward, optimiser step) of each trainer's re
 and loss on random 1-channel batches, at 64 and 128 px, timed in this process twice: with
 :meth:`gazerad.engine.Runtime.fp32_reference` (float32, NCHW: how every trainer ran before
 the engine) and with ``Runtime(device)`` on its defaults (bf16 autocast where the CPU has
-native bf16, channels-last). Warm-up steps first; then the best of ``--reps`` timings of
+native bf16, channels-last, fused AdamW). Warm-up steps first; then the best of ``--reps`` timings of
 ``--steps`` steps each (best-of: this VM's neighbours add noise, never speed).
 
 Trainers: SimCLR / MoCo v2 / BYOL / SimSiam pre-training (ResNet-10 and ResNet-18), the
@@ -43,7 +43,7 @@ def _step_pretrain(framework: str, backbone: str) -> Callable[[Runtime, int, int
         if framework == "moco":
             kw["queue_size"] = 1024
         model = rt.model(build_framework(framework, **kw))
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        opt = rt.optimizer("AdamW", [p for p in model.parameters() if p.requires_grad], lr=1e-3)
         scaler = rt.scaler()
         g = torch.Generator().manual_seed(0)
         v1, v2 = (rt.batch(torch.rand(batch, 1, size, size, generator=g)) for _ in range(2))
@@ -67,7 +67,7 @@ def _step_attention(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
     from gazerad.attention.model import AttentionPredictor, attention_loss
 
     model = rt.model(AttentionPredictor())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-3)
     scaler = rt.scaler()
     x = rt.batch(torch.rand(batch, 1, size, size))
     t = torch.rand(batch, 1, size, size)
@@ -90,7 +90,7 @@ def _step_kacl(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
     from gazerad.ssl import MultiPositiveNTXentLoss
 
     model = rt.model(KACLModel(5, 102, "resnet10", cam_layer="backbone.layer2"))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-3)
     scaler = rt.scaler()
     con = MultiPositiveNTXentLoss(0.5)
     x = rt.batch(torch.rand(batch, 1, size, size))
@@ -115,7 +115,7 @@ def _step_finetune(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
 
     backbone, dim = build_backbone("resnet18")
     model = rt.model(torch.nn.Sequential(backbone, torch.nn.Linear(dim, 5)))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-4)
     scaler = rt.scaler()
     x = rt.batch(torch.rand(batch, 1, size, size))
     y = (torch.rand(batch, 5) > 0.7).float()

@@ -32,7 +32,7 @@ def _curve(framework: str, rt: Runtime, lr: float = 1e-3, seed: int = 0) -> list
     if framework == "moco":
         kw["queue_size"] = 64
     model = rt.model(build_framework(framework, **kw))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    opt = rt.optimizer("AdamW", [p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(1)
     base = torch.rand(16, 1, 48, 48, generator=g)
     out = []
@@ -72,8 +72,10 @@ def test_channels_last_alone_is_float32_to_rounding() -> None:
 
 def test_switches_and_record() -> None:
     cpu = torch.device("cpu")
-    assert Runtime(cpu, "fp32", False).describe() == {"device": "cpu", "precision": "fp32", "precision_asked": "fp32",
-                                                      "channels_last": False}
+    assert Runtime(cpu, "fp32", False, False).describe() == {"device": "cpu", "precision": "fp32", "precision_asked": "fp32",
+                                                             "channels_last": False, "fused_optimizer": False}
+    assert Runtime(cpu).optimizer("AdamW", [torch.nn.Parameter(torch.zeros(2))]).defaults["fused"] is True
+    assert not Runtime.fp32_reference().optimizer("AdamW", [torch.nn.Parameter(torch.zeros(2))]).defaults.get("fused")
     auto = Runtime(cpu)
     assert auto.describe()["precision"] == ("bf16" if cpu_has_bf16() else "fp32") and auto.channels_last is True
     assert Runtime(cpu, "bf16").dtype == torch.bfloat16 and not Runtime(cpu, "bf16").scaler().is_enabled()

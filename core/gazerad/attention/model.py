@@ -572,7 +572,7 @@ def train_attention(
         model = rt.model(AttentionPredictor(input_size, features))
         gen = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = rt.optimizer("AdamW", model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
         scaler = rt.scaler()
         bar = tqdm(total=epochs * len(loader), desc="train-attention", unit="step", disable=not progress)

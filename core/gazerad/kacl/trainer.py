@@ -242,7 +242,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             raise InputError(cfg.init_encoder, f"encoder is a {enc_cfg.get('backbone')}, the model a {cfg.backbone}: pass --backbone {enc_cfg.get('backbone')}")
         model.backbone.load_state_dict(enc.state_dict())
     rt.model(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = rt.optimizer("AdamW", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ds = TensorDataset(torch.arange(n))
     local = cfg.batch_size // world
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)

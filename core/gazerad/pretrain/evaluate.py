@@ -97,7 +97,7 @@ def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr
     rt = Runtime(torch.device(device), precision)
     head = torch.nn.Linear(fdim, n_out)
     model = rt.model(torch.nn.Sequential(net, head))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    opt = rt.optimizer("Adam", model.parameters(), lr=1e-3, weight_decay=1e-5)
     steps = epochs * max(1, len(xtr) // 16)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     y = torch.as_tensor(ytr, dtype=torch.float32 if task == "multilabel" else torch.long)

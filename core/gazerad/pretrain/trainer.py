@@ -242,7 +242,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         kw["momentum"] = cfg.momentum if cfg.momentum is not None else (0.999 if cfg.framework == "moco" else 0.99)
     model = rt.model(build_framework(cfg.framework, **kw))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = rt.optimizer("AdamW", params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
     scaler = rt.scaler()
 
