@@ -31,7 +31,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from mass_studies import mass_boxes, mass_studies, simulated_gaze_csv  # noqa: E402
-from server_helpers import Server  # noqa: E402
+from server_helpers import Server, run_threads  # noqa: E402
 
 
 def pct(v: list[float], q: float) -> float:
@@ -140,13 +140,7 @@ def main() -> int:
                 with lock:
                     (lat.append(time.perf_counter() - t0) if ok else errors.append(msg))
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = run_threads(client, args.clients)
         load = {"clients": args.clients, "seconds": wall, "requests": len(lat) + len(errors), "errors": len(errors),
                 "throughput_rps": len(lat) / wall, "p50_ms": pct(lat, 50) if lat else None, "p95_ms": pct(lat, 95) if lat else None,
                 "first_errors": errors[:3]}

@@ -35,7 +35,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from mass_studies import mass_boxes, mass_studies, simulated_gaze_csv  # noqa: E402
-from server_helpers import Server  # noqa: E402
+from server_helpers import Server, run_threads  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIX = ["attention"] * 2 + ["localization"] * 2 + ["upload"] * 3 + ["info", "image_info", "stats"]
@@ -135,13 +135,7 @@ def main() -> int:
                         errors[kind].append(msg)
                 n += 1
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = run_threads(client, args.clients)
 
         # every acknowledged upload is stored: in the files and in the server's answers
         stored = set()

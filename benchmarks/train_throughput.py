@@ -63,26 +63,35 @@ def _step_pretrain(framework: str, backbone: str) -> Callable[[Runtime, int, int
     return make
 
 
-def _step_attention(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
-    from gazerad.attention.model import AttentionPredictor, attention_loss
-
-    model = rt.model(AttentionPredictor())
-    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-3)
+def _optimise(rt: Runtime, model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], lr: float = 1e-3) -> Callable[[], None]:
+    """One training step of ``model``: ``loss_fn()`` (forward under the run's autocast inside), backward, AdamW."""
+    opt = rt.optimizer("AdamW", model.parameters(), lr=lr)
     scaler = rt.scaler()
-    x = rt.batch(torch.rand(batch, 1, size, size))
-    t = torch.rand(batch, 1, size, size)
-    t = t / t.sum((-2, -1), keepdim=True)
 
     def step() -> None:
-        with rt.autocast():
-            logits = model(x)
-        loss = attention_loss(logits.float(), t, 1.0, 1.0)
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
 
     return step
+
+
+def _step_attention(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
+    from gazerad.attention.model import AttentionPredictor, attention_loss
+
+    model = rt.model(AttentionPredictor())
+    x = rt.batch(torch.rand(batch, 1, size, size))
+    t = torch.rand(batch, 1, size, size)
+    t = t / t.sum((-2, -1), keepdim=True)
+
+    def loss() -> torch.Tensor:
+        with rt.autocast():
+            logits = model(x)
+        return attention_loss(logits.float(), t, 1.0, 1.0)
+
+    return _optimise(rt, model, loss)
 
 
 def _step_kacl(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
@@ -90,24 +99,18 @@ def _step_kacl(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
     from gazerad.ssl import MultiPositiveNTXentLoss
 
     model = rt.model(KACLModel(5, 102, "resnet10", cam_layer="backbone.layer2"))
-    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-3)
-    scaler = rt.scaler()
     con = MultiPositiveNTXentLoss(0.5)
     x = rt.batch(torch.rand(batch, 1, size, size))
     y = (torch.rand(batch, 5) > 0.7).float()
     feats = torch.randn(batch, 102)
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         with rt.autocast():
             logits, z_img = model.image_branch(x)
             z_rad = model.radiomics_head(model.radiomics_encoder(feats))
-        loss = 0.7 * F.binary_cross_entropy_with_logits(logits.float(), y) + 0.3 * con(z_img, z_rad)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        return 0.7 * F.binary_cross_entropy_with_logits(logits.float(), y) + 0.3 * con(z_img, z_rad)
 
-    return step
+    return _optimise(rt, model, loss)
 
 
 def _step_finetune(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
@@ -115,21 +118,15 @@ def _step_finetune(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
 
     backbone, dim = build_backbone("resnet18")
     model = rt.model(torch.nn.Sequential(backbone, torch.nn.Linear(dim, 5)))
-    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-4)
-    scaler = rt.scaler()
     x = rt.batch(torch.rand(batch, 1, size, size))
     y = (torch.rand(batch, 5) > 0.7).float()
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         with rt.autocast():
             logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        return F.binary_cross_entropy_with_logits(logits.float(), y)
 
-    return step
+    return _optimise(rt, model, loss, lr=1e-4)
 
 
 TRAINERS: dict[str, Callable[[Runtime, int, int], Callable[[], None]]] = {

@@ -16,6 +16,19 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_threads(target, n: int) -> float:
+    """Run ``target(k)`` for k in ``range(n)`` in ``n`` threads at once; the wall time in seconds."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ import pytest
 import requests
 from mass_studies import SIZE, mass_studies, simulated_gaze_csv
 from PIL import Image
-from server_helpers import Server
+from server_helpers import Server, run_threads
 
 pytestmark = pytest.mark.slow
 
@@ -351,11 +351,7 @@ def test_concurrent_uploads_keep_the_index_and_the_watcher_alive(server: Server,
             r = requests.put(server.url + "/datastore/image", params={"image": iid}, files={"file": ("x.png", png_bytes(seed=k * 10 + j))}, timeout=60)
             (acked if r.status_code == 200 else errors).append(iid if r.status_code == 200 else r.text)
 
-    threads = [threading.Thread(target=put, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(put, 6)
     assert not errors and len(acked) == 24
     index = json.loads((server.studies / "datastore_v2.json").read_text())
     assert set(acked) <= set(index["objects"])

@@ -315,7 +315,7 @@ def test_monailabel_client_works_unchanged(server: Server, tmp_path: Path) -> No
 def test_concurrent_requests_share_the_models_safely(server: Server, tmp_path: Path) -> None:
     """Requests run in the server's thread pool now: concurrent Grad-CAM on one model used to
     corrupt libtorch's memory (segfault) until model calls were serialised."""
-    import threading
+    from server_helpers import run_threads
 
     errors: list[str] = []
     gaze = simulated_gaze_csv(tmp_path / "g.csv", None)
@@ -331,10 +331,6 @@ def test_concurrent_requests_share_the_models_safely(server: Server, tmp_path: P
                 if r.status_code != 200:
                     errors.append(f"{r.request.method} {r.url}: {r.status_code} {r.text[:200]}")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(client, 6)
     assert not errors, errors[:3]
     assert server.proc.poll() is None and requests.get(server.url + "/info/", timeout=30).status_code == 200
