@@ -286,3 +286,22 @@ def test_dtw_in_forked_workers_after_parent_used_openmp():
     finally:
         pool.terminate()
     assert got == [pytest.approx(expect)] * 2
+
+
+def test_the_registry_module_imports_no_scheme_module() -> None:
+    """``gaze/base.py`` holds the registry; the schemes register themselves when
+    ``gaze/schemes.py`` imports them (no import circle, no ``except ImportError``)."""
+    import ast
+    import inspect
+
+    import gazerad.gaze.base as base
+
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(base))):
+        if isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    assert not [n for n in names if n.startswith(("gazerad.gaze.similarity", "gazerad.gaze.multimatch", "gazerad.gaze.schemes"))], names
+    assert "except ImportError" not in inspect.getsource(__import__("gazerad.gaze.schemes", fromlist=["x"]))

@@ -27,8 +27,6 @@ __all__ = [
     "pixel_centres",
     "mask_to_box",
     "xywh_to_xyxy",
-    "xyxy_to_xywh",
-    "box_iou",
 ]
 
 
@@ -74,23 +72,3 @@ def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
     """``[..., 4]`` boxes ``[x, y, w, h]`` -> ``[x0, y0, x1, y1]``."""
     b = np.asarray(box, dtype=float)
     return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:4]], axis=-1)
-
-
-def xyxy_to_xywh(box: np.ndarray) -> np.ndarray:
-    """``[..., 4]`` boxes ``[x0, y0, x1, y1]`` -> ``[x, y, w, h]``."""
-    b = np.asarray(box, dtype=float)
-    return np.concatenate([b[..., :2], b[..., 2:4] - b[..., :2]], axis=-1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` boxes ``[x, y, w, h]`` -> ``(N, M)``."""
-    a = xywh_to_xyxy(np.asarray(a, dtype=float).reshape(-1, 4))
-    b = xywh_to_xyxy(np.asarray(b, dtype=float).reshape(-1, 4))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)

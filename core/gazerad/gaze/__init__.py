@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gazerad.gaze.base import SimilarityScheme, available_schemes, get_scheme, register_scheme
+from gazerad.gaze.base import SimilarityScheme, register_scheme
 from gazerad.gaze.record import GazeCollection, GazeRecord
 
 _LAZY = {
@@ -38,9 +38,11 @@ _LAZY = {
     "compute_relation_distributed": "relation",
     "load_relation": "relation",
     "merge_relations": "relation",
+    "get_scheme": "schemes",
+    "available_schemes": "schemes",
 }
 
-__all__ = ["GazeCollection", "GazeRecord", "SimilarityScheme", "available_schemes", "get_scheme", "register_scheme", *_LAZY]
+__all__ = ["GazeCollection", "GazeRecord", "SimilarityScheme", "register_scheme", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

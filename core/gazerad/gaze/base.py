@@ -19,7 +19,7 @@ import numpy as np
 
 from gazerad.gaze.record import GazeRecord
 
-__all__ = ["SimilarityScheme", "register_scheme", "get_scheme", "available_schemes"]
+__all__ = ["SimilarityScheme", "register_scheme"]
 
 _REGISTRY: dict[str, Callable[..., SimilarityScheme]] = {}
 
@@ -75,27 +75,3 @@ def register_scheme(name: str) -> Callable[[type[SimilarityScheme]], type[Simila
         return cls
 
     return deco
-
-
-def get_scheme(name: str, **params: Any) -> SimilarityScheme:
-    """Instantiate a registered scheme by name (``moment``, ``dhash``, ``multimatch``, ``tima``,
-    ``cc``, ``kl``, ``dtw``)."""
-    import gazerad.gaze.similarity  # noqa: F401  (registers the schemes)
-
-    try:
-        import gazerad.gaze.multimatch  # noqa: F401
-    except ImportError:
-        pass
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown similarity scheme {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**params)
-
-
-def available_schemes() -> list[str]:
-    import gazerad.gaze.similarity  # noqa: F401
-
-    try:
-        import gazerad.gaze.multimatch  # noqa: F401
-    except ImportError:
-        pass
-    return sorted(_REGISTRY)

@@ -41,8 +41,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from gazerad.errors import InputError
-from gazerad.gaze.base import SimilarityScheme, get_scheme
+from gazerad.gaze.base import SimilarityScheme
 from gazerad.gaze.record import GazeCollection, GazeRecord
+from gazerad.gaze.schemes import get_scheme
 from gazerad.io.atomic import atomic_path
 
 __all__ = ["Relation", "compute_relation", "compute_relation_distributed", "load_relation", "merge_relations"]

@@ -114,7 +114,7 @@ def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
         elif kind[0] == "bool":
             p[k] = parse_bool(v, k)
         elif kind[0] == "choice":
-            from gazerad.gaze.base import available_schemes
+            from gazerad.gaze.schemes import available_schemes
 
             p[k] = parse_choice(v.lower() if isinstance(v, str) else v, k, kind[1] or available_schemes())
         else:
@@ -248,8 +248,8 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
 
 
 def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
-    from gazerad.gaze.base import get_scheme
     from gazerad.gaze.relation import compute_relation
+    from gazerad.gaze.schemes import get_scheme
     from gazerad.pretrain.trainer import PretrainConfig, pretrain
 
     work = view.workspace(run / "workspace", need_labels=False)
