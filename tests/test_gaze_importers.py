@@ -567,3 +567,27 @@ def test_load_gaze_dispatch_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot tell"):
         load_gaze(_empty_dir(tmp_path))
     assert isinstance(load_gaze(f, format="generic", columns={"image": "a", "x": "b", "y": "b", "t_start": "b", "duration": "b"}), GazeCollection)
+
+
+def test_one_sniffer_judges_by_content_for_loader_and_uploads(tmp_path: Path, edf_dir: Path) -> None:
+    """``load_gaze`` and the server's uploads share :func:`gazerad.gaze.formats.sniff_gaze_file`:
+    a file's name decides nothing."""
+    import shutil
+
+    from gazerad.gaze.formats import sniff_gaze_file
+
+    edf_as_csv = tmp_path / "looks_like.csv"
+    shutil.copy(edf_dir / "test_raw.edf", edf_as_csv)
+    assert sniff_gaze_file(edf_as_csv) == "edf"
+    assert len(load_gaze(edf_as_csv, image_id="img", screen_to_image=(1.0, 1.0, 0.0, 0.0)).records()) == 1
+    text_edf = tmp_path / "fake.edf"
+    text_edf.write_text("DICOM_ID,FPOGX,FPOGY\n")
+    assert sniff_gaze_file(text_edf) == "egd"
+    for name, body, fmt in [("m.txt", json.dumps({"img.png": [[0.5, 0.5]]}), "mcgip_json"),
+                            ("c.json", json.dumps({"format": "gazerad-gaze", "version": 1, "records": []}), "canonical"),
+                            ("g.dat", "x,y,t_start,t_end\n1,2,0,0.1\n", "generic"),
+                            ("r.csv", "x_position,y_position,timestamp_start_fixation,timestamp_end_fixation\n", "reflacx_fixations")]:
+        (tmp_path / name).write_text(body)
+        assert sniff_gaze_file(tmp_path / name) == fmt, name
+    with pytest.raises(InputError, match="generic CSV needs columns="):
+        load_gaze(tmp_path / "g.dat")

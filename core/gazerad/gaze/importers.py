@@ -944,31 +944,19 @@ def _detect(p: Path, kw: Mapping[str, Any]) -> str:
         raise InputError(p, "cannot tell the gaze format: neither a REFLACX main_data folder nor a folder of McGIP JSON")
     if not p.is_file():
         raise InputError(p, "file does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".edf":
-        return "edf"
-    if suffix == ".json":
-        return "mcgip_json"
-    if p.name.startswith("metadata_phase_") and suffix == ".csv":
-        return "reflacx"
+    if p.name.startswith("metadata_phase_") and p.suffix.lower() == ".csv":
+        return "reflacx"  # a file of the REFLACX folder layout: the folder is read
     if "columns" in kw:
         return "generic"
-    try:
-        with open(p, encoding="utf-8-sig") as fh:
-            first = fh.readline()
-    except UnicodeDecodeError:
-        raise InputError(p, "cannot tell the gaze format: not a UTF-8 text file") from None
-    header = {h.strip() for h in first.split(",")}
-    if {"DICOM_ID", "FPOGX", "FPOGY"} <= header:
-        return "egd"
-    fields = first.split(";")
-    if len(fields) >= 3:
-        return "mcgip_csv"
-    raise InputError(
-        p,
-        "cannot tell the gaze format (not REFLACX, EGD-CXR, McGIP or EDF); pass format= "
-        f"one of {sorted(_LOADERS)} (generic CSV needs columns=)",
-    )
+    from gazerad.gaze.formats import sniff_gaze_file
+
+    fmt = sniff_gaze_file(p)
+    if fmt not in _LOADERS or fmt == "generic":  # generic: its columns are not known without columns=
+        hint = ("read the REFLACX main_data folder (load_reflacx), or upload the file to the server" if fmt == "reflacx_fixations"
+                else "a generic CSV needs columns= (x, y, t_start, t_end, image)" if fmt == "generic"
+                else "GazeRad's own JSON: gazerad.gaze.store.read_gaze_json reads it")
+        raise InputError(p, f"this is a {fmt} file: {hint}")
+    return fmt
 
 
 def load_gaze(path: PathLike, format: str = "auto", **kw: Any) -> GazeCollection:

@@ -26,6 +26,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from gazerad.errors import InputError
+from gazerad.gaze.formats import CANONICAL as FORMAT
+from gazerad.gaze.formats import json_loads as _json_loads
+from gazerad.gaze.formats import sniff_gaze_file
 from gazerad.gaze.record import GazeCollection, GazeRecord
 from gazerad.io.atomic import atomic_write_text
 from gazerad.io.confine import UnsafeName, confine, is_safe_name
@@ -34,7 +37,6 @@ __all__ = [
     "FORMAT", "is_safe_id", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
 ]
 
-FORMAT = "gazerad-gaze"
 _VERSION = 1
 # a chest film read on a diagnostic monitor subtends about 25 degrees of visual angle vertically
 _DEFAULT_FIELD_DEG = 25.0
@@ -47,49 +49,6 @@ def default_pixels_per_degree(image_size: tuple[int, int]) -> float:
 
 # the longest recording an upload may hold (seconds): times beyond are a unit error or an attack
 MAX_SECONDS = 24 * 3600.0
-_EDF_MAGIC = b"SR_RESEARCH"
-
-
-def _json_loads(path: Path, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON ({e.msg} at line {e.lineno})") from None
-    except RecursionError:
-        raise InputError(path, "invalid JSON (nested too deeply)") from None
-
-
-def _sniff(path: Path) -> str:
-    """Format of one uploaded file, from its content (never from its name)."""
-    with path.open("rb") as fh:
-        if fh.read(len(_EDF_MAGIC)) == _EDF_MAGIC:
-            return "edf"
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(path, "gaze upload is neither UTF-8 text nor an EyeLink .edf file") from None
-    if not text.strip():
-        raise InputError(path, "gaze upload is empty")
-    stripped = text.lstrip()
-    if stripped.startswith("{") or stripped.startswith("["):
-        obj = _json_loads(path, text)
-        return "canonical" if isinstance(obj, dict) and obj.get("format") == FORMAT else "mcgip_json"
-    header = {h.strip() for h in text.splitlines()[0].split(",")}
-    if {"x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation"} <= header:
-        return "reflacx_fixations"
-    if {"DICOM_ID", "FPOGX", "FPOGY"} <= header:
-        return "egd"
-    if {"x", "y", "t_start"} <= header and ({"t_end"} <= header or {"duration"} <= header):
-        return "generic"
-    if len(text.splitlines()[0].split(";")) >= 3:
-        return "mcgip_csv"
-    raise InputError(
-        path,
-        "unknown gaze format: expected GazeRad JSON, McGIP JSON/CSV, EGD-CXR CSV, EyeLink EDF, a REFLACX "
-        "fixations.csv or a CSV with columns x, y, t_start, t_end",
-    )
-
-
 def _records_from_canonical(path: Path) -> list[GazeRecord]:
     obj = _json_loads(path, path.read_text(encoding="utf-8-sig"))
     if not isinstance(obj, dict) or obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
@@ -197,7 +156,7 @@ def parse_gaze_upload(
     p = Path(path)
     if not p.is_file() or p.stat().st_size == 0:
         raise InputError(p, "gaze upload is empty or missing")
-    fmt = _sniff(p)
+    fmt = sniff_gaze_file(p)
     try:
         recs = _load_any(p, fmt, image_id, tuple(image_size), reader_id or "upload")
     except InputError:
