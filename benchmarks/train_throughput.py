@@ -79,7 +79,8 @@ def _optimise(rt: Runtime, model: torch.nn.Module, loss_fn: Callable[[], torch.T
 
 
 def _step_attention(rt: Runtime, size: int, batch: int) -> Callable[[], None]:
-    from gazerad.attention.model import AttentionPredictor, attention_loss
+    from gazerad.attention.loss import attention_loss
+    from gazerad.attention.network import AttentionPredictor
 
     model = rt.model(AttentionPredictor())
     x = rt.batch(torch.rand(batch, 1, size, size))

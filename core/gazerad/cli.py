@@ -148,7 +148,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_attention(args: argparse.Namespace) -> int:
-    from gazerad.attention.model import run_train_attention
+    from gazerad.attention.training import run_train_attention
 
     return run_train_attention(args)
 

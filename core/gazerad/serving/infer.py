@@ -214,7 +214,7 @@ class AttentionService:
     """Predicted radiologist attention for one image (FocusContrast's predictor)."""
 
     def __init__(self, model_path: str | os.PathLike, device: str | None = None, fallback: str | os.PathLike | None = None) -> None:
-        from gazerad.attention.model import load_attention_model
+        from gazerad.attention.checkpoint import load_attention_model
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.slot = ModelSlot(model_path, lambda p: load_attention_model(p, self.device), "attention", fallback)
@@ -222,7 +222,7 @@ class AttentionService:
     def __call__(self, image_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
                  boxes: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Heatmap ``(H, W)`` (sums to 1) and its JSON summary; written to ``out_path`` if given."""
-        from gazerad.attention.model import predict_attention
+        from gazerad.attention.predict import predict_attention
 
         t0 = time.perf_counter()
         model = self.slot.get()

@@ -231,7 +231,7 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
 
 
 def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
-    from gazerad.attention.model import train_attention
+    from gazerad.attention.training import train_attention
 
     gaze = view.gaze()
     if len(gaze) == 0:

@@ -1,0 +1,200 @@
+"""Training data of the attention predictor: images and gaze-heatmap targets of a study folder, and its split."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gazerad.errors import InputError
+
+__all__ = ["prepare_images", "read_splits", "AttentionDataset"]
+
+PathLike = str | os.PathLike
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii.gz", ".nii", ".nrrd")
+
+
+def prepare_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, 1, H, W)`` radiographs -> ``(B, 1, size, size)`` float32 model input.
+
+    Each image is min-max scaled to ``[0, 1]`` (a constant image becomes 0), then resized
+    with bilinear, antialiased interpolation.
+    """
+    x = images.float()
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"images must be (B, 1, H, W), got shape {tuple(x.shape)}")
+    flat = x.reshape(x.shape[0], -1)
+    lo = flat.min(1).values.view(-1, 1, 1, 1)
+    rng = (flat.max(1).values.view(-1, 1, 1, 1) - lo).clamp_min(1e-12)
+    x = (x - lo) / rng
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp_(0.0, 1.0)
+
+
+def _resize_maps(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``(B, 1, s, s)`` densities -> ``(B, 1, H, W)``, non-negative, each summing to 1."""
+    if tuple(maps.shape[-2:]) != tuple(shape):
+        maps = F.interpolate(maps.float(), size=tuple(shape), mode="bilinear", align_corners=False, antialias=True)
+    maps = maps.float().clamp_min(0)
+    return maps / maps.sum((-2, -1), keepdim=True).clamp_min(1e-30)
+
+
+def read_splits(studies: PathLike) -> dict[str, str]:
+    """Image id -> split (lower case) from ``studies/labels.csv``'s ``split`` column.
+
+    Without a ``labels.csv`` (or without a ``split`` column) returns ``{}``;
+    :class:`AttentionDataset` then holds out a fixed 20 % of the images by the CRC-32 of
+    their id (our choice).
+    """
+    from gazerad.data._table import read_rows
+
+    p = Path(studies) / "labels.csv"
+    if not p.is_file():
+        return {}
+    header, rows = read_rows(p, ["Image Index"])
+    if "split" not in header:
+        return {}
+    return {r["Image Index"].strip(): r["split"].strip().lower() for r in rows}
+
+
+def _hash_split(image_id: str, holdout: float = 0.2) -> str:
+    return "test" if (zlib.crc32(image_id.encode()) % 1000) < holdout * 1000 else "train"
+
+
+def _find_image(images_dir: Path, image_id: str) -> Path | None:
+    p = images_dir / image_id
+    if p.is_file():
+        return p
+    for sfx in _IMAGE_SUFFIXES:
+        q = images_dir / f"{image_id}{sfx}"
+        if q.is_file():
+            return q
+    return None
+
+
+class AttentionDataset(torch.utils.data.Dataset):
+    """Images with gaze and their target heatmaps, from a study folder, held in memory.
+
+    Item ``i``: ``{"image": (1, S, S) float32 in [0, 1], "target": (1, S, S) float32 summing
+    to 1, "fixmap": (1, S, S) float32 0/1 (pixels fixated by any reader), "index": i}``.
+
+    Args:
+        studies: study folder (``images/``, ``labels.csv``, gaze readable by
+            :func:`~gazerad.gaze.importers.load_gaze`).
+        input_size: ``S``.
+        part: ``"train"`` (split ``train``), ``"heldout"`` (any other split) or ``"all"``.
+        sigma_deg: heatmap kernel in degrees of visual angle (REFLACX: 1).
+        sigma: kernel in original-image pixels instead (overrides ``sigma_deg``; needed for
+            gaze without a pixels-per-degree figure).
+        images_dir: folder of the images (default ``studies/images``); an image id is
+            looked up as is, then with the usual suffixes.
+        gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
+            ``load_gaze(studies)``).
+        progress: tqdm bar while loading.
+
+    Attributes:
+        image_ids: ids in item order.
+        fixations: per item, the readers' fixations ``(N, 4)`` scaled to the ``S x S`` grid.
+        skipped: ``{"no_gaze": n, "no_image": n, "no_label": n}``: images of this part
+            (listed in ``labels.csv``) without gaze, gaze records whose image file is
+            missing, and gaze records of images absent from ``labels.csv`` (no split).
+    """
+
+    def __init__(
+        self,
+        studies: PathLike,
+        input_size: int = 128,
+        part: str = "train",
+        sigma_deg: float = 1.0,
+        sigma: float | None = None,
+        images_dir: PathLike | None = None,
+        gaze: Any = None,
+        progress: bool = False,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        from gazerad.gaze.heatmap import gaze_heatmap, record_shape
+        from gazerad.gaze.importers import load_gaze
+        from gazerad.gaze.metrics import fixation_map
+        from gazerad.io.xray import read_xray
+
+        if part not in ("train", "heldout", "all"):
+            raise ValueError(f"part must be 'train', 'heldout' or 'all', got {part!r}")
+        root = Path(studies)
+        if not root.exists():
+            raise InputError(root, "study folder does not exist")
+        images_dir = Path(images_dir) if images_dir is not None else root / "images"
+        if gaze is None:
+            gaze = load_gaze(root)
+        splits = read_splits(root)
+        s = int(input_size)
+        self.input_size = s
+        self.part = part
+
+        def wanted(image_id: str) -> bool:
+            sp = splits.get(image_id) if splits else _hash_split(image_id)
+            if sp is None:
+                return False
+            return part == "all" or (sp == "train") == (part == "train")
+
+        ids = [i for i in gaze if wanted(i)]
+        self.skipped = {
+            "no_gaze": sum(1 for i in splits if wanted(i) and i not in gaze),
+            "no_image": 0,
+            "no_label": sum(1 for i in gaze if splits and i not in splits),
+        }
+        images, targets, fixmaps, fixations, kept = [], [], [], [], []
+        for image_id in tqdm(ids, desc=f"attention data ({part})", unit="image", disable=not progress):
+            path = _find_image(images_dir, image_id)
+            if path is None:
+                self.skipped["no_image"] += 1
+                continue
+            img, _ = read_xray(path)
+            x = prepare_images(torch.from_numpy(img)[None, None], s)[0]
+            heat = np.zeros((s, s), dtype=np.float64)
+            fm = np.zeros((s, s), dtype=bool)
+            fx_all = []
+            for rec in gaze[image_id]:
+                shape = record_shape(rec, img.shape)
+                try:
+                    h = gaze_heatmap(
+                        rec.fixations, shape, sigma=sigma, sigma_deg=sigma_deg,
+                        pixels_per_degree=rec.pixels_per_degree, out_shape=(s, s), mode="area",
+                    )
+                except ValueError as exc:
+                    raise InputError(rec.source or path, f"gaze heatmap of reader {rec.reader_id!r}: {exc}") from None
+                heat += h
+                f = rec.fixations.copy()
+                f[:, 0] *= s / shape[1]
+                f[:, 1] *= s / shape[0]
+                fm |= fixation_map(f[:, :2], (s, s))
+                fx_all.append(f)
+            if not heat.sum() > 0:
+                self.skipped["no_gaze"] += 1
+                continue
+            heat /= heat.sum()
+            images.append(x)
+            targets.append(torch.from_numpy(heat.astype(np.float32))[None])
+            fixmaps.append(torch.from_numpy(fm.astype(np.float32))[None])
+            fixations.append(np.concatenate(fx_all) if fx_all else np.zeros((0, 4)))
+            kept.append(image_id)
+        self.image_ids: list[str] = kept
+        self.fixations: list[np.ndarray] = fixations
+        empty = torch.zeros((0, 1, s, s))
+        self.images = torch.stack(images) if images else empty
+        self.targets = torch.stack(targets) if targets else empty.clone()
+        self.fixmaps = torch.stack(fixmaps) if fixmaps else empty.clone()
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[i], "target": self.targets[i], "fixmap": self.fixmaps[i], "index": i}
