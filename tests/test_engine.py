@@ -122,3 +122,38 @@ def test_trainer_records_its_runtime(tmp_path: Path) -> None:
                                 batch_size=8, splits=("train", "validate", "test"), max_steps=1, progress=False, precision=precision))
         rec = json.loads((out / "history.json").read_text())["runtime"]
         assert rec["precision"] == ("fp32" if precision == "fp32" or not cpu_has_bf16() else "bf16") and rec["channels_last"] is True
+
+
+def test_checkpoint_restores_every_generator_and_refuses_other_runs(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from gazerad.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+    from gazerad.errors import InputError
+
+    model = torch.nn.Linear(3, 2)
+    rt = Runtime.fp32_reference()
+    opt = rt.optimizer("AdamW", model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    scaler = rt.scaler()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    path = save_checkpoint(tmp_path / "c.pt", "pretrain", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=2, step=7,
+                           history=[{"epoch": 1}], config={"framework": "moco", "backbone": "resnet10"}, extra={"queue": torch.ones(4)})
+    want = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    state = load_checkpoint(path, "pretrain", "cpu", {"framework": "moco", "backbone": "resnet10"})
+    epoch, step, history, extra = restore_checkpoint(state, torch.nn.Linear(3, 2), opt, sched, scaler)
+    assert (epoch, step, history) == (2, 7, [{"epoch": 1}]) and torch.equal(extra["queue"], torch.ones(4))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == want
+    assert load_checkpoint(tmp_path / "none.pt", "pretrain", "cpu", {}) is None
+    with pytest.raises(InputError, match="this run is simclr/resnet10: use another --out"):
+        load_checkpoint(path, "pretrain", "cpu", {"framework": "simclr", "backbone": "resnet10"})
+    with pytest.raises(InputError, match="use another --out"):
+        load_checkpoint(path, "kacl", "cpu", {})
+    torch.save({"model": {}}, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="not a GazeRad checkpoint"):
+        load_checkpoint(tmp_path / "old.pt", "pretrain", "cpu", {})
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", "pretrain", "cpu", {})

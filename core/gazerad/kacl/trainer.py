@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from gazerad.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from gazerad.engine.runlog import save_loss_curve
 from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
@@ -257,21 +258,10 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     standardizer = FeatureStandardizer()
     start_epoch, step, history = 0, 0, []
     ckpt = out / "checkpoint.pt"
-    if ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(ckpt, f"cannot read checkpoint ({exc}); delete it to start over") from None
-        if state["config"]["method"] != cfg.method or state["config"]["backbone"] != cfg.backbone:
-            raise InputError(ckpt, f"checkpoint is a {state['config']['method']}/{state['config']['backbone']} run; use another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        raw = state["radiomics"]
-        labelled = state["labelled"]
-        start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+    state = load_checkpoint(ckpt, "kacl", dev, {"method": cfg.method, "backbone": cfg.backbone})
+    if state is not None:
+        start_epoch, step, history, extra = restore_checkpoint(state, model, opt, sched, scaler)
+        raw, labelled = extra["radiomics"], extra["labelled"]
         if rank == 0 and cfg.progress:
             print(f"resuming {cfg.method} from {ckpt} at epoch {start_epoch}/{cfg.epochs}")
 
@@ -359,13 +349,8 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         history.append(entry)
         if rank == 0:
             writer.add_scalar("loss/epoch", entry["loss"], epoch + 1)
-            state = {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
-                "config": cfg.to_dict(), "torch_rng": torch.get_rng_state(), "radiomics": raw, "labelled": labelled,
-            }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(ckpt, "kacl", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
+                            history=history, config=cfg.to_dict(), extra={"radiomics": raw, "labelled": labelled})
             if cfg.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {entry['loss']:.4f} (bce {entry['bce']:.4f}, con {entry['contrastive']:.4f})"
                       f"  {entry['epoch_seconds']:.1f} s, radiomics {entry['radiomics_seconds']:.1f} s", flush=True)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gazerad.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from gazerad.engine.runlog import save_loss_curve
 from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
 from gazerad.errors import InputError
@@ -248,22 +249,11 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     start_epoch, step, history = 0, 0, []
     ckpt = out / "checkpoint.pt"
-    if ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(ckpt, f"cannot read checkpoint ({exc}); delete it to start over") from None
-        if state["config"]["framework"] != cfg.framework or state["config"]["backbone"] != cfg.backbone:
-            raise InputError(ckpt, f"checkpoint is a {state['config']['framework']}/{state['config']['backbone']} run; "
-                                   f"this run is {cfg.framework}/{cfg.backbone}: use another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if positives is not None and state.get("positives_rng") is not None:
-            positives.generator.set_state(state["positives_rng"])
-        start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+    state = load_checkpoint(ckpt, "pretrain", dev, {"framework": cfg.framework, "backbone": cfg.backbone})
+    if state is not None:
+        start_epoch, step, history, extra = restore_checkpoint(state, model, opt, sched, scaler)
+        if positives is not None and extra.get("positives_rng") is not None:
+            positives.generator.set_state(extra["positives_rng"])
         if rank == 0 and cfg.progress:
             print(f"resuming {cfg.framework} from {ckpt} at epoch {start_epoch}/{cfg.epochs}")
 
@@ -316,14 +306,9 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         history.append(entry)
         if rank == 0:
             writer.add_scalar("loss/epoch", entry["loss"], epoch + 1)
-            state = {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
-                "config": cfg.to_dict(), "torch_rng": torch.get_rng_state(),
-                "positives_rng": None if positives is None else positives.generator.get_state(),
-            }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(ckpt, "pretrain", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
+                            history=history, config=cfg.to_dict(),
+                            extra={"positives_rng": None if positives is None else positives.generator.get_state()})
             if cfg.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {entry['loss']:.4f}  ({entry['seconds']:.1f} s)", flush=True)
         if stop:

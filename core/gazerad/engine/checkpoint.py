@@ -1,0 +1,101 @@
+"""One resumable checkpoint format for every trainer: tagged, versioned, written atomically.
+
+A checkpoint holds the model, optimiser, scheduler and gradient-scaler states, the epoch,
+step and history, the run's config, **every** random generator's state (Python, NumPy,
+torch CPU and each CUDA device) and the method's own state (``extra``: McGIP's positive
+sampler, KACL's radiomics cache and labelled mask, ...), so a killed run resumes exactly
+where it stopped. Files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from gazerad.errors import InputError
+from gazerad.io.atomic import atomic_path
+
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "restore_checkpoint", "rng_state", "set_rng_state"]
+
+FORMAT = "gazerad-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator, as tensors and plain values (``weights_only``-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    return {
+        "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, kind: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    scaler: torch.amp.GradScaler, epoch: int, step: int, history: list, config: Mapping[str, Any],
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the run's state to ``path`` atomically (temp file + rename)."""
+    state = {
+        "format": FORMAT, "version": VERSION, "kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": int(epoch), "step": int(step),
+        "history": list(history), "config": dict(config), "rng": rng_state(), "extra": dict(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str, device: torch.device | str, match: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (``None`` when there is none), checked to be a ``kind`` run
+    whose config agrees with ``match`` (e.g. the framework and backbone).
+
+    Raises:
+        InputError: unreadable, another format or version, another kind, or another run.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        state = torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to delete
+        raise InputError(p, f"cannot read checkpoint ({exc}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(p, "not a GazeRad checkpoint (or one written before the engine's format): delete it to start over")
+    if state.get("version") != VERSION or state.get("kind") != kind:
+        raise InputError(p, f"a {state.get('kind')} checkpoint of format version {state.get('version')}; this {kind} run "
+                            f"reads version {VERSION}: use another --out")
+    saved = {k: state["config"].get(k) for k in match}
+    if saved != dict(match):
+        raise InputError(p, f"checkpoint is a {'/'.join(map(str, saved.values()))} run; this run is "
+                            f"{'/'.join(map(str, match.values()))}: use another --out")
+    return state
+
+
+def restore_checkpoint(state: Mapping[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                       scaler: torch.amp.GradScaler) -> tuple[int, int, list, dict[str, Any]]:
+    """Load ``state`` into the four objects and the random generators; returns
+    ``(epoch, step, history, extra)``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["epoch"], state["step"], state["history"], dict(state.get("extra") or {})
