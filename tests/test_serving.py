@@ -263,3 +263,6 @@ def test_training_parameters_are_cast_and_checked() -> None:
         with pytest.raises(ValueError, match="is not a feature layer"):
             _params("localization", {"cam_layer": bad})
     assert _params("localization", {"cam_layer": "backbone.layer3"})["cam_layer"] == "backbone.layer3"
+    assert _params("attention", {})["precision"] == "auto" and _params("pretrain", {"precision": "fp32"})["precision"] == "fp32"
+    with pytest.raises(ValueError, match="'precision' must be one of"):
+        _params("attention", {"precision": "int8"})

@@ -53,13 +53,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10",
                  "mcgip": True, "focuscontrast": True, "threshold": 0.7, "scheme": "tima"},
 }
-_COMMON = {"device": None, "multi_gpu": False, "nproc": None, "seed": 0, "max_steps": None}
+_COMMON = {"device": None, "multi_gpu": False, "nproc": None, "seed": 0, "max_steps": None, "precision": "auto"}
 _KACL_CLI = {k: "--" + k.replace("_", "-") for k in (
     "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "cam_layer", "seed", "max_steps",
-    "bin_width", "labelled_fraction", "init_encoder")}
+    "bin_width", "labelled_fraction", "init_encoder", "precision")}
 _PRETRAIN_CLI = {"data": "--data", "out": "--out", "framework": "--framework", "backbone": "--backbone", "image_size": "--size",
                  "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed", "max_steps": "--max-steps",
-                 "relation": "--relation", "threshold": "--threshold", "attention": "--attention", "splits": "--splits"}
+                 "relation": "--relation", "threshold": "--threshold", "attention": "--attention", "splits": "--splits",
+                 "precision": "--precision"}
 
 
 def publish(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -86,6 +87,7 @@ _SCHEMA: dict[str, tuple] = {
     "multi_gpu": ("bool",), "mcgip": ("bool",), "focuscontrast": ("bool",), "resume": ("bool",),
     "backbone": ("choice", ("resnet10", "resnet18", "resnet50", "densenet121")),
     "framework": ("choice", ("simclr", "moco", "byol", "simsiam")),
+    "precision": ("choice", ("auto", "fp32", "bf16", "fp16")),  # gazerad.engine.Runtime; fp32 forces float32
     "scheme": ("choice", None),  # None: the registered gaze-similarity schemes
     "cam_layer": ("text",), "device": ("text",),
 }
@@ -199,7 +201,8 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
     work = view.workspace(run / "workspace")
     cfg = dict(data=str(work), out=str(run / "out"), method="kacl" if name == "localization" else "supervised",
                backbone=p["backbone"], image_size=int(p["image_size"]), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
-               lr=float(p["lr"]), cam_layer=p.get("cam_layer"), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"))
+               lr=float(p["lr"]), cam_layer=p.get("cam_layer"), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"),
+               precision=p["precision"])
     if name == "localization":
         cfg.update(bin_width=float(p["bin_width"]), labelled_fraction=float(p["labelled_fraction"]))
     enc = model_dir / "pretrain_encoder.pt"
@@ -238,7 +241,8 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
         raise InputError(view.root, "no gaze in the datastore: upload recordings (PUT /datastore/label?tag=gaze) first")
     work = view.workspace(run / "workspace", need_labels=False, id_names=True)
     res = train_attention(work, run / "out", epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
-                          input_size=int(p["input_size"]), seed=int(p["seed"]), device=dev, gaze=gaze, progress=True)
+                          input_size=int(p["input_size"]), seed=int(p["seed"]), device=dev, gaze=gaze, progress=True,
+                          precision=p["precision"])
     if _n_procs(p, dev) > 1:
         print("[gazerad] the attention predictor trains on one device", flush=True)
     cc = res["heldout"].get("cc")
@@ -256,7 +260,7 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
     out = run / "out"
     cfg = dict(data=str(work), out=str(out), framework=p["framework"], backbone=p["backbone"], image_size=int(p["image_size"]),
                epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"),
-               splits=("train", "unlabelled", "test", "validate"))
+               splits=("train", "unlabelled", "test", "validate"), precision=p["precision"])
     used = []
     if p.get("mcgip"):
         from gazerad.gaze.record import GazeCollection
