@@ -205,3 +205,36 @@ def test_metrics_batched():
 def test_fixation_map():
     m = fixation_map(np.array([[0.5, 0.5], [5.9, 2.1], [100.0, 1.0], [-1.0, 0.0]]), (3, 6))
     assert m.sum() == 2 and m[0, 0] and m[2, 5]
+
+
+def test_heatmap_transforms_are_monai_transforms_that_compose():
+    from monai.transforms import Compose, MapTransform, Transform
+
+    assert issubclass(GazeHeatmap, Transform) and not issubclass(GazeHeatmap, MapTransform)
+    assert issubclass(GazeHeatmapd, MapTransform)
+    rec = GazeRecord("a", "r", _fix((3.0, 2.0, 0.2), (7.0, 5.0, 0.1)), image_size=(6, 9), pixels_per_degree=2.0)
+    ref = gaze_heatmaps([rec], out_shape=(3, 4), mode="area")
+    out = Compose([GazeHeatmap(out_shape=(3, 4), mode="area")])(rec)
+    assert isinstance(out, np.ndarray) and out.shape == (1, 3, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref)
+    full = Compose([GazeHeatmap()])(rec)  # default: the record's own image size
+    assert full.shape == (1, 6, 9) and full.sum() == pytest.approx(1.0, rel=1e-6)
+
+    chain = Compose([GazeHeatmapd(keys=["gaze", "other"], out_shape=(3, 4), mode="area", allow_missing_keys=True)])
+    d = chain({"gaze": rec, "label": 1})
+    np.testing.assert_array_equal(d["gaze_heatmap"], ref)
+    assert d["label"] == 1 and d["gaze"] is rec and "other_heatmap" not in d
+    assert GazeHeatmapd(keys="gaze", postfix="_h")({"gaze": rec})["gaze_h"].shape == (1, 6, 9)
+    with pytest.raises(KeyError):
+        GazeHeatmapd(keys="other")({"gaze": rec})
+    with pytest.raises(TypeError, match="sigmaa"):
+        GazeHeatmap(sigmaa=3.0)
+
+
+def test_heatmap_functions_do_not_import_monai():
+    """The similarity schemes and the relation matrix use gaze.heatmap; MONAI stays out of them."""
+    import subprocess
+    import sys
+
+    code = "import sys, gazerad.gaze.heatmap, gazerad.gaze.schemes, gazerad.gaze.relation; assert 'monai' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -2,10 +2,16 @@
 relation matrices and saliency metrics.
 
 - :mod:`~gazerad.gaze.record`: :class:`GazeRecord`, :class:`GazeCollection`.
-- :mod:`~gazerad.gaze.importers`: REFLACX, EGD-CXR, McGIP CSV/JSON, generic CSV, EyeLink EDF.
+- :mod:`~gazerad.gaze.importers`: REFLACX, EGD-CXR, McGIP CSV/JSON, generic CSV, EyeLink EDF
+  (one module per format: ``reflacx``, ``egd_cxr``, ``mcgip``, ``generic_csv``, ``edf``;
+  :mod:`~gazerad.gaze.formats` tells a file's format by its content).
 - :mod:`~gazerad.gaze.fixations`: I-VT and I-DT fixation detection from raw samples.
-- :mod:`~gazerad.gaze.heatmap`: duration-weighted Gaussian heatmaps, overlays.
-- :mod:`~gazerad.gaze.similarity`, :mod:`~gazerad.gaze.multimatch`: the similarity schemes.
+- :mod:`~gazerad.gaze.heatmap`: duration-weighted Gaussian heatmaps, overlays; the MONAI
+  transforms in :mod:`~gazerad.gaze.heatmap_transforms`.
+- :mod:`~gazerad.gaze.similarity` (``similarity_heatmap``, ``similarity_scanpath``,
+  ``similarity_core``), :mod:`~gazerad.gaze.multimatch` (``multimatch_scanpath``,
+  ``multimatch_align``): the similarity schemes, registered by :mod:`~gazerad.gaze.schemes`.
+- :mod:`~gazerad.gaze.store`: the server's gaze store and uploads.
 - :mod:`~gazerad.gaze.relation`: the image-by-image relation matrix (McGIP/GzPT).
 - :mod:`~gazerad.gaze.metrics`: CC, KL, NSS, AUC-Judd, SIM.
 """

@@ -41,7 +41,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -204,6 +204,29 @@ def _merge_args(
     return md, mg
 
 
+class _FinishArgs(NamedTuple):
+    """The checked arguments of :func:`_finish` after its run indices."""
+
+    min_duration: float
+    merge_distance: float | None
+    merge_gap: float | None
+
+
+def _start(
+    samples: Any,
+    pixels_per_degree: float | None,
+    min_duration: float,
+    max_gap: float,
+    merge_distance: float | None,
+    merge_gap: float | None,
+) -> tuple[_Prepared, _FinishArgs]:
+    """What both detectors begin with: the shared arguments checked, the samples prepared."""
+    min_duration = _check_nonneg("min_duration", min_duration)
+    max_gap = _check_nonneg("max_gap", max_gap)
+    md, mg = _merge_args(merge_distance, merge_gap, max_gap)
+    return _Prepared(samples, pixels_per_degree, max_gap), _FinishArgs(min_duration, md, mg)
+
+
 # --------------------------------------------------------------------------------------
 # I-VT
 
@@ -264,11 +287,8 @@ def detect_fixations_ivt(
             strictly increasing timestamps) or invalid parameters.
     """
     vt = _check_positive("velocity_threshold", velocity_threshold)
-    min_duration = _check_nonneg("min_duration", min_duration)
-    max_gap = _check_nonneg("max_gap", max_gap)
     velocity_window = _check_nonneg("velocity_window", velocity_window)
-    md, mg = _merge_args(merge_distance, merge_gap, max_gap)
-    p = _Prepared(samples, pixels_per_degree, max_gap)
+    p, finish = _start(samples, pixels_per_degree, min_duration, max_gap, merge_distance, merge_gap)
     n = p.n
     if n == 0:
         return np.zeros((0, 4))
@@ -294,7 +314,7 @@ def detect_fixations_ivt(
     next_fix = np.concatenate([is_fix[1:], [False]]) & ~new_seg_next
     first = np.flatnonzero(is_fix & ~prev_fix)
     last = np.flatnonzero(is_fix & ~next_fix)
-    return _finish(p, first, last, min_duration, md, mg)
+    return _finish(p, first, last, *finish)
 
 
 # --------------------------------------------------------------------------------------
@@ -372,16 +392,13 @@ def detect_fixations_idt(
         ValueError: malformed samples or invalid parameters.
     """
     thr = _check_positive("dispersion_threshold", dispersion_threshold)
-    min_duration = _check_nonneg("min_duration", min_duration)
-    max_gap = _check_nonneg("max_gap", max_gap)
-    md, mg = _merge_args(merge_distance, merge_gap, max_gap)
-    p = _Prepared(samples, pixels_per_degree, max_gap)
+    p, finish = _start(samples, pixels_per_degree, min_duration, max_gap, merge_distance, merge_gap)
     n = p.n
     if n == 0:
         return np.zeros((0, 4))
     idx = np.arange(n)
     # initial window: fewest samples with t[e] - t[i] + dt >= min_duration
-    e0 = np.searchsorted(p.t, p.t + (min_duration - p.dt) - _EPS, side="left")
+    e0 = np.searchsorted(p.t, p.t + (finish.min_duration - p.dt) - _EPS, side="left")
     e0 = np.maximum(e0, idx)
     fits = e0 <= p.seg_end
     cand = np.flatnonzero(fits)
@@ -400,7 +417,7 @@ def detect_fixations_idt(
         i = int(next_ok[end + 1])
     first = np.asarray(firsts, dtype=np.intp)
     last = np.asarray(lasts, dtype=np.intp)
-    return _finish(p, first, last, min_duration, md, mg)
+    return _finish(p, first, last, *finish)
 
 
 def _grow(xy: np.ndarray, i: int, e0: int, seg_end: int, thr: float) -> int:

@@ -24,20 +24,29 @@ Two sampling modes (our addition):
   coarse grid (``out_shape`` of 32 x 32, 8 x 9) this equals rendering at full resolution
   and area-resizing (``INTER_AREA``) to the coarse grid, without the full-size render,
   and it never loses a fixation whose kernel is narrower than a pixel.
+
+The MONAI transforms :class:`GazeHeatmap` and :class:`GazeHeatmapd` (record -> ``(1, h, w)``
+heatmap) are defined in :mod:`gazerad.gaze.heatmap_transforms` and importable from here;
+this module itself does not import MONAI.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy.special import ndtr
 
 from gazerad.gaze.record import GazeRecord
 from gazerad.io.atomic import atomic_path
+
+# the MONAI transforms live in gazerad.gaze.heatmap_transforms (importing MONAI takes seconds,
+# which the similarity schemes, the relation matrix and their worker processes do not need)
+_TRANSFORMS = ("GazeHeatmap", "GazeHeatmapd")
 
 __all__ = [
     "resolve_sigma",
@@ -46,12 +55,33 @@ __all__ = [
     "gaze_heatmaps",
     "record_shape",
     "resize_area",
-    "GazeHeatmap",
-    "GazeHeatmapd",
+    "HeatmapOptions",
     "save_heatmap_overlay",
+    *_TRANSFORMS,
 ]
 
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRANSFORMS:
+        return getattr(importlib.import_module("gazerad.gaze.heatmap_transforms"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class HeatmapOptions(TypedDict, total=False):
+    """Keyword options of :func:`gaze_heatmaps` after ``records`` (all optional, same defaults),
+    as :class:`~gazerad.gaze.heatmap_transforms.GazeHeatmap` takes them."""
+
+    shape: tuple[int, int] | None
+    out_shape: tuple[int, int] | None
+    sigma: float | None
+    sigma_deg: float | None
+    pixels_per_degree: float | None
+    weight: str
+    normalise: bool
+    mode: str
+    sigma_frac: float | None
 
 
 def resolve_sigma(
@@ -261,64 +291,6 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     lo = np.arange(n_in, dtype=np.float64)
     ov = np.clip(np.minimum(edges[1:, None], lo[None, :] + 1) - np.maximum(edges[:-1, None], lo[None, :]), 0.0, None)
     return ov / (n_in / n_out)
-
-
-class GazeHeatmap:
-    """Transform (MONAI style: a plain callable usable in ``monai.transforms.Compose``)
-    turning a :class:`GazeRecord` into a channel-first ``(1, h, w)`` float32 heatmap.
-
-    Args: as :func:`gaze_heatmap`; ``shape`` defaults to the record's image size.
-    """
-
-    def __init__(
-        self,
-        shape: tuple[int, int] | None = None,
-        out_shape: tuple[int, int] | None = None,
-        sigma: float | None = None,
-        sigma_deg: float | None = 1.0,
-        pixels_per_degree: float | None = None,
-        weight: str = "duration",
-        normalise: bool = True,
-        mode: str = "centre",
-        sigma_frac: float | None = None,
-    ) -> None:
-        self.kw = dict(
-            shape=shape, out_shape=out_shape, sigma=sigma, sigma_deg=sigma_deg, pixels_per_degree=pixels_per_degree,
-            weight=weight, normalise=normalise, mode=mode, sigma_frac=sigma_frac,
-        )
-
-    def __call__(self, record: GazeRecord) -> np.ndarray:
-        return gaze_heatmaps([record], **self.kw)
-
-
-class GazeHeatmapd:
-    """Dictionary version of :class:`GazeHeatmap`: reads a record under each key in ``keys``
-    and stores its ``(1, h, w)`` heatmap under ``key + postfix`` (default ``"<key>_heatmap"``).
-
-    ``allow_missing_keys`` as in MONAI's ``MapTransform``.
-    """
-
-    def __init__(
-        self,
-        keys: Hashable | Sequence[Hashable],
-        postfix: str = "_heatmap",
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        self.keys = [keys] if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence) else list(keys)
-        self.postfix = postfix
-        self.allow_missing_keys = allow_missing_keys
-        self.transform = GazeHeatmap(**kwargs)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for k in self.keys:
-            if k not in d:
-                if self.allow_missing_keys:
-                    continue
-                raise KeyError(f"key {k!r} not found in data (keys: {list(d)})")
-            d[f"{k}{self.postfix}"] = self.transform(d[k])
-        return d
 
 
 def save_heatmap_overlay(

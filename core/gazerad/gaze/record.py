@@ -12,7 +12,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GazeRecord", "GazeCollection"]
+__all__ = ["GazeRecord", "GazeCollection", "float_table"]
+
+
+def float_table(values: Any, columns: str, where: str, what: str = "fixations") -> np.ndarray:
+    """``values`` as an ``(N, k)`` float64 array of finite numbers, ``k`` the number of
+    comma-separated names in ``columns`` (empty input gives ``(0, k)``).
+
+    Raises:
+        ValueError: another shape, or a NaN/infinite entry; the message starts with ``where``.
+    """
+    k = len(columns.split(","))
+    f = np.asarray(values, dtype=np.float64)
+    if f.size == 0:
+        f = f.reshape(0, k)
+    if f.ndim != 2 or f.shape[1] != k:
+        raise ValueError(f"{where}: {what} must be an (N, {k}) array [{columns}], got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{where}: {what} contain NaN or infinite values")
+    return f
 
 
 @dataclass
@@ -40,13 +58,7 @@ class GazeRecord:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        f = np.asarray(self.fixations, dtype=np.float64)
-        if f.size == 0:
-            f = f.reshape(0, 4)
-        if f.ndim != 2 or f.shape[1] != 4:
-            raise ValueError(f"{self._where()}: fixations must be (N, 4) [x, y, t_start, t_end], got {f.shape}")
-        if not np.isfinite(f).all():
-            raise ValueError(f"{self._where()}: fixations contain NaN or infinite values")
+        f = float_table(self.fixations, "x, y, t_start, t_end", self._where())
         if (f[:, 3] < f[:, 2]).any():
             raise ValueError(f"{self._where()}: fixation {int(np.argmax(f[:, 3] < f[:, 2]))} ends before it starts")
         self.fixations = f

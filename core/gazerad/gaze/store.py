@@ -72,6 +72,7 @@ def _records_from_canonical(path: Path) -> list[GazeRecord]:
 
 def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], reader: str) -> list[GazeRecord]:
     from gazerad.gaze import importers as imp
+    from gazerad.gaze.reflacx import read_reflacx_reading
 
     sizes = {image_id: image_size}
     if fmt == "canonical":
@@ -80,7 +81,7 @@ def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], 
         coll = GazeCollection()
         with tempfile.TemporaryDirectory() as td:
             shutil.copy(path, Path(td) / "fixations.csv")
-            rec = imp._reflacx_reading(coll, Path(td), image_id, reader, image_size, False, True)
+            rec = read_reflacx_reading(coll, Path(td), image_id, reader, image_size, False, True)
         if rec is not None:
             rec.source = str(path)
         return [rec] if rec is not None else []
