@@ -21,10 +21,18 @@ Jobs and their key metric:
 ``multi_gpu`` with more than one visible CUDA device runs the KACL, classifier and
 pre-training jobs under ``torchrun`` (one process per GPU; ``nproc`` gloo processes on the
 CPU when given, e.g. to test the path); otherwise one process.
+
+A job's request keys are a subset of its trainer's settings dataclass (``AttentionConfig``,
+``KACLConfig``, ``PretrainConfig``): the same names, types and defaults (the server's
+smaller defaults aside), plus ``multi_gpu``, ``nproc`` and pre-training's ``mcgip``,
+``focuscontrast`` and ``scheme``. ``input_size`` is still accepted as the former name of
+attention's ``image_size``. The ``torchrun`` command line is the dataclass as flags
+(:func:`gazerad.engine.config.config_argv`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -44,23 +52,104 @@ from gazerad.serving.data import DatastoreView
 
 __all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish", "check_params"]
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "attention": {"epochs": 10, "input_size": 128, "batch_size": 8, "lr": 1e-3},
+# What a request may set. The names, types and (unless overridden below) defaults are the
+# trainer's settings dataclass's (gazerad.engine.config.field_specs); only bounds, the
+# server's smaller defaults and the job options that are no trainer setting are written here.
+_COMMON = ("device", "seed", "max_steps", "precision")  # every job (attention trains by epochs: max_steps is unused)
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "attention": ("epochs", "image_size", "batch_size", "lr"),
+    "localization": ("epochs", "image_size", "batch_size", "lr", "backbone", "cam_layer", "bin_width", "labelled_fraction"),
+    "classification": ("epochs", "image_size", "batch_size", "lr", "backbone", "cam_layer"),
+    "pretrain": ("framework", "epochs", "image_size", "batch_size", "backbone", "threshold"),
+}
+# CPU-sized first models: the server's defaults where they differ from the dataclass's
+_SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "attention": {"epochs": 10},
     "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
-                     "cam_layer": "backbone.layer2", "bin_width": 16, "labelled_fraction": 1.0},
+                     "cam_layer": "backbone.layer2", "bin_width": 16.0},
     "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
                        "cam_layer": "backbone.layer2"},
-    "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10",
-                 "mcgip": True, "focuscontrast": True, "threshold": 0.7, "scheme": "tima"},
+    "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10", "threshold": 0.7},
 }
-_COMMON = {"device": None, "multi_gpu": False, "nproc": None, "seed": 0, "max_steps": None, "precision": "auto"}
-_KACL_CLI = {k: "--" + k.replace("_", "-") for k in (
-    "data", "out", "method", "backbone", "image_size", "epochs", "batch_size", "lr", "cam_layer", "seed", "max_steps",
-    "bin_width", "labelled_fraction", "init_encoder", "precision")}
-_PRETRAIN_CLI = {"data": "--data", "out": "--out", "framework": "--framework", "backbone": "--backbone", "image_size": "--size",
-                 "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed", "max_steps": "--max-steps",
-                 "relation": "--relation", "threshold": "--threshold", "attention": "--attention", "splits": "--splits",
-                 "precision": "--precision"}
+# job options that are no trainer setting: name -> (kind, default); kinds as in _schema
+_OPTIONS: dict[str, dict[str, tuple[str, Any]]] = {
+    "*": {"multi_gpu": ("bool", False), "nproc": ("int", None)},
+    "attention": {"max_steps": ("int", None)},
+    "pretrain": {"mcgip": ("bool", True), "focuscontrast": ("bool", True), "scheme": ("scheme", "tima")},
+}
+# former request keys -> settings (a request naming the former key overrides the setting)
+_ALIASES: dict[str, dict[str, str]] = {"attention": {"input_size": "image_size"}}
+# bounds of every number a request may set (inclusive)
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 1000), "max_steps": (1, 10_000_000), "batch_size": (1, 1024), "lr": (1e-7, 10.0),
+    "image_size": (32, 1024), "seed": (0, 2**31 - 1), "nproc": (1, 64), "bin_width": (1e-3, 1e4),
+    "labelled_fraction": (1e-3, 1.0), "threshold": (0.0, 1.0),
+}
+_IGNORED = {"model", "local_rank", "gpus", "client_id", "user"}  # MONAI Label's own request keys
+
+
+def _config_class(name: str) -> type:
+    """The settings dataclass of job ``name``."""
+    if name == "attention":
+        from gazerad.attention.config import AttentionConfig
+
+        return AttentionConfig
+    if name == "pretrain":
+        from gazerad.pretrain.config import PretrainConfig
+
+        return PretrainConfig
+    from gazerad.kacl.config import KACLConfig
+
+    return KACLConfig
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(name: str) -> dict[str, tuple[str, Any, Any]]:
+    """Job ``name``'s request keys: ``key -> (kind, default, choices or bounds)``, kinds
+    ``int``, ``float``, ``bool``, ``choice``, ``scheme`` (a registered gaze scheme) or ``text``."""
+    from gazerad.engine.config import default_choices, field_specs
+    from gazerad.pretrain.frameworks import FRAMEWORKS
+
+    if name not in _SETTINGS:
+        raise ValueError(f"unknown training job {name!r}; choose one of {sorted(_SETTINGS)}")
+    known_choices = {**default_choices(), "framework": tuple(FRAMEWORKS)}
+    specs = {s.name: s for s in field_specs(_config_class(name))}
+    out: dict[str, tuple[str, Any, Any]] = {}
+    for key in (*_COMMON, *_SETTINGS[name]):
+        spec = specs.get(key)
+        if spec is None:
+            continue  # a common key the trainer does not have: a job option below
+        default = _SERVER_DEFAULTS[name].get(key, spec.default)
+        if spec.nargs is not None or spec.bool_or_text:
+            raise TypeError(f"server parameter {key!r}: only single numbers, booleans and text are supported")
+        if spec.type in (int, float):
+            out[key] = ("int" if spec.type is int else "float", default, _BOUNDS[key])
+        elif spec.type is bool:
+            out[key] = ("bool", default, None)
+        elif spec.choices or key in known_choices:
+            out[key] = ("choice", default, spec.choices or known_choices[key])
+        else:
+            out[key] = ("text", default, None)
+    for key, (kind, default) in {**_OPTIONS["*"], **_OPTIONS.get(name, {})}.items():
+        out.setdefault(key, (kind, default, _BOUNDS.get(key)))
+    return out
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    return {name: {k: v[1] for k, v in _schema(name).items() if k not in (*_COMMON, *_OPTIONS["*"])} for name in _SETTINGS}
+
+
+def __getattr__(attr: str) -> Any:
+    # DEFAULTS is built on first use: it imports the trainers' settings classes (torch, MONAI)
+    if attr == "DEFAULTS":
+        return _defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+DEFAULTS: dict[str, dict[str, Any]]
+"""Job -> its own request keys and their defaults (besides ``device``, ``seed``,
+``max_steps``, ``precision``, ``multi_gpu``, ``nproc``, which every job takes); a fresh
+dict on each access."""
 
 
 def publish(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -79,21 +168,6 @@ def read_stats(model_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         return {}
 
 
-# bounds of every training parameter: ("int"|"float", lo, hi), ("bool",), ("choice", options) or ("text",)
-_SCHEMA: dict[str, tuple] = {
-    "epochs": ("int", 1, 1000), "max_steps": ("int", 1, 10_000_000), "batch_size": ("int", 1, 1024), "lr": ("float", 1e-7, 10.0),
-    "image_size": ("int", 32, 1024), "input_size": ("int", 32, 1024), "seed": ("int", 0, 2**31 - 1), "nproc": ("int", 1, 64),
-    "bin_width": ("float", 1e-3, 1e4), "labelled_fraction": ("float", 1e-3, 1.0), "threshold": ("float", 0.0, 1.0),
-    "multi_gpu": ("bool",), "mcgip": ("bool",), "focuscontrast": ("bool",), "resume": ("bool",),
-    "backbone": ("choice", ("resnet10", "resnet18", "resnet50", "densenet121")),
-    "framework": ("choice", ("simclr", "moco", "byol", "simsiam")),
-    "precision": ("choice", ("auto", "fp32", "bf16", "fp16")),  # gazerad.engine.Runtime; fp32 forces float32
-    "scheme": ("choice", None),  # None: the registered gaze-similarity schemes
-    "cam_layer": ("text",), "device": ("text",),
-}
-_IGNORED = {"model", "local_rank", "gpus", "client_id", "user"}  # MONAI Label's own request keys
-
-
 def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
     """Defaults of job ``name`` overridden by the request, each value parsed by its schema:
     unknown keys, booleans other than true/false, numbers out of bounds, unknown choices,
@@ -102,25 +176,26 @@ def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
     before the job starts)."""
     from gazerad.serving.params import parse_bool, parse_choice, parse_number, parse_text
 
-    if name not in DEFAULTS:
-        raise ValueError(f"unknown training job {name!r}; choose one of {sorted(DEFAULTS)}")
-    p = {**_COMMON, **DEFAULTS[name]}
-    for k, v in request.items():
+    schema = _schema(name)
+    aliases = _ALIASES.get(name, {})
+    p = {k: v[1] for k, v in schema.items()}
+    for k, v in sorted(request.items(), key=lambda kv: kv[0] in aliases):  # a former key wins over the setting
         if k in _IGNORED or v is None:
             continue
-        if k not in p:
-            raise ValueError(f"unknown training parameter {k!r} for {name}; known: {', '.join(sorted(p))}")
-        kind = _SCHEMA.get(k, ("text",))
-        if kind[0] in ("int", "float"):
-            p[k] = parse_number(v, k, kind[1], kind[2], integer=kind[0] == "int")
-        elif kind[0] == "bool":
-            p[k] = parse_bool(v, k)
-        elif kind[0] == "choice":
+        key = aliases.get(k, k)
+        if key not in schema:
+            raise ValueError(f"unknown training parameter {k!r} for {name}; known: {', '.join(sorted([*schema, *aliases]))}")
+        kind, _, extra = schema[key]
+        if kind in ("int", "float"):
+            p[key] = parse_number(v, k, extra[0], extra[1], integer=kind == "int")
+        elif kind == "bool":
+            p[key] = parse_bool(v, k)
+        elif kind in ("choice", "scheme"):
             from gazerad.gaze.schemes import available_schemes
 
-            p[k] = parse_choice(v.lower() if isinstance(v, str) else v, k, kind[1] or available_schemes())
+            p[key] = parse_choice(v.lower() if isinstance(v, str) else v, k, extra if kind == "choice" else available_schemes())
         else:
-            p[k] = parse_text(v[0] if k == "device" and isinstance(v, (list, tuple)) and v else v, k)
+            p[key] = parse_text(v[0] if key == "device" and isinstance(v, (list, tuple)) and v else v, k)
     dev = p.get("device")
     if dev not in (None, "", "auto", "cpu", "cuda") and not (isinstance(dev, str) and dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ValueError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {dev!r:.40}")
@@ -163,15 +238,26 @@ def _n_procs(p: dict[str, Any], dev: str) -> int:
     return 1
 
 
-def _flags(cfg: dict[str, Any], names: dict[str, str]) -> list[str]:
-    """CLI flags of a trainer config (``names``: config key -> flag); ``None`` values are left out."""
-    out: list[str] = []
-    for k, flag in names.items():
-        v = cfg.get(k)
-        if v is None:
-            continue
-        out += [flag, *map(str, v)] if isinstance(v, (list, tuple)) else [flag, str(v)]
-    return out
+def _job_config(name: str, p: dict[str, Any], **fixed: Any) -> Any:
+    """Job ``name``'s settings dataclass from checked parameters ``p`` (the keys it has) and ``fixed``."""
+    cls = _config_class(name)
+    names = set(cls.field_names())
+    return cls(**{**{k: v for k, v in p.items() if k in names and k in (*_COMMON, *_SETTINGS[name])}, **fixed})
+
+
+def _cli_args(command: str, cfg: Any, dev: str) -> list[str]:
+    """``gazerad <command>`` flags rebuilding ``cfg`` in every torchrun rank (each rank picks its
+    own GPU: the device is passed only for the CPU)."""
+    from gazerad.engine.config import config_argv
+
+    return [command, *config_argv(dataclasses.replace(cfg, device="cpu" if dev == "cpu" else None))]
+
+
+def _fresh_start(out: Path, p: dict[str, Any]) -> None:
+    """Remove the previous run's ``OUT/checkpoint.pt``: the trainers resume from it, a new job starts afresh."""
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file() and not p.get("resume"):
+        ckpt.unlink()
 
 
 def _torchrun(nproc: int, args: list[str]) -> None:
@@ -196,34 +282,28 @@ def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
 
 
 def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
-    from gazerad.kacl import KACLConfig, train_kacl
+    from gazerad.kacl.trainer import train_kacl
 
     work = view.workspace(run / "workspace")
-    cfg = dict(data=str(work), out=str(run / "out"), method="kacl" if name == "localization" else "supervised",
-               backbone=p["backbone"], image_size=int(p["image_size"]), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
-               lr=float(p["lr"]), cam_layer=p.get("cam_layer"), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"),
-               precision=p["precision"])
-    if name == "localization":
-        cfg.update(bin_width=float(p["bin_width"]), labelled_fraction=float(p["labelled_fraction"]))
+    cfg = _job_config(name, p, data=str(work), out=str(run / "out"), device=dev,
+                      method="kacl" if name == "localization" else "supervised")
     enc = model_dir / "pretrain_encoder.pt"
     if name == "classification" and enc.is_file():
         try:
             enc_backbone = torch.load(enc, map_location="cpu", weights_only=True)["config"]["backbone"]
         except Exception:  # noqa: BLE001 - an unreadable encoder is reported by the trainer below
-            enc_backbone = cfg["backbone"]
-        if enc_backbone == cfg["backbone"]:
-            cfg["init_encoder"] = str(enc)
+            enc_backbone = cfg.backbone
+        if enc_backbone == cfg.backbone:
+            cfg.init_encoder = str(enc)
             print(f"[gazerad] fine-tuning from the published encoder {enc}", flush=True)
-    ckpt = Path(cfg["out"]) / "checkpoint.pt"
-    if ckpt.is_file() and not p.get("resume"):
-        ckpt.unlink()
+    _fresh_start(Path(cfg.out), p)
     nproc = _n_procs(p, dev)
     if nproc > 1:
-        _torchrun(nproc, ["train-kacl", *_flags(cfg, _KACL_CLI), "--quiet"] + (["--device", "cpu"] if dev == "cpu" else []))
-        hist = json.loads((Path(cfg["out"]) / "history.json").read_text())["history"]
+        _torchrun(nproc, _cli_args("train-kacl", dataclasses.replace(cfg, progress=False), dev))
+        hist = json.loads((Path(cfg.out) / "history.json").read_text())["history"]
     else:
-        hist = train_kacl(KACLConfig(**cfg))["history"]
-    model_file = Path(cfg["out"]) / "kacl.pt"
+        hist = train_kacl(cfg)["history"]
+    model_file = Path(cfg.out) / "kacl.pt"
     metrics = _auc_metrics(model_file, work, dev)
     auc = metrics.get("auc", {}).get("macro")
     stats = {"key_metric": "heldout_macro_auc", "best_metric": auc, **metrics, "history": hist}
@@ -240,9 +320,9 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
     if len(gaze) == 0:
         raise InputError(view.root, "no gaze in the datastore: upload recordings (PUT /datastore/label?tag=gaze) first")
     work = view.workspace(run / "workspace", need_labels=False, id_names=True)
-    res = train_attention(work, run / "out", epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
-                          input_size=int(p["input_size"]), seed=int(p["seed"]), device=dev, gaze=gaze, progress=True,
-                          precision=p["precision"])
+    cfg = _job_config("attention", p, data=str(work), out=str(run / "out"), device=dev, progress=True)
+    _fresh_start(Path(cfg.out), p)
+    res = train_attention(cfg, gaze=gaze)
     if _n_procs(p, dev) > 1:
         print("[gazerad] the attention predictor trains on one device", flush=True)
     cc = res["heldout"].get("cc")
@@ -254,13 +334,11 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
 def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
     from gazerad.gaze.relation import compute_relation
     from gazerad.gaze.schemes import get_scheme
-    from gazerad.pretrain.trainer import PretrainConfig, pretrain
+    from gazerad.pretrain.trainer import pretrain
 
     work = view.workspace(run / "workspace", need_labels=False)
     out = run / "out"
-    cfg = dict(data=str(work), out=str(out), framework=p["framework"], backbone=p["backbone"], image_size=int(p["image_size"]),
-               epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=int(p["seed"]), device=dev, max_steps=p.get("max_steps"),
-               splits=("train", "unlabelled", "test", "validate"), precision=p["precision"])
+    cfg = _job_config("pretrain", p, data=str(work), out=str(out), device=dev, splits=("train", "unlabelled", "test", "validate"))
     used = []
     if p.get("mcgip"):
         from gazerad.gaze.record import GazeCollection
@@ -275,23 +353,21 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
             scheme = get_scheme("tima", eps=0.1) if p["scheme"] == "tima" else p["scheme"]
             rel = compute_relation(gaze, scheme, progress=False)
             rel.save(run / "relation.npz")
-            cfg.update(relation=str(run / "relation.npz"), threshold=float(p["threshold"]))
+            cfg.relation = str(run / "relation.npz")
             used.append("mcgip")
         else:
             print("[gazerad] McGIP skipped: fewer than 2 images have gaze", flush=True)
     att = model_dir / "attention.pt"
     if p.get("focuscontrast") and att.is_file():
-        cfg["attention"] = str(att)
+        cfg.attention = str(att)
         used.append("focuscontrast")
-    ckpt = out / "checkpoint.pt"
-    if ckpt.is_file() and not p.get("resume"):
-        ckpt.unlink()
+    _fresh_start(out, p)
     nproc = _n_procs(p, dev)
     if nproc > 1:
-        _torchrun(nproc, ["pretrain", *_flags(cfg, _PRETRAIN_CLI)] + (["--device", "cpu"] if dev == "cpu" else []))
+        _torchrun(nproc, _cli_args("pretrain", cfg, dev))
         hist = json.loads((out / "history.json").read_text())["history"]
     else:
-        hist = pretrain(PretrainConfig(**cfg))["history"]
+        hist = pretrain(cfg)["history"]
     final = hist[-1]["loss"] if hist else None
     return out / "encoder.pt", {"key_metric": "final_loss", "best_metric": final, "methods": used or ["plain"], "history": hist}
 
@@ -348,7 +424,8 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
         name: ``attention``, ``localization``, ``classification`` or ``pretrain``.
         datastore: the datastore folder.
         model_dir: where published weights live (MONAI Label's ``model/``).
-        request: overrides of :data:`DEFAULTS` (``epochs``, ``device``, ``multi_gpu``, ...).
+        request: overrides of :data:`DEFAULTS` (``epochs``, ``device``, ``multi_gpu``, ...), checked
+            by :func:`check_params`.
     """
     if name not in JOBS:
         raise ValueError(f"unknown training job {name!r}; choose one of {sorted(JOBS)}")

@@ -1,0 +1,7 @@
+"""``python -m gazerad.cli``: the same as the ``gazerad`` command."""
+
+import sys
+
+from gazerad.cli import main
+
+sys.exit(main())
