@@ -34,20 +34,23 @@ def study_preview(
             (or any folder in that layout).
         out: PNG path (written atomically).
         image_id: the ``Image Index`` to show; default: the first image with both a
-            finding and a reading, else the first image.
+            finding and a reading, else the first image. ``labels.csv`` and the image are
+            read through :class:`gazerad.data.study.StudyFolder`.
 
     Returns:
         The PNG path.
     """
     from matplotlib.patches import Rectangle
 
-    from gazerad.data import read_bbox_list, read_labels
+    from gazerad.data import StudyFolder, read_bbox_list
     from gazerad.engine.runlog import new_figure, save_figure
     from gazerad.gaze.importers import load_reflacx
     from gazerad.io.xray import read_xray
 
     root = Path(studies)
-    labels = read_labels(root / "labels.csv")
+    folder = StudyFolder(root)
+    table = folder.table
+    labels = dict(zip(table.names, table.findings))
     boxes = read_bbox_list(root / "BBox_List_2017.csv")
     gaze = load_reflacx(root / "reflacx" / "main_data", strict=True)
     readings = {img: gaze[img] for img in gaze}
@@ -55,8 +58,8 @@ def study_preview(
         with_both = [i for i in labels if i in boxes and i in readings]
         image_id = with_both[0] if with_both else next(iter(labels))
     if image_id not in labels:
-        raise InputError(root / "labels.csv", f"image {image_id!r} is not in the study set")
-    image, meta = read_xray(root / "images" / image_id)
+        raise InputError(folder.labels_csv, f"image {image_id!r} is not in the study set")
+    image, meta = read_xray(folder.image_path(image_id))
     h, w = image.shape
 
     fig = new_figure((6.4, 6.4 * h / w + 0.5), dpi=dpi)

@@ -11,14 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gazerad.data.study import StudyFolder, find_image
 from gazerad.errors import InputError
 
 __all__ = ["prepare_images", "read_splits", "AttentionDataset"]
 
 PathLike = str | os.PathLike
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii.gz", ".nii", ".nrrd")
 
 
 def prepare_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -48,36 +46,21 @@ def _resize_maps(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def read_splits(studies: PathLike) -> dict[str, str]:
-    """Image id -> split (lower case) from ``studies/labels.csv``'s ``split`` column.
+    """``{Image Index: split}`` (lower case; ``train`` for an empty cell) from
+    ``studies/labels.csv``, read and checked by :class:`gazerad.data.study.StudyFolder`.
 
     Without a ``labels.csv`` (or without a ``split`` column) returns ``{}``;
     :class:`AttentionDataset` then holds out a fixed 20 % of the images by the CRC-32 of
     their id (our choice).
     """
-    from gazerad.data._table import read_rows
-
-    p = Path(studies) / "labels.csv"
-    if not p.is_file():
+    folder = StudyFolder(studies)
+    if not folder.has_labels or not folder.table.has_split:
         return {}
-    header, rows = read_rows(p, ["Image Index"])
-    if "split" not in header:
-        return {}
-    return {r["Image Index"].strip(): r["split"].strip().lower() for r in rows}
+    return folder.table.split_of()
 
 
 def _hash_split(image_id: str, holdout: float = 0.2) -> str:
     return "test" if (zlib.crc32(image_id.encode()) % 1000) < holdout * 1000 else "train"
-
-
-def _find_image(images_dir: Path, image_id: str) -> Path | None:
-    p = images_dir / image_id
-    if p.is_file():
-        return p
-    for sfx in _IMAGE_SUFFIXES:
-        q = images_dir / f"{image_id}{sfx}"
-        if q.is_file():
-            return q
-    return None
 
 
 class AttentionDataset(torch.utils.data.Dataset):
@@ -95,7 +78,8 @@ class AttentionDataset(torch.utils.data.Dataset):
         sigma: kernel in original-image pixels instead (overrides ``sigma_deg``; needed for
             gaze without a pixels-per-degree figure).
         images_dir: folder of the images (default ``studies/images``); an image id is
-            looked up as is, then with the usual suffixes.
+            looked up as is, then with each supported suffix
+            (:func:`gazerad.data.study.find_image`).
         gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
             ``load_gaze(studies)``).
         progress: tqdm bar while loading.
@@ -153,7 +137,7 @@ class AttentionDataset(torch.utils.data.Dataset):
         }
         images, targets, fixmaps, fixations, kept = [], [], [], [], []
         for image_id in tqdm(ids, desc=f"attention data ({part})", unit="image", disable=not progress):
-            path = _find_image(images_dir, image_id)
+            path = find_image(images_dir, image_id)
             if path is None:
                 self.skipped["no_image"] += 1
                 continue

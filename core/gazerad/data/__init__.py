@@ -1,8 +1,38 @@
-"""Readers for data-set tables: NIH ChestX-ray14 labels and boxes.
+"""Data-set tables and the study folder.
+
+* :mod:`gazerad.data.study`: the study folder (``labels.csv`` + ``images/``), its one
+  ``labels.csv`` reader, the supported image suffixes (from :mod:`gazerad.io.xray`), image
+  lookup and the image-id rules, used by the trainers, the server and the app.
+* :mod:`gazerad.data.nih`: NIH ChestX-ray14 boxes and ``Finding Labels`` tables.
 
 Gaze files (REFLACX and the other formats) are read by :mod:`gazerad.gaze.importers`.
 """
 
 from gazerad.data.nih import read_bbox_list, read_labels
+from gazerad.data.study import (
+    LabelsTable,
+    StudyFolder,
+    check_image_id,
+    find_image,
+    has_image_suffix,
+    image_id_of,
+    image_suffix,
+    image_suffixes,
+    is_study_folder,
+    read_labels_table,
+)
 
-__all__ = ["read_bbox_list", "read_labels"]
+__all__ = [
+    "read_bbox_list",
+    "read_labels",
+    "LabelsTable",
+    "StudyFolder",
+    "check_image_id",
+    "find_image",
+    "has_image_suffix",
+    "image_id_of",
+    "image_suffix",
+    "image_suffixes",
+    "is_study_folder",
+    "read_labels_table",
+]

@@ -2,7 +2,7 @@
 
 A study folder (``gazerad synth`` or the same layout of real data) has ``labels.csv`` with
 ``Image Index``, ``Finding Labels``, ``split`` and one 0/1 column per class, and the images
-under ``images/``. Pre-training reads every image once, resizes it to a square ``base``
+under ``images/`` (read and checked by :mod:`gazerad.data.study`). Pre-training reads every image once, resizes it to a square ``base``
 grid and keeps it in memory as a ``(N, 1, base, base)`` float tensor in ``[0, 1]``; the
 views are cut from that tensor, so an epoch costs no file I/O.
 
@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from gazerad.data._table import read_rows
-from gazerad.errors import InputError
+from gazerad.data.study import METADATA_COLUMNS, StudyFolder
 
 __all__ = ["StudyTable", "read_study_table", "load_image_tensor", "prepare_xray", "ViewAugment", "TwoViewDataset", "view_seed"]
 
-_FIXED = ("Image Index", "Finding Labels", "Patient ID", "View Position", "Width", "Height", "PixelSpacing", "split")
+_FIXED = METADATA_COLUMNS  # the non-class columns of labels.csv (kept for old imports)
 
 
 @dataclass
@@ -39,7 +38,7 @@ class StudyTable:
         root: study folder.
         ids: image ids (``Image Index``), in ``labels.csv`` order.
         paths: image files.
-        splits: ``train`` / ``validate`` / ``test`` per image.
+        splits: ``train`` / ``validate`` / ``test`` per image (lower case).
         classes: finding classes (the 0/1 columns of ``labels.csv``).
         labels: ``(N, C)`` int64 multi-hot labels.
     """
@@ -52,8 +51,9 @@ class StudyTable:
     labels: np.ndarray
 
     def subset(self, split: str | Sequence[str]) -> np.ndarray:
-        """Row indices whose split is ``split`` (or one of them)."""
-        want = {split} if isinstance(split, str) else set(split)
+        """``(M,)`` int64 row indices whose split is ``split`` (or one of them; compared
+        lower-cased, like :meth:`gazerad.data.study.LabelsTable.subset`), in file order."""
+        want = {split.lower()} if isinstance(split, str) else {s.lower() for s in split}
         return np.array([i for i, s in enumerate(self.splits) if s in want], dtype=np.int64)
 
     def targets(self, task: str = "multilabel") -> np.ndarray:
@@ -70,33 +70,16 @@ class StudyTable:
 
 
 def read_study_table(studies: str | os.PathLike) -> StudyTable:
-    """Read ``STUDIES/labels.csv`` (see module docstring); images must exist under ``images/``."""
-    root = Path(studies)
-    table = root / "labels.csv"
-    if not table.is_file():
-        raise InputError(root, "not a study folder: labels.csv is missing")
-    header, rows = read_rows(table, ["Image Index", "split"])
-    classes = [c for c in header if c not in _FIXED]
-    if not classes:
-        raise InputError(table, "no 0/1 class columns besides " + ", ".join(_FIXED))
-    if not rows:
-        raise InputError(table, "no images listed")
-    ids, paths, splits, labels = [], [], [], []
-    for i, r in enumerate(rows, start=1):
-        image = r["Image Index"].strip()
-        p = root / "images" / image
-        if not p.is_file():
-            raise InputError(table, f"image {image!r} not found at {p}", row=i)
-        try:
-            labels.append([int(float(r[c] or 0)) for c in classes])
-        except ValueError as exc:
-            raise InputError(table, f"class columns must be 0/1: {exc}", row=i) from None
-        ids.append(image)
-        paths.append(p)
-        splits.append(r["split"].strip() or "train")
-    if len(set(ids)) != len(ids):
-        raise InputError(table, "duplicate Image Index values")
-    return StudyTable(root, ids, paths, splits, classes, np.asarray(labels, dtype=np.int64))
+    """Read ``STUDIES/labels.csv`` (see module docstring); images must exist under ``images/``.
+
+    The table is read and checked by :class:`gazerad.data.study.StudyFolder` (the one reader:
+    safe unique ids, 0/1 classes); pre-training also needs a ``split`` column, at least one
+    class and one row, and every image file.
+    """
+    folder = StudyFolder(studies)
+    t = folder.table.require(split=True, classes=True, rows=True)
+    paths = folder.image_paths()
+    return StudyTable(folder.root, list(t.names), paths, list(t.splits), list(t.classes), t.labels.copy())
 
 
 def load_image_tensor(paths: Sequence[str | os.PathLike], size: int, progress: bool = False) -> torch.Tensor:

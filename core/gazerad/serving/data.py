@@ -9,7 +9,10 @@ kept as canonical JSON in ``<datastore>/labels/gaze/<image id>.json``
 (:class:`gazerad.gaze.store.GazeStore`).
 
 Image ids are MONAI Label's: the file name without its extension (``00000001_000`` for
-``00000001_000.png``); tables keyed by file name are matched either way.
+``00000001_000.png``); tables keyed by file name are matched either way. The suffixes, the
+id rule and the ``labels.csv`` reader are the study-folder layer's
+(:mod:`gazerad.data.study`); :data:`IMAGE_SUFFIXES` is its suffix list
+(:data:`gazerad.io.xray.SUPPORTED_SUFFIXES`), looked up on first use.
 """
 
 from __future__ import annotations
@@ -22,24 +25,23 @@ from typing import Any
 
 import numpy as np
 
+from gazerad.data.study import LABELS_CSV, find_image, has_image_suffix, image_id_of, image_suffixes, read_labels_table
 from gazerad.errors import InputError
 from gazerad.gaze.record import GazeCollection
 from gazerad.gaze.store import GazeStore, is_safe_id
 from gazerad.io.atomic import atomic_path
 
-__all__ = ["IMAGE_SUFFIXES", "DatastoreView", "is_safe_id", "image_id_of"]
+__all__ = ["IMAGE_SUFFIXES", "DatastoreView", "is_safe_id", "image_id_of"]  # noqa: F822 - IMAGE_SUFFIXES: module __getattr__
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".nii.gz", ".nii", ".nrrd")
 GAZE_TAG = "gaze"
 
 
-def image_id_of(name: str) -> str:
-    """``00000001_000.png`` -> ``00000001_000`` (the longest known suffix is removed)."""
-    low = name.lower()
-    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if low.endswith(s):
-            return name[: -len(s)]
-    return name
+def __getattr__(name: str) -> Any:
+    # IMAGE_SUFFIXES is gazerad.data.study.image_suffixes(): read from gazerad.io.xray on
+    # first use, so importing this module does not import MONAI
+    if name == "IMAGE_SUFFIXES":
+        return image_suffixes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -57,10 +59,11 @@ class DatastoreView:
 
     # ------------------------------------------------------------------ images
     def images(self) -> dict[str, Path]:
-        """``{image id: path}`` of every X-ray in the folder (sorted by id)."""
+        """``{image id: path}`` of every X-ray in the folder (sorted by file name): files with
+        a supported suffix whose image id passes :func:`is_safe_id` (the ids the app serves)."""
         out = {}
         for p in sorted(self.root.iterdir()):
-            if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES):
+            if p.is_file() and has_image_suffix(p.name) and is_safe_id(image_id_of(p.name)):
                 out.setdefault(image_id_of(p.name), p)
         return out
 
@@ -68,10 +71,9 @@ class DatastoreView:
         """Path of one image; :class:`InputError` for an unsafe or unknown id."""
         if not is_safe_id(image_id):
             raise InputError(None, f"invalid image id {image_id!r} (ids are file names without a path)")
-        for s in IMAGE_SUFFIXES:
-            p = self.root / f"{image_id}{s}"
-            if p.is_file():
-                return p
+        p = find_image(self.root, image_id, exact=False)
+        if p is not None:
+            return p
         raise InputError(None, f"unknown image id {image_id!r}: no such image in the datastore")
 
     # ------------------------------------------------------------------ tables
@@ -82,26 +84,17 @@ class DatastoreView:
         return None
 
     def labels(self) -> dict[str, Any]:
-        """``{"classes": [...], "labels": {id: 0/1 array}, "splits": {id: split}}`` from
-        ``labels.csv`` (empty when there is none)."""
-        from gazerad.data._table import read_rows
-
-        p = self._find("labels.csv")
+        """``{"classes": [...], "labels": {id: (C,) int64 0/1}, "splits": {id: split},
+        "source": path}`` from ``labels.csv`` (:func:`gazerad.data.study.read_labels_table`;
+        empty, ``source`` ``None``, when there is none). Keyed by image id."""
+        p = self._find(LABELS_CSV)
         if p is None:
             return {"classes": [], "labels": {}, "splits": {}, "source": None}
-        from gazerad.pretrain.data import _FIXED
-
-        header, rows = read_rows(p, ["Image Index"])
-        classes = [c for c in header if c not in _FIXED]
-        labels, splits = {}, {}
-        for i, r in enumerate(rows, start=1):
-            iid = image_id_of(r["Image Index"].strip())
-            try:
-                labels[iid] = np.asarray([int(float(r[c] or 0)) for c in classes], dtype=np.int64)
-            except ValueError as exc:
-                raise InputError(p, f"class columns must be 0/1: {exc}", row=i) from None
-            splits[iid] = (r.get("split") or "train").strip().lower() or "train"
-        return {"classes": classes, "labels": labels, "splits": splits, "source": str(p)}
+        t = read_labels_table(p)
+        rows = t.by_image_id()
+        labels = {iid: t.labels[i].copy() for iid, i in rows.items()}
+        splits = {iid: t.splits[i] for iid, i in rows.items()}
+        return {"classes": list(t.classes), "labels": labels, "splits": splits, "source": str(p)}
 
     def boxes(self) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
         """NIH boxes by image id (``{}`` without a ``BBox_List_2017.csv``)."""
@@ -147,7 +140,7 @@ class DatastoreView:
             link.unlink()  # re-pointed on every call (the datastore may have moved)
         if not link.exists():
             os.symlink(self.root.resolve(), link, target_is_directory=True)
-        with atomic_path(out / "labels.csv") as tmp, tmp.open("w", newline="") as fh:
+        with atomic_path(out / LABELS_CSV) as tmp, tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["Image Index", "split", *classes])
             for iid, p in imgs.items():

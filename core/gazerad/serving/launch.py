@@ -49,9 +49,12 @@ def find_app_dir() -> Path:
 
 
 def datastore_dir(studies: Path) -> Path:
-    """A ``gazerad synth`` study set is served from its ``images/`` folder; anything else as is."""
-    if (studies / "images").is_dir() and (studies / "labels.csv").is_file():
-        return studies / "images"
+    """A study set (``images/`` + ``labels.csv``, :func:`gazerad.data.study.is_study_folder`)
+    is served from its ``images/`` folder; anything else as is."""
+    from gazerad.data.study import StudyFolder, is_study_folder
+
+    if is_study_folder(studies):
+        return StudyFolder(studies).images_dir
     return studies
 
 
@@ -125,7 +128,9 @@ def run_serve(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{studies}: studies folder does not exist")
     else:
         studies = Path.cwd() / "studies" / "sample"
-        if not (studies / "labels.csv").is_file():
+        from gazerad.data.study import StudyFolder
+
+        if not StudyFolder(studies).has_labels:
             print(f"[gazerad serve] generating {args.n} sample studies in {studies} ...", flush=True)
             generate_studies(studies, n=args.n, seed=0, overwrite=True, progress=True)
     store = datastore_dir(studies)
