@@ -346,6 +346,22 @@ def test_training_is_seeded_and_cli_glue(study, tmp_path, capsys):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_killed_run_resumes_to_the_uninterrupted_weights(study, tmp_path):
+    from gazerad.attention import AttentionConfig
+
+    kw = dict(data=str(study), epochs=3, batch_size=4, image_size=SIZE, features=TINY, seed=2, device="cpu", progress=False)
+    train_attention(AttentionConfig(out=str(tmp_path / "full"), **kw))
+    full_hist = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["history"]
+    per_epoch = full_hist[0]["steps"]
+    train_attention(AttentionConfig(out=str(tmp_path / "cut"), max_steps=per_epoch, **kw))  # "killed" after epoch 1
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    res = train_attention(AttentionConfig(out=str(tmp_path / "cut"), **kw))
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3]
+    a = torch.load(tmp_path / "full" / "attention.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "attention.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same process, same CPU kernels: bit-identical
+
+
 def test_predict_attention_any_size_sums_to_one(trained, study):
     from gazerad.io.xray import read_xray
 

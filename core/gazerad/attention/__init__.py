@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from gazerad.attention.cache import AttentionCache
 from gazerad.attention.checkpoint import load_attention_model, model_fingerprint, save_attention_model
+from gazerad.attention.config import AttentionConfig
 from gazerad.attention.crop import (
     AttentionRandResizedCrop,
     AttentionRandResizedCropd,
@@ -27,10 +28,11 @@ from gazerad.attention.evaluation import centre_prior, evaluate_attention, fit_c
 from gazerad.attention.loss import attention_loss
 from gazerad.attention.network import DEFAULT_FEATURES, AttentionPredictor
 from gazerad.attention.predict import predict_attention
-from gazerad.attention.training import run_train_attention, train_attention
+from gazerad.attention.training import train_attention
 from gazerad.attention.transforms import PredictAttentiond
 
 __all__ = [
+    "AttentionConfig",
     "AttentionRandResizedCrop",
     "AttentionRandResizedCropd",
     "BoxMass",
@@ -50,5 +52,4 @@ __all__ = [
     "predict_attention",
     "AttentionCache",
     "PredictAttentiond",
-    "run_train_attention",
 ]

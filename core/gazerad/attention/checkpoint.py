@@ -14,63 +14,36 @@ import numpy as np
 import torch
 
 from gazerad.attention.network import AttentionPredictor, _device
-from gazerad.errors import InputError
+from gazerad.engine.checkpoint import load_model_file, save_model_file
 
 __all__ = ["save_attention_model", "load_attention_model", "model_fingerprint"]
 
 PathLike = str | os.PathLike
 
 
-_FORMAT = "gazerad-attention"
-
-
-_FORMAT_VERSION = 1
-
-
 def save_attention_model(model: AttentionPredictor, path: PathLike, metrics: Mapping[str, Any] | None = None) -> Path:
-    """Write ``{"format", "version", "config", "state_dict", "metrics"}`` to ``path`` atomically."""
-    from gazerad.io.atomic import atomic_path
-
-    payload = {
-        "format": _FORMAT,
-        "version": _FORMAT_VERSION,
-        "config": model.config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": _json_safe(dict(metrics)) if metrics is not None else None,
-    }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    """Write the model (:func:`gazerad.engine.checkpoint.save_model_file`, kind ``attention``:
+    ``config``, ``state_dict``, ``metrics``) to ``path`` atomically."""
+    return save_model_file(path, "attention", model.config, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           metrics=_json_safe(dict(metrics)) if metrics is not None else None)
 
 
 def load_attention_model(path: PathLike, device: str | torch.device | None = "cpu") -> AttentionPredictor:
     """Load a model written by :func:`train_attention` (a file, or a folder holding
-    ``attention.pt``), in eval mode on ``device``.
+    ``attention.pt``), in eval mode on ``device`` (``None``: CUDA when available).
 
     Raises:
         InputError: naming the file, when it is missing, unreadable, not a GazeRad attention
             model, or its weights do not fit its config.
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "attention.pt"
-    if not p.is_file():
-        raise InputError(p, "attention model file does not exist")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(p, f"cannot be read as a GazeRad attention model ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT or "state_dict" not in payload:
-        raise InputError(p, f"not a GazeRad attention model (no {_FORMAT!r} format tag)")
-    if not isinstance(payload.get("version"), int) or payload["version"] > _FORMAT_VERSION:
-        raise InputError(p, f"attention model format version {payload.get('version')} is newer than this GazeRad")
-    try:
-        model = AttentionPredictor(**payload["config"])
-        model.load_state_dict(payload["state_dict"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise InputError(p, f"attention model weights do not match its config ({exc})") from None
-    model.metrics = payload.get("metrics")  # type: ignore[assignment]
-    return model.to(_device(device)).eval()
+    def build(state: dict[str, Any]) -> AttentionPredictor:
+        model = AttentionPredictor(**state["config"])
+        model.load_state_dict(state["state_dict"])
+        return model
+
+    model, state = load_model_file(path, "attention", build, _device(device))
+    model.metrics = state.get("metrics")  # type: ignore[assignment]
+    return model
 
 
 def model_fingerprint(model: AttentionPredictor) -> str:

@@ -40,11 +40,11 @@ from gazerad.attention.evaluation import centre_prior, evaluate_attention, fit_c
 from gazerad.attention.loss import attention_loss
 from gazerad.attention.network import DEFAULT_FEATURES, AttentionPredictor
 from gazerad.attention.predict import predict_attention
-from gazerad.attention.training import run_train_attention, train_attention
+from gazerad.attention.training import train_attention
 from gazerad.attention.transforms import PredictAttentiond
 
 __all__ = [
     "DEFAULT_FEATURES", "AttentionPredictor", "attention_loss", "prepare_images", "read_splits", "AttentionDataset", "centre_prior",
     "fit_centre_prior", "saliency_scores", "evaluate_attention", "train_attention", "save_attention_model", "load_attention_model",
-    "model_fingerprint", "predict_attention", "AttentionCache", "PredictAttentiond", "run_train_attention",
+    "model_fingerprint", "predict_attention", "AttentionCache", "PredictAttentiond",
 ]

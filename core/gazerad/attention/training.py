@@ -1,13 +1,12 @@
-"""Training the attention predictor (:func:`train_attention`) and ``gazerad train-attention``."""
+"""Training the attention predictor (:func:`train_attention`; ``gazerad train-attention`` in :mod:`gazerad.cli.attention`)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,18 @@ import numpy as np
 import torch
 
 from gazerad.attention.checkpoint import _json_safe, save_attention_model
+from gazerad.attention.config import AttentionConfig
 from gazerad.attention.data import AttentionDataset
 from gazerad.attention.evaluation import _predict_dataset, centre_prior, fit_centre_prior, saliency_scores
 from gazerad.attention.loss import attention_loss
-from gazerad.attention.network import DEFAULT_FEATURES, AttentionPredictor, _device
+from gazerad.attention.network import AttentionPredictor, _device
 from gazerad.attention.plots import _plot_curve, _plot_overlay
+from gazerad.engine.handlers import CheckpointSaver, ProgressBar
+from gazerad.engine.loop import Events, TrainLoop
 from gazerad.engine.runtime import Runtime
 from gazerad.errors import InputError
 
-__all__ = ["train_attention", "run_train_attention"]
+__all__ = ["train_attention"]
 
 PathLike = str | os.PathLike
 
@@ -41,25 +43,7 @@ def _deterministic(seed: int) -> Iterator[None]:
 
 
 def train_attention(
-    studies: PathLike,
-    out: PathLike,
-    epochs: int = 30,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    input_size: int = 128,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    amp: bool | None = None,
-    progress: bool = True,
-    features: Sequence[int] = DEFAULT_FEATURES,
-    precision: str = "auto",
-    channels_last: bool | str = "auto",
-    weight_decay: float = 1e-4,
-    w_kl: float = 1.0,
-    w_cc: float = 1.0,
-    sigma_deg: float = 1.0,
-    n_overlay: int = 4,
-    gaze: Any = None,
+    cfg: AttentionConfig | PathLike, out: PathLike | None = None, *, gaze: Any = None, input_size: int | None = None, **settings: Any
 ) -> dict[str, Any]:
     """Train the attention predictor on a study folder; evaluate on its held-out images.
 
@@ -67,24 +51,15 @@ def train_attention(
     shuffled by a seeded generator: on the CPU the same ``seed`` gives bit-identical
     weights; CUDA runs use cuDNN's deterministic mode (identical in practice, not
     guaranteed by PyTorch for every kernel), and AMP there uses float16 with a grad scaler.
+    ``OUT/checkpoint.pt`` is written after every epoch; a run started again with the same
+    ``out`` resumes from it and ends with the same weights as an uninterrupted run.
 
     Args:
-        studies: study folder (see :class:`AttentionDataset`).
-        out: output folder (created; files replaced atomically).
-        epochs, batch_size, lr, weight_decay: optimisation.
-        input_size: model side ``S`` (multiple of 16).
-        seed: seed of initialisation and shuffling.
-        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        amp: ``False`` forces float32 (same as ``precision="fp32"``).
-        precision, channels_last: :class:`gazerad.engine.Runtime` switches (default: bf16
-            autocast on CPUs with native bf16, fp16 on CUDA; channels-last).
-        progress: tqdm bars.
+        cfg: an :class:`AttentionConfig`, or the study folder (see :class:`AttentionDataset`)
+            with ``out`` and the config's other fields as keywords (``input_size`` is
+            ``image_size``'s former name).
         gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
-            ``load_gaze(studies)``), e.g. gaze uploaded to the server.
-        features: ``BasicUNet`` features.
-        w_kl, w_cc: loss weights.
-        sigma_deg: heatmap kernel in degrees.
-        n_overlay: held-out images shown in ``overlay.png``.
+            ``load_gaze(cfg.data)``), e.g. gaze uploaded to the server.
 
     Returns:
         ``{"heldout": {cc, kl, nss, auc_judd, sim, loss, n}, "centre_prior": {...},
@@ -95,81 +70,76 @@ def train_attention(
     Raises:
         InputError: no training image with gaze.
     """
-    from tqdm.auto import tqdm
-
     from gazerad.gaze.importers import load_gaze
     from gazerad.io.atomic import atomic_write_text
 
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    if not isinstance(cfg, AttentionConfig):
+        if input_size is not None:
+            settings["image_size"] = input_size
+        cfg = AttentionConfig(data=str(cfg), out=str(out), **settings)
     t0 = time.perf_counter()
-    studies, out = Path(studies), Path(out)
-    dev = _device(device)
-    rt = Runtime(dev, "fp32" if amp is False else precision, channels_last)
+    studies, out = Path(cfg.data), Path(cfg.out)
+    dev = _device(cfg.device)
+    rt = Runtime(dev, cfg.precision if cfg.amp else "fp32", cfg.channels_last)
+    size = cfg.image_size
     if gaze is None:
         gaze = load_gaze(studies)
-    kw = dict(input_size=input_size, sigma_deg=sigma_deg, gaze=gaze, progress=progress)
+    kw = dict(input_size=size, sigma_deg=cfg.sigma_deg, gaze=gaze, progress=cfg.progress)
     train_ds = AttentionDataset(studies, part="train", **kw)
     held_ds = AttentionDataset(studies, part="heldout", **kw)
     if len(train_ds) == 0:
         raise InputError(studies, "no training images with gaze (split 'train' in labels.csv)")
-    config = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "input_size": input_size, "features": list(features), "seed": seed, "device": str(dev),
-        **rt.describe(), "w_kl": w_kl, "w_cc": w_cc, "sigma_deg": sigma_deg, "studies": str(studies),
-    }
-    history: list[dict[str, Any]] = []
-    with _deterministic(seed):
-        model = rt.model(AttentionPredictor(input_size, features))
-        gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen)
-        opt = rt.optimizer("AdamW", model.parameters(), lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
-        scaler = rt.scaler()
-        bar = tqdm(total=epochs * len(loader), desc="train-attention", unit="step", disable=not progress)
-        try:
-            for epoch in range(1, epochs + 1):
-                model.train()
-                tot, n = 0.0, 0
-                for batch in loader:
-                    x, t = rt.batch(batch["image"]), batch["target"].to(dev)
-                    opt.zero_grad(set_to_none=True)
-                    with rt.autocast():
-                        logits = model(x)
-                    loss = attention_loss(logits.float(), t, w_kl, w_cc)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.step()
-                    tot += float(loss.detach()) * len(x)
-                    n += len(x)
-                    bar.update(1)
-                row: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(n, 1)}
-                if len(held_ds):
-                    # held-out metrics in float32 whatever the training precision (comparable across runs)
-                    maps, losses = _predict_dataset(model, held_ds, 2 * batch_size, dev)
-                    row["heldout_loss"] = float(losses.mean())
-                    row.update(saliency_scores(maps, held_ds.targets[:, 0].numpy(), held_ds.fixmaps[:, 0].numpy()))
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", cc=f"{row['cc']:.3f}")
-                else:
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}")
-                history.append(row)
-        finally:
-            bar.close()
+    config = {**cfg.to_dict(), "input_size": size, "device": str(dev), **rt.describe(), "studies": str(studies)}
+    out.mkdir(parents=True, exist_ok=True)
+    with _deterministic(cfg.seed):
+        model = rt.model(AttentionPredictor(size, cfg.features))
+        # the epoch's order is a function of (seed, epoch): nothing to carry across a resume
+        sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
+        loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
+        opt = rt.optimizer("AdamW", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * len(loader))
+
+        def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            with rt.autocast():
+                logits = model(rt.batch(batch["image"]))
+            return {"loss": attention_loss(logits.float(), batch["target"].to(dev), cfg.w_kl, cfg.w_cc)}
+
+        def epoch_completed(lp: TrainLoop) -> None:
+            row = lp.state.history[-1]
+            row["train_loss"] = row.pop("loss")
+            if len(held_ds):
+                # held-out metrics in float32 whatever the training precision (comparable across runs)
+                maps, losses = _predict_dataset(model, held_ds, 2 * cfg.batch_size, dev)
+                row["heldout_loss"] = float(losses.mean())
+                row.update(saliency_scores(maps, held_ds.targets[:, 0].numpy(), held_ds.fixmaps[:, 0].numpy()))
+            model.train()
+
+        loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps)
+        saver = CheckpointSaver(out / "checkpoint.pt", "attention", model, cfg.to_dict(), ("image_size", "features"))
+        saver.resume(loop, dev)
+
+        def epoch_started(lp: TrainLoop) -> None:
+            sampler.set_epoch(lp.state.epoch - 1)
+            model.train()
+
+        loop.on(Events.EPOCH_STARTED, epoch_started)
+        loop.on(Events.EPOCH_COMPLETED, epoch_completed)
+        loop.add(ProgressBar(lambda lp: f"train-attention epoch {lp.state.epoch}/{cfg.epochs}", cfg.progress), saver)
+        history = loop.run(loader).history
     model = model.cpu().eval()
     sigma_xy = fit_centre_prior(train_ds.targets)
-    prior = centre_prior((input_size, input_size), sigma_xy)
+    prior = centre_prior((size, size), sigma_xy)
     heldout: dict[str, Any] = {"n": len(held_ds)}
     base: dict[str, Any] = {"n": len(held_ds), "sigma_xy": list(sigma_xy)}
-    maps = np.zeros((0, input_size, input_size), np.float32)
+    maps = np.zeros((0, size, size), np.float32)
     if len(held_ds):
         last = history[-1]
         heldout.update({k: last[k] for k in ("cc", "kl", "nss", "auc_judd", "sim")}, loss=last["heldout_loss"])
-        maps, _ = _predict_dataset(model, held_ds, 2 * batch_size, torch.device("cpu"))
+        maps, _ = _predict_dataset(model, held_ds, 2 * cfg.batch_size, torch.device("cpu"))
         pri = np.broadcast_to(prior, maps.shape)
         base.update(saliency_scores(pri, held_ds.targets[:, 0].numpy(), held_ds.fixmaps[:, 0].numpy()))
         lp = torch.log(torch.from_numpy(np.ascontiguousarray(pri)).clamp_min(1e-30))[:, None]
-        base["loss"] = float(attention_loss(lp, held_ds.targets, w_kl, w_cc))
+        base["loss"] = float(attention_loss(lp, held_ds.targets, cfg.w_kl, cfg.w_cc))
     files = {k: str(out / f) for k, f in
              (("model", "attention.pt"), ("metrics", "metrics.json"), ("curve", "curve.png"), ("overlay", "overlay.png"))}
     result = {
@@ -178,32 +148,9 @@ def train_attention(
         "config": config, "seconds": time.perf_counter() - t0, "files": files,
     }
     result = _json_safe(result)
-    out.mkdir(parents=True, exist_ok=True)
     save_attention_model(model, files["model"], metrics=result)
     atomic_write_text(files["metrics"], json.dumps(result, indent=2) + "\n")
     _plot_curve(history, base, files["curve"])
     _plot_overlay(held_ds if len(held_ds) else train_ds, maps if len(held_ds) else None, prior, model,
-                  files["overlay"], n_overlay)
+                  files["overlay"], cfg.n_overlay)
     return result
-
-
-def run_train_attention(args: argparse.Namespace) -> int:
-    """Run ``gazerad train-attention``: train, then print held-out metrics vs the centre prior."""
-    r = train_attention(
-        args.studies, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        input_size=args.size, seed=args.seed, device=args.device, progress=not args.quiet,
-        precision=getattr(args, "precision", None) or "auto",
-    )
-    print(f"trained on {r['n_train']} images, {r['config']['epochs']} epochs, {r['seconds']:.1f} s")
-    if r["n_heldout"]:
-
-        def fmt(v: Any) -> str:
-            return f"{v:9.3f}" if isinstance(v, (int, float)) else f"{'n/a':>9}"
-
-        print(f"held-out ({r['n_heldout']} images)   {'CC':>9}{'KL':>9}{'NSS':>9}{'AUC-Judd':>9}")
-        for name, m in (("attention model", r["heldout"]), ("centre prior", r["centre_prior"])):
-            print(f"  {name:<22}{''.join(fmt(m.get(k)) for k in ('cc', 'kl', 'nss', 'auc_judd'))}")
-    else:
-        print("no held-out images with gaze: no metrics")
-    print(f"wrote {', '.join(r['files'].values())}")
-    return 0

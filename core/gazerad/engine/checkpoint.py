@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ import torch
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "restore_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "restore_checkpoint", "rng_state", "set_rng_state",
+           "MODEL_FORMAT", "save_model_file", "load_model_file"]
 
 FORMAT = "gazerad-checkpoint"
 VERSION = 1
@@ -99,3 +100,51 @@ def restore_checkpoint(state: Mapping[str, Any], model: torch.nn.Module, optimiz
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return state["epoch"], state["step"], state["history"], dict(state.get("extra") or {})
+
+
+# ---------------------------------------------------------------------- model files
+MODEL_FORMAT = "gazerad-model"
+# the tag files of each kind carried before the shared model format (None: no tag at all)
+_LEGACY_FORMATS = {"attention": "gazerad-attention", "encoder": None, "kacl": None}
+_LABELS = {"kacl": "KACL"}  # how messages name a kind
+
+
+def save_model_file(path: str | os.PathLike, kind: str, config: Mapping[str, Any], **payload: Any) -> Path:
+    """A trained model's file (``encoder.pt``, ``kacl.pt``, ``attention.pt``): ``payload``
+    (state dicts under the kind's names, metadata) with its kind and config, written atomically."""
+    state = {"format": MODEL_FORMAT, "version": VERSION, "kind": kind, "config": dict(config), **payload}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_model_file(path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module],
+                    device: torch.device | str | None = "cpu", hint: str = "") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``(build(state) on device in eval mode, state)`` for a file written by :func:`save_model_file`
+    (or the folder holding ``<kind>.pt``); files of earlier GazeRad versions (no format tag) load too.
+
+    Raises:
+        InputError: naming the file: missing (with ``hint``), unreadable, another kind, or
+            weights that do not fit the network ``build`` makes.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / f"{kind}.pt"
+    if not p.is_file():
+        raise InputError(p, f"{_LABELS.get(kind, kind)} model not found" + (f" ({hint})" if hint else ""))
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(p, f"cannot be read as a GazeRad {_LABELS.get(kind, kind)} model ({type(exc).__name__}: {exc})") from None
+    fmt = state.get("format") if isinstance(state, dict) else "?"
+    if fmt not in (MODEL_FORMAT, _LEGACY_FORMATS.get(kind, MODEL_FORMAT)) or (fmt == MODEL_FORMAT and state.get("kind") != kind):
+        raise InputError(p, f"not a GazeRad {_LABELS.get(kind, kind)} model (format {fmt!r}, kind {state.get('kind') if isinstance(state, dict) else None!r})")
+    version = state.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise InputError(p, f"{kind} model format version {state.get('version')} is newer than this GazeRad")
+    try:
+        module = build(state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(p, f"{kind} model weights do not match its config ({exc})") from None
+    dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    return module.to(dev).eval(), state

@@ -1,8 +1,9 @@
 """KACL: radiomics of the Grad-CAM region as the positive view (feedback-loop training)."""
 
+from .config import KACLConfig
 from .evaluate import evaluate_kacl, localize_images
 from .model import KACLModel, ProjectionHead, RadiomicsEncoder
-from .trainer import KACLConfig, cam_classes, load_kacl, refresh_radiomics, train_kacl
+from .trainer import cam_classes, load_kacl, refresh_radiomics, train_kacl
 
 __all__ = [
     "KACLConfig",

@@ -26,11 +26,8 @@ the images and the cache is summed across ranks.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,64 +36,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from gazerad.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from gazerad.engine.runlog import save_loss_curve
-from gazerad.engine.runtime import Runtime, seed_everything, setup_distributed
+from gazerad.engine.checkpoint import load_model_file, save_model_file
+from gazerad.engine.handlers import CheckpointSaver, EpochPrinter, ProgressBar, RunSummary, TensorBoardLogger
+from gazerad.engine.loop import Events, TrainLoop
+from gazerad.engine.run import start_run, training_rows
 from gazerad.errors import InputError
-from gazerad.io.atomic import atomic_path, atomic_write_text
+from gazerad.kacl.config import KACLConfig
 
 __all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn"]
-
-
-@dataclass
-class KACLConfig:
-    """A KACL (or supervised baseline) run; CLI flags have these names."""
-
-    data: str
-    out: str
-    method: str = "kacl"  # kacl | supervised
-    backbone: str = "densenet121"
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 32  # global batch
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    labelled_fraction: float = 1.0
-    temperature: float = 0.5
-    w_cls: float = 0.7
-    w_con: float = 0.3
-    proj_dim: int = 64
-    dropout: float = 0.1
-    refresh_every: int | None = None  # steps; None = every epoch
-    cam_method: str = "gradcam"
-    cam_layer: str | None = None  # default: the backbone's last block
-    cam_threshold: float = 0.5
-    blur: int = 5
-    bin_width: float = 8.0  # on intensities scaled to 0..255
-    radiomics_backend: str = "torch"
-    splits: tuple[str, ...] = ("train",)
-    seed: int = 0
-    amp: bool = True  # False forces precision fp32
-    precision: str = "auto"  # gazerad.engine.Runtime: bf16 on CPUs with native bf16, fp16 on CUDA
-    channels_last: bool | str = "auto"
-    device: str | None = None
-    progress: bool = True
-    max_steps: int | None = None
-    init_encoder: str | None = None  # encoder.pt of `gazerad pretrain`: backbone initialisation (fine-tuning)
-
-    def __post_init__(self) -> None:
-        if self.method not in ("kacl", "supervised"):
-            raise ValueError(f"method must be 'kacl' or 'supervised', got {self.method!r}")
-        if not 0.0 < self.labelled_fraction <= 1.0:
-            raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
-        if self.epochs < 1 or self.batch_size < 2 or self.image_size < 32:
-            raise ValueError("need epochs >= 1, batch_size >= 2, image_size >= 32")
-        if self.radiomics_backend not in ("torch", "pyradiomics"):
-            raise ValueError(f"radiomics_backend must be torch or pyradiomics, got {self.radiomics_backend!r}")
-        self.splits = (self.splits,) if isinstance(self.splits, str) else tuple(self.splits)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class _TrainForward(torch.nn.Module):
@@ -203,34 +150,23 @@ def precise_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 64, de
 
 def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) KACL / supervised training; returns ``{"history", "model", "seconds"}``."""
-    from torch.utils.data import DataLoader, TensorDataset
-    from torch.utils.data.distributed import DistributedSampler
-    from tqdm.auto import tqdm
+    from torch.utils.data import TensorDataset
 
     from gazerad.kacl.model import KACLModel
-    from gazerad.pretrain.data import load_image_tensor, read_study_table
+    from gazerad.pretrain.data import load_image_tensor
     from gazerad.radiomics import FeatureStandardizer, RadiomicsExtractor
     from gazerad.ssl import MultiPositiveNTXentLoss
 
     cfg = cfg if isinstance(cfg, KACLConfig) else KACLConfig(**cfg)
-    rank, world, dev = setup_distributed(cfg.device)
-    rt = Runtime(dev, cfg.precision if cfg.amp else "fp32", cfg.channels_last)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} ranks")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    table = read_study_table(cfg.data)
-    rows = table.subset(cfg.splits)
-    if len(rows) < cfg.batch_size:
-        raise InputError(cfg.data, f"{len(rows)} images in splits {list(cfg.splits)}, fewer than one batch of {cfg.batch_size}")
-    images = load_image_tensor([table.paths[i] for i in rows], cfg.image_size, progress=cfg.progress and rank == 0)
+    run = start_run(cfg)
+    rt, dev, rank, world = run.runtime, run.device, run.rank, run.world
+    table, rows = training_rows(cfg)
+    images = load_image_tensor([table.paths[i] for i in rows], cfg.image_size, progress=cfg.progress and run.is_main)
     labels = torch.from_numpy(table.labels[rows]).float()
     n = len(rows)
     rng = np.random.default_rng(cfg.seed)
-    n_lab = max(1, int(round(cfg.labelled_fraction * n)))
     labelled = torch.zeros(n, dtype=torch.bool)
-    labelled[torch.from_numpy(rng.permutation(n)[:n_lab])] = True
+    labelled[torch.from_numpy(rng.permutation(n)[: max(1, int(round(cfg.labelled_fraction * n)))])] = True
 
     use_rad = cfg.method == "kacl"
     extractor = RadiomicsExtractor(cfg.radiomics_backend, bin_width=cfg.bin_width, device=dev if cfg.radiomics_backend == "torch" else None)
@@ -244,45 +180,20 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         model.backbone.load_state_dict(enc.state_dict())
     rt.model(model)
     opt = rt.optimizer("AdamW", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ds = TensorDataset(torch.arange(n))
-    local = cfg.batch_size // world
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(ds, batch_size=local, sampler=sampler, drop_last=True)
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.epochs
+    loader, sampler = run.loader(TensorDataset(torch.arange(n)), cfg.batch_size, cfg.seed)
+    total = len(loader) * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
-    scaler = rt.scaler()
     ntxent = MultiPositiveNTXentLoss(cfg.temperature)
-
     raw = torch.zeros(n, len(extractor.names))
     standardizer = FeatureStandardizer()
-    start_epoch, step, history = 0, 0, []
-    ckpt = out / "checkpoint.pt"
-    state = load_checkpoint(ckpt, "kacl", dev, {"method": cfg.method, "backbone": cfg.backbone})
-    if state is not None:
-        start_epoch, step, history, extra = restore_checkpoint(state, model, opt, sched, scaler)
-        raw, labelled = extra["radiomics"], extra["labelled"]
-        if rank == 0 and cfg.progress:
-            print(f"resuming {cfg.method} from {ckpt} at epoch {start_epoch}/{cfg.epochs}")
+    secs = {"cam_seconds": 0.0, "radiomics_seconds": 0.0}
 
-    # every forward goes through one module, so DDP synchronises all gradients (image and
-    # radiomics branches); the supervised baseline leaves the projection heads unused
-    net: torch.nn.Module = _TrainForward(model)
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                                        find_unused_parameters=not use_rad)
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-
-    def refresh(whole: bool) -> dict[str, float]:
+    def refresh(whole: bool) -> None:
         nonlocal raw
         if not whole:
             precise_bn(model, images, device=dev)
         mine = torch.arange(rank, n, world)
-        feats, secs = refresh_radiomics(model, images[mine], extractor, labels[mine], labelled[mine], whole_image=whole,
+        feats, took = refresh_radiomics(model, images[mine], extractor, labels[mine], labelled[mine], whole_image=whole,
                                         cam_method=cfg.cam_method, threshold=cfg.cam_threshold, blur=cfg.blur, device=dev)
         new = torch.zeros(n, feats.shape[1])
         new[mine] = feats
@@ -292,84 +203,71 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             new = new.cpu()
         raw = new
         standardizer.fit(raw.double().numpy(), extractor.names)
-        return secs
-
-    t0 = time.perf_counter()
-    stop = False
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        te = time.perf_counter()
-        secs = {"cam_seconds": 0.0, "radiomics_seconds": 0.0}
-        if use_rad:
-            s = refresh(whole=epoch == 0)
-            secs = {k: secs[k] + s[k] for k in secs}
+        for k in secs:
+            secs[k] += took[k]
         model.train()
-        cls_l, con_l, tot_l = [], [], []
-        bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0), leave=False)
-        for (idx,) in bar:
-            if use_rad and cfg.refresh_every and step > 0 and step % cfg.refresh_every == 0 and epoch > 0:
-                s = refresh(whole=False)
-                secs = {k: secs[k] + s[k] for k in secs}
-                model.train()
-            x = rt.batch(images[idx])
-            y = labels[idx].to(dev)
-            lab = labelled[idx].to(dev)
-            with rt.autocast():  # the networks; the losses below run in float32
-                if use_rad:
-                    r = standardizer.transform(raw[idx].double()).float().to(dev)
-                    logits, z_img, z_rad = net(x, r)
-                else:
-                    logits, _, _ = net(x)
-            con = ntxent(z_img, z_rad) if use_rad else torch.zeros((), device=dev)
-            per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(1)
-            cls = (per * lab).sum() / lab.sum().clamp(min=1)
-            loss = (cfg.w_cls * cls + cfg.w_con * con) if use_rad else cls
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            cls_l.append(float(cls.detach()))
-            con_l.append(float(con.detach()))
-            tot_l.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{tot_l[-1]:.4f}")
-            if writer is not None:
-                writer.add_scalar("loss/step", tot_l[-1], step)
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                stop = True
-                break
-        entry = {
-            "epoch": epoch + 1, "loss": float(np.mean(tot_l)) if tot_l else float("nan"),
-            "bce": float(np.mean(cls_l)) if cls_l else float("nan"), "contrastive": float(np.mean(con_l)) if con_l else float("nan"),
-            "steps": step, "epoch_seconds": time.perf_counter() - te, **secs,
-        }
-        history.append(entry)
-        if rank == 0:
-            writer.add_scalar("loss/epoch", entry["loss"], epoch + 1)
-            save_checkpoint(ckpt, "kacl", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
-                            history=history, config=cfg.to_dict(), extra={"radiomics": raw, "labelled": labelled})
-            if cfg.progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {entry['loss']:.4f} (bce {entry['bce']:.4f}, con {entry['contrastive']:.4f})"
-                      f"  {entry['epoch_seconds']:.1f} s, radiomics {entry['radiomics_seconds']:.1f} s", flush=True)
-        if stop:
-            break
-    precise_bn(model, images, device=dev)
-    result: dict[str, Any] = {"history": history, "seconds": time.perf_counter() - t0, "steps": step}
-    if rank == 0:
-        writer.close()
-        path = out / "kacl.pt"
-        with atomic_path(path) as tmp:
-            torch.save({"model": model.state_dict(), "classes": list(table.classes), "config": cfg.to_dict(),
-                        "feature_names": list(extractor.names), "standardizer": standardizer.state_dict()}, tmp)
-        atomic_write_text(out / "history.json", json.dumps({"config": cfg.to_dict(), "runtime": rt.describe(), "history": history}, indent=1))
-        if history:
-            save_loss_curve(history, out / "loss.png", f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}")
-        result["model"] = str(path)
-    if dist.is_initialized():
-        dist.barrier()
+
+    net: torch.nn.Module = _TrainForward(model)  # one module for every forward: DDP synchronises both branches
+
+    def step(batch: tuple[torch.Tensor]) -> dict[str, torch.Tensor]:
+        (idx,) = batch
+        x, y, lab = rt.batch(images[idx]), labels[idx].to(dev), labelled[idx].to(dev)
+        with rt.autocast():  # the networks; the losses below run in float32
+            if use_rad:
+                logits, z_img, z_rad = net(x, standardizer.transform(raw[idx].double()).float().to(dev))
+            else:
+                logits, _, _ = net(x)
+        con = ntxent(z_img, z_rad) if use_rad else torch.zeros((), device=dev)
+        per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(1)
+        cls = (per * lab).sum() / lab.sum().clamp(min=1)
+        return {"loss": (cfg.w_cls * cls + cfg.w_con * con) if use_rad else cls, "bce": cls, "contrastive": con}
+
+    loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps, world=world)
+    saver = CheckpointSaver(run.out / "checkpoint.pt", "kacl", model, cfg.to_dict(), ("method", "backbone"),
+                            extra=lambda: {"radiomics": raw, "labelled": labelled}, save=run.is_main)
+    extra = saver.resume(loop, dev)
+    if extra is not None:
+        raw, labelled = extra["radiomics"], extra["labelled"]
+        if run.is_main and cfg.progress:
+            print(f"resuming {cfg.method} from {saver.path} at epoch {loop.state.epoch}/{cfg.epochs}")
+    net = run.ddp(net, find_unused_parameters=not use_rad)
+
+    def epoch_started(lp: TrainLoop) -> None:
+        sampler.set_epoch(lp.state.epoch - 1)
+        secs.update(cam_seconds=0.0, radiomics_seconds=0.0)
+        if use_rad:
+            refresh(whole=lp.state.epoch == 1)  # the first epoch's ROI is the whole image: an untrained CAM is noise
+        model.train()
+
+    def iteration_started(lp: TrainLoop) -> None:
+        s = lp.state
+        if use_rad and cfg.refresh_every and s.iteration > 0 and s.iteration % cfg.refresh_every == 0 and s.epoch > 1:
+            refresh(whole=False)
+
+    def epoch_completed(lp: TrainLoop) -> None:
+        row = lp.state.history[-1]
+        row.pop("seconds")
+        row.update(epoch_seconds=lp.state.epoch_seconds, **secs)
+
+    loop.on(Events.EPOCH_STARTED, epoch_started)
+    loop.on(Events.ITERATION_STARTED, iteration_started)
+    loop.on(Events.EPOCH_COMPLETED, epoch_completed)
+    loop.add(ProgressBar(lambda lp: f"{cfg.method} epoch {lp.state.epoch}/{cfg.epochs}", cfg.progress and run.is_main))
+    if run.is_main:
+        def line(lp: TrainLoop) -> str:
+            e = lp.state.history[-1]
+            return (f"epoch {e['epoch']}/{cfg.epochs}  loss {e['loss']:.4f} (bce {e['bce']:.4f}, con {e['contrastive']:.4f})"
+                    f"  {e['epoch_seconds']:.1f} s, radiomics {e['radiomics_seconds']:.1f} s")
+
+        loop.add(TensorBoardLogger(run.out / "tb"), saver, EpochPrinter(line, cfg.progress),
+                 RunSummary(run.out, cfg.to_dict(), rt.describe(), f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}"))
+    loop.on(Events.COMPLETED, lambda lp: precise_bn(model, images, device=dev))
+    state = loop.run(loader)
+    result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration}
+    if run.is_main:
+        result["model"] = str(save_model_file(run.out / "kacl.pt", "kacl", cfg.to_dict(), model=model.state_dict(), classes=list(table.classes),
+                                              feature_names=list(extractor.names), standardizer=standardizer.state_dict()))
+    run.barrier()
     return result
 
 
@@ -377,17 +275,12 @@ def load_kacl(path: str | Path, device: str | torch.device = "cpu") -> tuple[tor
     """``kacl.pt`` (or its folder) -> ``(KACLModel in eval mode, state without weights)``."""
     from gazerad.kacl.model import KACLModel
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "kacl.pt"
-    if not p.is_file():
-        raise InputError(p, "KACL model not found (run 'gazerad train-kacl' first)")
-    try:
-        state = torch.load(p, map_location=device, weights_only=True)
+    def build(state: dict[str, Any]) -> torch.nn.Module:
         c = state["config"]
         model = KACLModel(len(state["classes"]), len(state["feature_names"]), c["backbone"], c["proj_dim"], c["dropout"], c.get("cam_layer"))
         model.load_state_dict(state["model"])
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(p, f"not a GazeRad KACL model: {exc}") from None
+        return model
+
+    model, state = load_model_file(path, "kacl", build, device, "run 'gazerad train-kacl' first")
     state.pop("model")
-    return model.to(device).eval(), state
+    return model, state

@@ -2,7 +2,8 @@
 
 - :mod:`~gazerad.pretrain.data`: study tables, in-memory images, the two-view dataset.
 - :mod:`~gazerad.pretrain.frameworks`: SimCLR, MoCo v2, BYOL, SimSiam modules.
-- :mod:`~gazerad.pretrain.trainer`: :func:`pretrain`, :class:`PretrainConfig`, config files.
+- :mod:`~gazerad.pretrain.config`: :class:`PretrainConfig`, config files.
+- :mod:`~gazerad.pretrain.trainer`: :func:`pretrain`.
 - :mod:`~gazerad.pretrain.evaluate`: linear probe, k-NN and fine-tune evaluation.
 """
 
@@ -12,9 +13,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "PretrainConfig": "trainer",
+    "PretrainConfig": "config",
     "pretrain": "trainer",
-    "load_config": "trainer",
+    "load_config": "config",
     "load_encoder": "trainer",
     "build_framework": "frameworks",
     "TwoViewDataset": "data",

@@ -90,6 +90,7 @@ def _fit_sklearn(task: str, protocol: str, xtr: np.ndarray, ytr: np.ndarray, xte
 
 def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr: np.ndarray, xte: torch.Tensor,
               n_out: int, size: int, epochs: int, seed: int, device: str | torch.device, precision: str = "auto") -> np.ndarray:
+    from gazerad.engine.loop import Events, TrainLoop
     from gazerad.engine.runtime import Runtime
     from gazerad.pretrain.data import ViewAugment
 
@@ -103,21 +104,25 @@ def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr
     y = torch.as_tensor(ytr, dtype=torch.float32 if task == "multilabel" else torch.long)
     aug = ViewAugment(blur_p=0.0, solarize_p=0.0, jitter=0.1)
     rng = np.random.RandomState(seed)
-    for _ in range(epochs):
-        model.train()
-        for s in torch.randperm(len(xtr)).split(16):
-            if len(s) < 2:
-                continue
-            x = torch.stack([aug(xtr[i], rng) for i in s.tolist()])
-            x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] != size else x
-            with rt.autocast():
-                logits = model(rt.batch(x)).float()
-            loss = (F.binary_cross_entropy_with_logits(logits, y[s].to(device)) if task == "multilabel"
-                    else F.cross_entropy(logits, y[s].to(device)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+
+    class _Batches:  # a fresh shuffle of the training indices per epoch, batches of 16 (a last one of 1 is skipped)
+        def __len__(self) -> int:
+            return sum(len(s) >= 2 for s in torch.arange(len(xtr)).split(16))
+
+        def __iter__(self):  # noqa: ANN204
+            return (s for s in torch.randperm(len(xtr)).split(16) if len(s) >= 2)
+
+    def step(s: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.stack([aug(xtr[i], rng) for i in s.tolist()])
+        x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] != size else x
+        with rt.autocast():
+            logits = model(rt.batch(x)).float()
+        target = y[s].to(device)
+        return {"loss": F.binary_cross_entropy_with_logits(logits, target) if task == "multilabel" else F.cross_entropy(logits, target)}
+
+    loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=epochs)
+    loop.on(Events.EPOCH_STARTED, lambda lp: model.train())
+    loop.run(_Batches())
     feats = extract_features(model, xte, size, device=device)
     return 1 / (1 + np.exp(-feats)) if task == "multilabel" else torch.softmax(torch.from_numpy(feats), 1).numpy()
 

@@ -1,0 +1,43 @@
+"""Settings of an attention-predictor run (:func:`gazerad.attention.train_attention`, ``gazerad train-attention``, server jobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gazerad.attention.network import DEFAULT_FEATURES
+from gazerad.engine.config import RunConfig, setting
+from gazerad.pretrain.config import PRECISION_HELP
+
+__all__ = ["AttentionConfig"]
+
+
+@dataclass
+class AttentionConfig(RunConfig):
+    """Training the FocusContrast attention predictor on gaze heatmaps."""
+
+    data: str = setting(help="study folder (images/, labels.csv with a split column, gaze)")
+    out: str = setting(help="output folder: attention.pt, metrics.json, curve.png, overlay.png")
+    epochs: int = setting(30, "epochs")
+    batch_size: int = setting(8, "batch size")
+    lr: float = setting(1e-3, "AdamW learning rate (cosine decay)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    image_size: int = setting(128, "model input side, a multiple of 16")
+    features: tuple[int, ...] = setting(DEFAULT_FEATURES, "BasicUNet features")
+    w_kl: float = setting(1.0, "weight of the KL term")
+    w_cc: float = setting(1.0, "weight of the (1 - CC) term")
+    sigma_deg: float = setting(1.0, "gaze heatmap kernel in degrees of visual angle")
+    n_overlay: int = setting(4, "held-out images shown in overlay.png")
+    seed: int = setting(0, "seed of initialisation and shuffling")
+    amp: bool = setting(True, "False forces precision fp32")
+    precision: str = setting("auto", PRECISION_HELP)
+    channels_last: bool | str = setting("auto", "channels-last memory format: auto, True or False")
+    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda when present)")
+    progress: bool = setting(True, "progress output")
+    max_steps: int | None = setting(None, "stop after this many steps (tests, benchmarks)")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.image_size < 16 or self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+        self.features = tuple(int(f) for f in self.features)
