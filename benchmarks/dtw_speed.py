@@ -42,8 +42,7 @@ def synth_records(n: int, seed: int) -> list[GazeRecord]:
         rendered = render(spec)
         for i in range(min(50, n - len(recs))):
             s = simulate_reading(rng, pool[i % len(pool)], spec, rendered)
-            recs.append(GazeRecord(f"im{k}", s.reader_id, s.fixations, image_size=rendered.image.shape,
-                                   pixels_per_degree=s.pixels_per_degree))
+            recs.append(GazeRecord(f"im{k}", s.reader_id, s.fixations, image_size=rendered.image.shape, pixels_per_degree=s.pixels_per_degree))
         k += 1
     return recs
 
@@ -57,8 +56,7 @@ def walk_records(n: int, seed: int, fixations: int = 30, size: int = 512) -> lis
         xy = np.clip(centres[which] + rng.normal(0, 0.05 * size, (fixations, 2)), 0.5, size - 0.5)
         d = rng.uniform(0.1, 0.6, fixations)
         t0 = np.cumsum(d + 0.03) - d
-        recs.append(GazeRecord(f"im{i}", "r", np.column_stack([xy, t0, t0 + d]), image_size=(size, size),
-                               pixels_per_degree=25.0))
+        recs.append(GazeRecord(f"im{i}", "r", np.column_stack([xy, t0, t0 + d]), image_size=(size, size), pixels_per_degree=25.0))
     return recs
 
 
@@ -86,8 +84,10 @@ def main() -> None:
     t = time.perf_counter()
     recs = synth_records(args.n, args.seed) if args.source == "synth" else walk_records(args.n, args.seed, args.fixations)
     lens = np.array([len(r) for r in recs])
-    print(f"{len(recs)} scanpaths ({args.source}), fixations per scanpath: mean {lens.mean():.1f}, "
-          f"range {lens.min()}-{lens.max()} (generated in {time.perf_counter() - t:.1f} s); {os.cpu_count()} cores")
+    print(
+        f"{len(recs)} scanpaths ({args.source}), fixations per scanpath: mean {lens.mean():.1f}, "
+        f"range {lens.min()}-{lens.max()} (generated in {time.perf_counter() - t:.1f} s); {os.cpu_count()} cores"
+    )
 
     # ---- DTW: ours vs dtaidistance directly
     sch = get_scheme("dtw")
@@ -98,8 +98,7 @@ def main() -> None:
     ref = ref + ref.T
     err = np.abs(ours - np.exp(-ref / sch.scale)).max()
     print(f"dtw  dtaidistance distance_matrix_fast(parallel=True): {t_ref:.3f} s")
-    print(f"dtw  ours (DTWScheme.matrix, incl. features):          {t_ours:.3f} s  "
-          f"ratio ours/dtaidistance = {t_ours / t_ref:.2f}  (max |diff| {err:.1e})")
+    print(f"dtw  ours (DTWScheme.matrix, incl. features):          {t_ours:.3f} s  ratio ours/dtaidistance = {t_ours / t_ref:.2f}  (max |diff| {err:.1e})")
 
     def blockwise(bs: int = 256) -> np.ndarray:
         f = sch.features(recs)
@@ -113,8 +112,9 @@ def main() -> None:
         return m
 
     t_blk, mb = best(blockwise, 1)
-    print(f"dtw  ours blockwise (256-record chunks, upper block triangle): {t_blk:.3f} s  "
-          f"ratio {t_blk / t_ref:.2f}  (max |diff| {np.abs(mb - ours).max():.1e})")
+    print(
+        f"dtw  ours blockwise (256-record chunks, upper block triangle): {t_blk:.3f} s  ratio {t_blk / t_ref:.2f}  (max |diff| {np.abs(mb - ours).max():.1e})"
+    )
 
     # ---- TIMA
     if not args.skip_tima:
@@ -127,10 +127,11 @@ def main() -> None:
         t_blk = time.perf_counter() - t
         k = np.array([len(x) for x in feats])
         iu = np.triu_indices(len(m), 1)
-        print(f"tima features (DBSCAN + moments): {t_feat:.2f} s; moments per scanpath: mean {k.mean():.2f}, "
-              f"range {k.min()}-{k.max()}")
-        print(f"tima DTW block {len(m)} x {len(m)}: {t_blk:.2f} s; total {t_feat + t_blk:.2f} s (goal < 60 s); "
-              f"similarity quartiles {np.round(np.percentile(m[iu], [25, 50, 75]), 3).tolist()}")
+        print(f"tima features (DBSCAN + moments): {t_feat:.2f} s; moments per scanpath: mean {k.mean():.2f}, range {k.min()}-{k.max()}")
+        print(
+            f"tima DTW block {len(m)} x {len(m)}: {t_blk:.2f} s; total {t_feat + t_blk:.2f} s (goal < 60 s); "
+            f"similarity quartiles {np.round(np.percentile(m[iu], [25, 50, 75]), 3).tolist()}"
+        )
 
 
 if __name__ == "__main__":

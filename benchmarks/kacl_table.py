@@ -54,46 +54,86 @@ def main() -> None:
             for seed in a.seeds:
                 out = work / f"{method}-{frac}-{seed}"
                 t = time.perf_counter()
-                res = train_kacl(dict(data=str(studies), out=str(out), method=method, backbone=a.backbone, image_size=a.size,
-                                      epochs=a.epochs, batch_size=a.batch, lr=a.lr, labelled_fraction=frac, seed=seed,
-                                      cam_layer=a.cam_layer, progress=False))
+                res = train_kacl(
+                    dict(
+                        data=str(studies),
+                        out=str(out),
+                        method=method,
+                        backbone=a.backbone,
+                        image_size=a.size,
+                        epochs=a.epochs,
+                        batch_size=a.batch,
+                        lr=a.lr,
+                        labelled_fraction=frac,
+                        seed=seed,
+                        cam_layer=a.cam_layer,
+                        progress=False,
+                    )
+                )
                 m = evaluate_kacl(out, studies, out=out / "eval", overlays=4 if seed == a.seeds[0] else 0)
                 hist = res["history"]
                 rad = sum(h["radiomics_seconds"] for h in hist)
                 cam = sum(h["cam_seconds"] for h in hist)
                 ep = sum(h["epoch_seconds"] for h in hist)
-                run = {"method": method, "fraction": frac, "seed": seed, "auc": m["auc"]["macro"],
-                       "loc": m["localization"]["overall"], "iou": m["localization"]["mean_best_iou"],
-                       "base_loc": m["baseline_centred"]["overall"], "base_iou": m["baseline_centred"]["mean_best_iou"],
-                       "radiomics_share": rad / ep, "cam_share": cam / ep, "seconds": time.perf_counter() - t,
-                       "per_class_auc": m["auc"]}
+                run = {
+                    "method": method,
+                    "fraction": frac,
+                    "seed": seed,
+                    "auc": m["auc"]["macro"],
+                    "loc": m["localization"]["overall"],
+                    "iou": m["localization"]["mean_best_iou"],
+                    "base_loc": m["baseline_centred"]["overall"],
+                    "base_iou": m["baseline_centred"]["mean_best_iou"],
+                    "radiomics_share": rad / ep,
+                    "cam_share": cam / ep,
+                    "seconds": time.perf_counter() - t,
+                    "per_class_auc": m["auc"],
+                }
                 runs.append(run)
-                print(f"{method:10s} frac {frac:4.2f} seed {seed}: AUC {run['auc']:.3f}  T(0.1/0.3/0.5) "
-                      + "/".join(f"{run['loc'][t]:.2f}" for t in TS) + f"  IoU {run['iou']:.3f}  radiomics {run['radiomics_share']:.1%}"
-                      f" of epoch time  ({run['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{method:10s} frac {frac:4.2f} seed {seed}: AUC {run['auc']:.3f}  T(0.1/0.3/0.5) "
+                    + "/".join(f"{run['loc'][t]:.2f}" for t in TS)
+                    + f"  IoU {run['iou']:.3f}  radiomics {run['radiomics_share']:.1%}"
+                    f" of epoch time  ({run['seconds']:.0f} s)",
+                    flush=True,
+                )
 
     def agg(rs, key, sub=None):
         v = np.array([r[key][sub] if sub is not None else r[key] for r in rs], dtype=np.float64)
         return float(v.mean()), float(v.std())
 
-    lines = [f"# KACL vs supervised on the synthetic studies ({len(a.seeds)} seeds, {a.epochs} epochs, {a.backbone} at {a.size} px, CAM on {a.cam_layer})", "",
-             "Held-out split (test + validate); localisation accuracy = share of ground-truth boxes whose best same-class predicted box reaches the IoU.", "",
-             "| labelled | method | macro AUC | T(IoU)=0.1 | T(IoU)=0.3 | T(IoU)=0.5 | mean best IoU | radiomics share of epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# KACL vs supervised on the synthetic studies ({len(a.seeds)} seeds, {a.epochs} epochs, {a.backbone} at {a.size} px, CAM on {a.cam_layer})",
+        "",
+        "Held-out split (test + validate); localisation accuracy = share of ground-truth boxes whose best same-class predicted box reaches the IoU.",
+        "",
+        "| labelled | method | macro AUC | T(IoU)=0.1 | T(IoU)=0.3 | T(IoU)=0.5 | mean best IoU | radiomics share of epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     summary = []
     for frac in a.fractions:
         for method in a.methods:
             rs = [r for r in runs if r["fraction"] == frac and r["method"] == method]
-            row = {"fraction": frac, "method": method, "auc": agg(rs, "auc"), "iou": agg(rs, "iou"),
-                   **{f"t{t}": agg(rs, "loc", t) for t in TS}, "radiomics_share": agg(rs, "radiomics_share")}
+            row = {
+                "fraction": frac,
+                "method": method,
+                "auc": agg(rs, "auc"),
+                "iou": agg(rs, "iou"),
+                **{f"t{t}": agg(rs, "loc", t) for t in TS},
+                "radiomics_share": agg(rs, "radiomics_share"),
+            }
             summary.append(row)
             share = f"{row['radiomics_share'][0]:.1%}" if method == "kacl" else "-"
-            lines.append(f"| {frac:.0%} | {method} | {row['auc'][0]:.3f} +- {row['auc'][1]:.3f} | "
-                         + " | ".join(f"{row[f't{t}'][0]:.3f} +- {row[f't{t}'][1]:.3f}" for t in TS)
-                         + f" | {row['iou'][0]:.3f} +- {row['iou'][1]:.3f} | {share} |")
+            lines.append(
+                f"| {frac:.0%} | {method} | {row['auc'][0]:.3f} +- {row['auc'][1]:.3f} | "
+                + " | ".join(f"{row[f't{t}'][0]:.3f} +- {row[f't{t}'][1]:.3f}" for t in TS)
+                + f" | {row['iou'][0]:.3f} +- {row['iou'][1]:.3f} | {share} |"
+            )
     base = runs[0]
-    lines += ["", "Centred-box baseline (half of each side): T(IoU) " + " / ".join(f"{base['base_loc'][t]:.3f}" for t in TS)
-              + f", mean best IoU {base['base_iou']:.3f}."]
+    lines += [
+        "",
+        "Centred-box baseline (half of each side): T(IoU) " + " / ".join(f"{base['base_loc'][t]:.3f}" for t in TS) + f", mean best IoU {base['base_iou']:.3f}.",
+    ]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

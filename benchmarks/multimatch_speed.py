@@ -54,8 +54,7 @@ def main() -> None:
 
     sps = make_scanpaths(args.n, args.fixations, args.seed)
     n_pairs = args.n * (args.n - 1) // 2
-    print(f"{args.n} scanpaths, {np.mean([len(s) for s in sps]):.1f} fixations on average; "
-          f"{n_pairs} unordered pairs")
+    print(f"{args.n} scanpaths, {np.mean([len(s) for s in sps]):.1f} fixations on average; {n_pairs} unordered pairs")
 
     # --- ours -------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -64,8 +63,7 @@ def main() -> None:
         multimatch_block(sps[:b], sps[b : 2 * b] if 2 * b <= args.n else sps[:b], SCREEN)
         ours_pair = (time.perf_counter() - t) / (b * b)
         ours_total = ours_pair * n_pairs
-        print(f"ours: {b}x{b} block in {ours_pair * b * b:.2f} s -> {ours_pair * 1e6:.1f} us/pair, "
-              f"extrapolated all pairs {ours_total:.1f} s")
+        print(f"ours: {b}x{b} block in {ours_pair * b * b:.2f} s -> {ours_pair * 1e6:.1f} us/pair, extrapolated all pairs {ours_total:.1f} s")
         allp = None
     else:
         allp = multimatch_all_pairs(sps, SCREEN)
@@ -90,8 +88,10 @@ def main() -> None:
             ref[p] = docomparison(recs[i], recs[j], screensize=list(SCREEN))
         ref_pair = (time.perf_counter() - t) / args.ref_pairs
     ref_total = ref_pair * n_pairs
-    print(f"multimatch-gaze: {args.ref_pairs} pairs in {ref_pair * args.ref_pairs:.2f} s "
-          f"({ref_pair * 1e3:.2f} ms/pair) -> extrapolated all pairs {ref_total:.0f} s")
+    print(
+        f"multimatch-gaze: {args.ref_pairs} pairs in {ref_pair * args.ref_pairs:.2f} s "
+        f"({ref_pair * 1e3:.2f} ms/pair) -> extrapolated all pairs {ref_total:.0f} s"
+    )
     if allp is not None:
         ours = allp[np.minimum(ii, jj), np.maximum(ii, jj)]
         # the reference is aligned in the (i, j) order drawn; ours stores i < j (symmetric)

@@ -61,12 +61,13 @@ def main() -> None:
     rel = compute_relation(load_gaze(studies), a.scheme, image_ids=table.ids, progress=False, **params)
     rel.save(work / "relation.npz")
     train = table.subset("train")
-    same = [bool(set(np.flatnonzero(table.labels[i])) & set(np.flatnonzero(table.labels[j])))
-            for i in train for j in train if i < j]
+    same = [bool(set(np.flatnonzero(table.labels[i])) & set(np.flatnonzero(table.labels[j]))) for i in train for j in train if i < j]
     m = rel.dense()[np.ix_(train, train)][np.triu_indices(len(train), 1)]
     share_pos = float(np.mean(np.array(same)[m > a.threshold])) if (m > a.threshold).any() else float("nan")
-    print(f"relation {a.scheme}: {time.perf_counter() - t0:.1f} s; pairs above {a.threshold}: {(m > a.threshold).mean():.3f} "
-          f"of train pairs, of which {share_pos:.2f} share a finding (base rate {np.mean(same):.2f})")
+    print(
+        f"relation {a.scheme}: {time.perf_counter() - t0:.1f} s; pairs above {a.threshold}: {(m > a.threshold).mean():.3f} "
+        f"of train pairs, of which {share_pos:.2f} share a finding (base rate {np.mean(same):.2f})"
+    )
     att = train_attention(studies, work / "attention", epochs=8, batch_size=16, input_size=a.size, progress=False)
     print("attention predictor held-out:", {k: v for k, v in att.items() if isinstance(v, (int, float))})
     images = load_image_tensor(table.paths, a.size)
@@ -79,19 +80,41 @@ def main() -> None:
                 if method == "focuscontrast":
                     extra = {"attention": str(work / "attention" / "attention.pt"), "q": a.q}
                 elif method in ("mcgip", "gzpt"):
-                    extra = {"relation": str(work / "relation.npz"), "threshold": a.threshold,
-                             "drop_p": a.drop_p if method == "gzpt" else 0.0}
+                    extra = {"relation": str(work / "relation.npz"), "threshold": a.threshold, "drop_p": a.drop_p if method == "gzpt" else 0.0}
                 out = work / f"{fw}-{method}-{seed}"
                 t = time.perf_counter()
-                res = pretrain(PretrainConfig(
-                    data=str(studies), out=str(out), framework=fw, backbone=a.backbone, image_size=a.size,
-                    base_size=2 * a.size, epochs=a.epochs, batch_size=a.batch, proj_dim=64, hidden_dim=256,
-                    queue_size=256, lr=2e-3, seed=seed, progress=False, **extra))
+                res = pretrain(
+                    PretrainConfig(
+                        data=str(studies),
+                        out=str(out),
+                        framework=fw,
+                        backbone=a.backbone,
+                        image_size=a.size,
+                        base_size=2 * a.size,
+                        epochs=a.epochs,
+                        batch_size=a.batch,
+                        proj_dim=64,
+                        hidden_dim=256,
+                        queue_size=256,
+                        lr=2e-3,
+                        seed=seed,
+                        progress=False,
+                        **extra,
+                    )
+                )
                 ev = evaluate_encoder(out / "encoder.pt", studies, protocol="linear", images=images)
-                rows.append({"framework": fw, "method": method, "seed": seed, "accuracy": ev["accuracy"], "auc": ev["auc"],
-                             "final_loss": res["history"][-1]["loss"], "seconds": time.perf_counter() - t})
-                print(f"{fw:8s} {method:14s} seed {seed}: acc {ev['accuracy']:.3f} auc {ev['auc']:.3f} "
-                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+                rows.append(
+                    {
+                        "framework": fw,
+                        "method": method,
+                        "seed": seed,
+                        "accuracy": ev["accuracy"],
+                        "auc": ev["auc"],
+                        "final_loss": res["history"][-1]["loss"],
+                        "seconds": time.perf_counter() - t,
+                    }
+                )
+                print(f"{fw:8s} {method:14s} seed {seed}: acc {ev['accuracy']:.3f} auc {ev['auc']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
     floor = [evaluate_encoder(None, studies, backbone=a.backbone, image_size=a.size, seed=s, images=images) for s in a.seeds]
     write(rows, floor, a, share_pos)
 

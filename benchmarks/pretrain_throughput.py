@@ -126,10 +126,14 @@ def main() -> None:
             acc.append(time.perf_counter() - t)
     dp, df = statistics.median(td_p), statistics.median(td_f)
     print(f"data  plain crop views     {b / dp:8.1f} img/s  ({dp * 1e3:.0f} ms per batch of {b})")
-    print(f"data  attention crop views {b / df:8.1f} img/s  ({df * 1e3:.0f} ms per batch)   "
-          f"extra per batch {1e3 * (df - dp):+.1f} ms = {100 * (df - dp) / mo:+.1f} % of a step (goal <= 5 %)")
-    print(f"data loading (1 process) vs step: {b / dp:.1f} vs {b / mo:.1f} img/s = {(b / dp) / (b / mo):.1f}x "
-          f"(> 1: one loader process keeps up; use --workers otherwise)")
+    print(
+        f"data  attention crop views {b / df:8.1f} img/s  ({df * 1e3:.0f} ms per batch)   "
+        f"extra per batch {1e3 * (df - dp):+.1f} ms = {100 * (df - dp) / mo:+.1f} % of a step (goal <= 5 %)"
+    )
+    print(
+        f"data loading (1 process) vs step: {b / dp:.1f} vs {b / mo:.1f} img/s = {(b / dp) / (b / mo):.1f}x "
+        f"(> 1: one loader process keeps up; use --workers otherwise)"
+    )
 
 
 if __name__ == "__main__":

@@ -90,16 +90,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     images, masks = make_images(args.n, args.size, args.roi, args.seed)
-    print(f"{args.n} images {args.size}x{args.size}, ROI {np.mean([m.mean() for m in masks]):.0%}, bin width 25, "
-          f"torch threads {args.threads}, pyradiomics pool {args.workers}")
+    print(
+        f"{args.n} images {args.size}x{args.size}, ROI {np.mean([m.mean() for m in masks]):.0%}, bin width 25, "
+        f"torch threads {args.threads}, pyradiomics pool {args.workers}"
+    )
     img = torch.from_numpy(np.stack(images))
     msk = torch.from_numpy(np.stack(masks))
     cuda = torch.cuda.is_available()
     rows = []
     pool = ProcessPoolExecutor(max_workers=args.workers)
     extract_pyradiomics(images[: 2 * args.workers], masks[: 2 * args.workers], 25.0, FEATURE_CLASSES, n_workers=args.workers, pool=pool)  # warm-up
-    header = (f"{'class':12s} {'pyrad 1p':>9s} {'pyrad pool':>10s} {'torch 1p':>9s} {'ratio':>6s} {'torch pool':>10s} {'ratio':>6s}"
-              + (f" {'cuda':>9s} {'ratio':>7s}" if cuda else ""))
+    header = f"{'class':12s} {'pyrad 1p':>9s} {'pyrad pool':>10s} {'torch 1p':>9s} {'ratio':>6s} {'torch pool':>10s} {'ratio':>6s}" + (
+        f" {'cuda':>9s} {'ratio':>7s}" if cuda else ""
+    )
     print(header + "   (images/s)")
     for classes in [(c,) for c in FEATURE_CLASSES] + [FEATURE_CLASSES]:
         name = classes[0] if len(classes) == 1 else "all (102)"
@@ -116,8 +119,16 @@ def main() -> None:
         tc, ours = time_torch(img, msk, classes, args.batch, args.reps)
         tp, ours_pool = time_torch_pool(images, masks, classes, args.batch, args.workers, args.reps)
         err = float(max(np.max(np.abs(o - ref) / np.maximum(np.abs(ref), 1e-6)) for o in (ours, ours_pool)))
-        row = {"class": name, "pyradiomics_1p": py1, "pyradiomics_pool": pool_rate, "torch_cpu": tc, "ratio_cpu": tc / pool_rate,
-               "torch_cpu_pool": tp, "ratio_cpu_pool": tp / pool_rate, "max_rel_err": err}
+        row = {
+            "class": name,
+            "pyradiomics_1p": py1,
+            "pyradiomics_pool": pool_rate,
+            "torch_cpu": tc,
+            "ratio_cpu": tc / pool_rate,
+            "torch_cpu_pool": tp,
+            "ratio_cpu_pool": tp / pool_rate,
+            "max_rel_err": err,
+        }
         line = f"{name:12s} {py1:9.2f} {pool_rate:10.2f} {tc:9.1f} {tc / pool_rate:5.1f}x {tp:10.1f} {tp / pool_rate:5.1f}x"
         if cuda:
             gc, _ = time_torch(img.cuda(), msk.cuda(), classes, args.batch * 4, args.reps + 1)

@@ -61,8 +61,9 @@ def main() -> int:
             boxes = mass_boxes(studies)
             for k, p in enumerate(sorted((studies / "images").glob("0*.png"))):
                 f = simulated_gaze_csv(work / "g.csv", boxes.get(p.name), seed=k)
-                requests.put(f"{server.url}/datastore/label", params={"image": p.stem, "tag": "gaze"},
-                             files={"label": ("g.csv", f.read_bytes())}, timeout=60).raise_for_status()
+                requests.put(
+                    f"{server.url}/datastore/label", params={"image": p.stem, "tag": "gaze"}, files={"label": ("g.csv", f.read_bytes())}, timeout=60
+                ).raise_for_status()
             print("training attention ...", flush=True)
             assert server.train("attention", {"epochs": 4, "input_size": 64, "device": "cpu"})["status"] == "DONE"
         if not (server.model_dir / "localization.pt").is_file():
@@ -71,8 +72,10 @@ def main() -> int:
 
         from gazerad.serving.infer import AttentionService, LocalizationService
 
-        services = {"attention": AttentionService(server.model_dir / "attention.pt", "cpu"),
-                    "localization": LocalizationService(server.model_dir / "localization.pt", "cpu")}
+        services = {
+            "attention": AttentionService(server.model_dir / "attention.pt", "cpu"),
+            "localization": LocalizationService(server.model_dir / "localization.pt", "cpu"),
+        }
         rows = []
         for side in (512, 2048):
             image_id = f"big{side}"
@@ -83,13 +86,26 @@ def main() -> int:
             session = requests.Session()
             heat_tmp = work / "inproc_heat.nrrd"
             cases = [
-                ("attention", lambda: services["attention"](path, None),
-                 lambda: session.post(f"{server.url}/infer/attention", params={"image": image_id, "output": "json"},
-                                      data={"params": json.dumps({"heatmap": False})}, timeout=120)),
-                ("localization", lambda: services["localization"](path),
-                 lambda: session.post(f"{server.url}/infer/localization", params={"image": image_id, "output": "json"}, timeout=120)),
-                ("attention+file", lambda: services["attention"](path, heat_tmp),
-                 lambda: session.post(f"{server.url}/infer/attention", params={"image": image_id, "output": "image"}, timeout=120)),
+                (
+                    "attention",
+                    lambda: services["attention"](path, None),
+                    lambda: session.post(
+                        f"{server.url}/infer/attention",
+                        params={"image": image_id, "output": "json"},
+                        data={"params": json.dumps({"heatmap": False})},
+                        timeout=120,
+                    ),
+                ),
+                (
+                    "localization",
+                    lambda: services["localization"](path),
+                    lambda: session.post(f"{server.url}/infer/localization", params={"image": image_id, "output": "json"}, timeout=120),
+                ),
+                (
+                    "attention+file",
+                    lambda: services["attention"](path, heat_tmp),
+                    lambda: session.post(f"{server.url}/infer/attention", params={"image": image_id, "output": "image"}, timeout=120),
+                ),
             ]
             for model, call, http in cases:
                 for _ in range(3):  # warm-up: load weights, caches
@@ -109,14 +125,23 @@ def main() -> int:
                     r = http()
                     t_http.append(time.perf_counter() - t0)
                     r.raise_for_status()
-                row = {"model": model, "size": side, "inproc_p50_ms": pct(t_in, 50), "inproc_p95_ms": pct(t_in, 95),
-                       "http_p50_ms": pct(t_http, 50), "http_p95_ms": pct(t_http, 95)}
+                row = {
+                    "model": model,
+                    "size": side,
+                    "inproc_p50_ms": pct(t_in, 50),
+                    "inproc_p95_ms": pct(t_in, 95),
+                    "http_p50_ms": pct(t_http, 50),
+                    "http_p95_ms": pct(t_http, 95),
+                }
                 row["overhead_p50"] = row["http_p50_ms"] / row["inproc_p50_ms"]
                 row["overhead_p95"] = row["http_p95_ms"] / row["inproc_p95_ms"]
                 rows.append(row)
-                print(f"{model:14s} {side:4d} px  in-process p50 {row['inproc_p50_ms']:7.1f} ms p95 {row['inproc_p95_ms']:7.1f} ms | "
-                      f"HTTP p50 {row['http_p50_ms']:7.1f} ms p95 {row['http_p95_ms']:7.1f} ms | overhead x{row['overhead_p50']:.2f} (p50) "
-                      f"x{row['overhead_p95']:.2f} (p95)", flush=True)
+                print(
+                    f"{model:14s} {side:4d} px  in-process p50 {row['inproc_p50_ms']:7.1f} ms p95 {row['inproc_p95_ms']:7.1f} ms | "
+                    f"HTTP p50 {row['http_p50_ms']:7.1f} ms p95 {row['http_p95_ms']:7.1f} ms | overhead x{row['overhead_p50']:.2f} (p50) "
+                    f"x{row['overhead_p95']:.2f} (p95)",
+                    flush=True,
+                )
 
         # load: N clients alternate attention / localisation on the 512 px image
         lat: list[float] = []
@@ -141,11 +166,21 @@ def main() -> int:
                     (lat.append(time.perf_counter() - t0) if ok else errors.append(msg))
 
         wall = run_threads(client, args.clients)
-        load = {"clients": args.clients, "seconds": wall, "requests": len(lat) + len(errors), "errors": len(errors),
-                "throughput_rps": len(lat) / wall, "p50_ms": pct(lat, 50) if lat else None, "p95_ms": pct(lat, 95) if lat else None,
-                "first_errors": errors[:3]}
-        print(f"load: {args.clients} clients x {wall:.0f} s: {load['requests']} requests, {load['errors']} errors, "
-              f"{load['throughput_rps']:.2f} req/s, p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms", flush=True)
+        load = {
+            "clients": args.clients,
+            "seconds": wall,
+            "requests": len(lat) + len(errors),
+            "errors": len(errors),
+            "throughput_rps": len(lat) / wall,
+            "p50_ms": pct(lat, 50) if lat else None,
+            "p95_ms": pct(lat, 95) if lat else None,
+            "first_errors": errors[:3],
+        }
+        print(
+            f"load: {args.clients} clients x {wall:.0f} s: {load['requests']} requests, {load['errors']} errors, "
+            f"{load['throughput_rps']:.2f} req/s, p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms",
+            flush=True,
+        )
         if args.json:
             Path(args.json).write_text(json.dumps({"latency": rows, "load": load}, indent=1))
         return 0 if not errors else 1

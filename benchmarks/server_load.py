@@ -67,8 +67,9 @@ def main() -> int:
             gaze_files[i] = simulated_gaze_csv(work / f"g{i}.csv", boxes.get(f"{i}.png"), seed=k).read_bytes()
         if not (server.model_dir / "attention.pt").is_file():
             for i in ids:
-                requests.put(f"{server.url}/datastore/label", params={"image": i, "tag": "gaze"},
-                             files={"label": ("g.csv", gaze_files[i])}, timeout=60).raise_for_status()
+                requests.put(
+                    f"{server.url}/datastore/label", params={"image": i, "tag": "gaze"}, files={"label": ("g.csv", gaze_files[i])}, timeout=60
+                ).raise_for_status()
             print("training attention ...", flush=True)
             assert server.train("attention", {"epochs": 3, "input_size": 64, "device": "cpu"})["status"] == "DONE"
         if not (server.model_dir / "localization.pt").is_file():
@@ -78,12 +79,21 @@ def main() -> int:
         def call(s: requests.Session, kind: str, k: int, n: int) -> tuple[bool, str, str | None]:
             iid = ids[(k * 7 + n) % len(ids)]
             if kind in ("attention", "localization"):
-                r = s.post(f"{server.url}/infer/{kind}", params={"image": iid, "output": "json"},
-                           data={"params": json.dumps({"heatmap": False})} if kind == "attention" else None, timeout=300)
+                r = s.post(
+                    f"{server.url}/infer/{kind}",
+                    params={"image": iid, "output": "json"},
+                    data={"params": json.dumps({"heatmap": False})} if kind == "attention" else None,
+                    timeout=300,
+                )
             elif kind == "upload":
                 reader = f"c{k}_{n}"
-                r = s.put(f"{server.url}/datastore/label", params={"image": iid, "tag": "gaze"},
-                          data={"params": json.dumps({"reader": reader})}, files={"label": ("g.csv", gaze_files[iid])}, timeout=300)
+                r = s.put(
+                    f"{server.url}/datastore/label",
+                    params={"image": iid, "tag": "gaze"},
+                    data={"params": json.dumps({"reader": reader})},
+                    files={"label": ("g.csv", gaze_files[iid])},
+                    timeout=300,
+                )
                 return r.status_code == 200, f"{r.status_code} {r.text[:200]}", f"{iid}/{reader}" if r.status_code == 200 else None
             elif kind == "info":
                 r = s.get(f"{server.url}/info/", timeout=300)
@@ -146,27 +156,49 @@ def main() -> int:
         lost = sorted(set(acked) - stored)
         answered = set()
         for i in ids:
-            answered |= {f"{i}/{r}" for r in requests.get(f"{server.url}/datastore/image/info", params={"image": i}, timeout=60).json()
-                         .get("gaze", {}).get("readers", [])}
+            answered |= {
+                f"{i}/{r}"
+                for r in requests.get(f"{server.url}/datastore/image/info", params={"image": i}, timeout=60).json().get("gaze", {}).get("readers", [])
+            }
         lost_in_answer = sorted(set(acked) - answered)
         kinds = {}
         for kind in sorted(set(MIX)):
-            kinds[kind] = {"requests": len(lat[kind]) + len(errors[kind]), "errors": len(errors[kind]),
-                           "p50_ms": pct(lat[kind], 50), "p95_ms": pct(lat[kind], 95), "first_errors": errors[kind][:3]}
+            kinds[kind] = {
+                "requests": len(lat[kind]) + len(errors[kind]),
+                "errors": len(errors[kind]),
+                "p50_ms": pct(lat[kind], 50),
+                "p95_ms": pct(lat[kind], 95),
+                "first_errors": errors[kind][:3],
+            }
             if kind in idle:
                 kinds[kind]["idle_p50_ms"] = pct(idle[kind], 50)
                 kinds[kind]["p50_vs_idle"] = kinds[kind]["p50_ms"] / kinds[kind]["idle_p50_ms"] if lat[kind] else None
-            print(f"{kind:13s} {kinds[kind]['requests']:5d} requests, {kinds[kind]['errors']} errors, p50 {kinds[kind]['p50_ms'] or 0:7.1f} ms, "
-                  f"p95 {kinds[kind]['p95_ms'] or 0:7.1f} ms"
-                  + (f", idle p50 {kinds[kind]['idle_p50_ms']:.1f} ms (x{kinds[kind]['p50_vs_idle']:.1f} under load)"
-                                                              if kind in idle and lat[kind] else ""), flush=True)
+            print(
+                f"{kind:13s} {kinds[kind]['requests']:5d} requests, {kinds[kind]['errors']} errors, p50 {kinds[kind]['p50_ms'] or 0:7.1f} ms, "
+                f"p95 {kinds[kind]['p95_ms'] or 0:7.1f} ms"
+                + (f", idle p50 {kinds[kind]['idle_p50_ms']:.1f} ms (x{kinds[kind]['p50_vs_idle']:.1f} under load)" if kind in idle and lat[kind] else ""),
+                flush=True,
+            )
         total = sum(v["requests"] for v in kinds.values())
         n_err = sum(v["errors"] for v in kinds.values())
-        out = {"clients": args.clients, "seconds": round(wall, 1), "images": len(ids), "requests": total, "errors": n_err,
-               "throughput_rps": round((total - n_err) / wall, 2), "acknowledged_uploads": len(acked), "lost_uploads": len(lost),
-               "lost_in_server_answer": len(lost_in_answer), "kinds": kinds, "machine": f"{__import__('os').cpu_count()} CPUs"}
-        print(f"total: {total} requests in {wall:.0f} s ({out['throughput_rps']} req/s), {n_err} errors; "
-              f"{len(acked)} uploads acknowledged, {len(lost)} missing from the files, {len(lost_in_answer)} missing from the server's answer", flush=True)
+        out = {
+            "clients": args.clients,
+            "seconds": round(wall, 1),
+            "images": len(ids),
+            "requests": total,
+            "errors": n_err,
+            "throughput_rps": round((total - n_err) / wall, 2),
+            "acknowledged_uploads": len(acked),
+            "lost_uploads": len(lost),
+            "lost_in_server_answer": len(lost_in_answer),
+            "kinds": kinds,
+            "machine": f"{__import__('os').cpu_count()} CPUs",
+        }
+        print(
+            f"total: {total} requests in {wall:.0f} s ({out['throughput_rps']} req/s), {n_err} errors; "
+            f"{len(acked)} uploads acknowledged, {len(lost)} missing from the files, {len(lost_in_answer)} missing from the server's answer",
+            flush=True,
+        )
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
         _plot(timeline, Path(args.json).with_suffix(".png"), out)
@@ -186,8 +218,10 @@ def _plot(timeline: list[tuple[float, str, float]], path: Path, out: dict) -> No
     ax.set_yscale("log")
     ax.set_xlabel("time into the run (s)")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{out['clients']} clients x {out['seconds']:.0f} s: {out['requests']} requests, {out['errors']} errors, "
-                 f"{out['acknowledged_uploads']} uploads, {out['lost_uploads']} lost")
+    ax.set_title(
+        f"{out['clients']} clients x {out['seconds']:.0f} s: {out['requests']} requests, {out['errors']} errors, "
+        f"{out['acknowledged_uploads']} uploads, {out['lost_uploads']} lost"
+    )
     ax.legend(fontsize=8, markerscale=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -27,8 +27,10 @@ def main() -> None:
         s = generate_studies(os.path.join(d, "many"), n=args.n, seed=0, workers=args.workers, progress=False)
         many = time.perf_counter() - t
     print(f"reference (1 worker): {ref * 1000:.0f} ms/study")
-    print(f"{args.workers} workers: {args.n} studies in {many:.1f} s ({many / args.n * 1000:.0f} ms/study), "
-          f"speed-up x{ref * args.n / many:.2f}; {s.n_readings} readings")
+    print(
+        f"{args.workers} workers: {args.n} studies in {many:.1f} s ({many / args.n * 1000:.0f} ms/study), "
+        f"speed-up x{ref * args.n / many:.2f}; {s.n_readings} readings"
+    )
 
 
 if __name__ == "__main__":

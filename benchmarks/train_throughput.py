@@ -176,12 +176,30 @@ def main() -> int:
         for size in args.sizes:
             a = img_per_s(TRAINERS[name], ref, size, args.batch, args.steps, args.reps)
             b = img_per_s(TRAINERS[name], fast, size, args.batch, args.steps, args.reps)
-            rows.append({"trainer": name, "size": size, "batch": args.batch, "views": VIEWS[name], "fp32_img_s": round(a, 2),
-                         "fast_img_s": round(b, 2), "ratio": round(b / a, 2)})
+            rows.append(
+                {
+                    "trainer": name,
+                    "size": size,
+                    "batch": args.batch,
+                    "views": VIEWS[name],
+                    "fp32_img_s": round(a, 2),
+                    "fast_img_s": round(b, 2),
+                    "ratio": round(b / a, 2),
+                }
+            )
             print(f"{name:20s} {size:4d} px  fp32 NCHW {a:7.1f} img/s  fast {b:7.1f} img/s  x{b / a:5.2f}", flush=True)
-    out = {"rows": rows, "fast_runtime": fast.describe(), "reference_runtime": ref.describe(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "cpu_bf16": cpu_has_bf16(),
-           "batch": args.batch, "steps": args.steps, "reps": args.reps}
+    out = {
+        "rows": rows,
+        "fast_runtime": fast.describe(),
+        "reference_runtime": ref.describe(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_bf16": cpu_has_bf16(),
+        "batch": args.batch,
+        "steps": args.steps,
+        "reps": args.reps,
+    }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     _plot(rows, Path(args.json).with_suffix(".png"))

@@ -109,9 +109,14 @@ class GazeRadApp(MONAILabelApp):
             c = CONFIGS[n]()
             c.init(n, self.model_dir, conf, None, classes=classes)
             self.models[n] = c
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="GazeRad",
-                         description="Gaze- and knowledge-guided X-ray models: attention maps, localisation, classification",
-                         version=gazerad.__version__)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="GazeRad",
+            description="Gaze- and knowledge-guided X-ray models: attention maps, localisation, classification",
+            version=gazerad.__version__,
+        )
         self._auto_update_scoring = strtobool(conf.get("auto_update_scoring", "false"))
         self._install_guard()
 
@@ -125,8 +130,7 @@ class GazeRadApp(MONAILabelApp):
         origins = [o for o in self.conf.get("cors_origins", "").split(",") if o.strip()]
         hide = {self.app_dir, self.studies, self.model_dir, tempfile.gettempdir(), os.path.expanduser("~")}
         hide |= {os.path.realpath(p) for p in hide}
-        return GuardConfig(token=token, cors_origins=origins, max_body=int(float(self.conf.get("max_upload_mb", 128)) * 2**20) + (1 << 20),
-                           hide_paths=hide)
+        return GuardConfig(token=token, cors_origins=origins, max_body=int(float(self.conf.get("max_upload_mb", 128)) * 2**20) + (1 << 20), hide_paths=hide)
 
     def _install_guard(self) -> None:
         """Inside ``monailabel start_server`` (its FastAPI app is loaded): GazeRad's routes and
@@ -142,9 +146,13 @@ class GazeRadApp(MONAILabelApp):
 
     # ------------------------------------------------------------------ construction
     def init_datastore(self) -> Datastore:
-        return GazeRadDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
-                                max_image_mb=float(self.conf.get("max_upload_mb", 128)), max_gaze_mb=float(self.conf.get("max_gaze_mb", 32)))
+        return GazeRadDatastore(
+            self.studies,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            max_image_mb=float(self.conf.get("max_upload_mb", 128)),
+            max_gaze_mb=float(self.conf.get("max_gaze_mb", 32)),
+        )
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}

@@ -48,8 +48,7 @@ def _ras_to_pixel(p, ijk_to_ras) -> tuple[float, float]:
     return float(ijk[0] + 0.5), float(ijk[1] + 0.5)  # voxel index -> continuous pixel coordinates
 
 
-def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: str | None = None,
-           opacity: float = 0.5, min_score: float = 0.3) -> str:
+def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: str | None = None, opacity: float = 0.5, min_score: float = 0.3) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,16 +79,14 @@ def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: s
         ax.set_axis_off()
     axes[0].imshow(shown, cmap=cmap, vmin=hv.value_range[0], vmax=hv.value_range[1], alpha=opacity, interpolation="bilinear")
     top = sorted(att["regions"].items(), key=lambda kv: -kv[1])[:2]
-    axes[0].set_title("Predicted attention (overlay, opacity %.1f)\nmost: %s" % (
-        opacity, ", ".join(f"{k} {100 * v:.0f} %" for k, v in top)), fontsize=10)
+    axes[0].set_title("Predicted attention (overlay, opacity %.1f)\nmost: %s" % (opacity, ", ".join(f"{k} {100 * v:.0f} %" for k, v in top)), fontsize=10)
 
     for m in mk["markups"]:
         cx, cy = _ras_to_pixel(m["center"], hv.ijk_to_ras)
         w, h = m["size"][0] / hv.geometry.spacing[0], m["size"][1] / hv.geometry.spacing[1]
         col = m["display"]["color"]
         axes[1].add_patch(Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, lw=2, ec=col))
-        axes[1].text(cx - w / 2, cy - h / 2 - 2, m["name"], color=col, fontsize=9, va="bottom",
-                     bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
+        axes[1].text(cx - w / 2, cy - h / 2 - 2, m["name"], color=col, fontsize=9, va="bottom", bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
     title = "Findings (ROIs with score)"
     if stored:
         sp = scanpath_markups(stored, ijk_to_ras=hv.ijk_to_ras)
@@ -100,8 +97,13 @@ def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: s
         title += f" and scanpath of {stored['records'][0]['reader_id']}"
     axes[1].set_title(title, fontsize=10)
     classes = [r for r in table["rows"] if r[1] == "class"]
-    fig.text(0.5, 0.03, "Class probabilities: " + ",  ".join(f"{r[0]} {r[2]:.2f}" for r in classes)
-             + f"     (study {image_id}; model {att.get('model_version', '?')})", ha="center", fontsize=9)
+    fig.text(
+        0.5,
+        0.03,
+        "Class probabilities: " + ",  ".join(f"{r[0]} {r[2]:.2f}" for r in classes) + f"     (study {image_id}; model {att.get('model_version', '?')})",
+        ha="center",
+        fontsize=9,
+    )
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.07, wspace=0.03)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, facecolor="white")

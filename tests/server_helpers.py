@@ -38,8 +38,7 @@ def free_port() -> int:
 class Server:
     """A MONAI Label server process with a private copy of the app (its own ``model/``)."""
 
-    def __init__(self, studies: Path, workdir: Path, conf: dict[str, str] | None = None, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, studies: Path, workdir: Path, conf: dict[str, str] | None = None, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.app = workdir / "app"
         if not self.app.exists():
             shutil.copytree(REPO / "monailabel_app", self.app, ignore=shutil.ignore_patterns("model", "__pycache__"))
@@ -61,8 +60,18 @@ class Server:
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         env.setdefault("MONAI_LABEL_SESSION_PATH", str(self.app.parent / "sessions"))
         env.update(self.env)
-        cmd = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(self.app), "--studies",
-               str(self.studies), "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [
+            str(Path(sys.executable).parent / "monailabel"),
+            "start_server",
+            "--app",
+            str(self.app),
+            "--studies",
+            str(self.studies),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         for k, v in self.conf.items():
             cmd += ["--conf", k, v]
         self._fh = self.log.open("a")

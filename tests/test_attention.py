@@ -195,9 +195,7 @@ def test_crop_determinism_and_types():
     o = c1(other, randomize=False)
     assert c1.last_box == box
     x0, y0, w, h = box
-    ref = torch.nn.functional.interpolate(
-        other[None, :, y0 : y0 + h, x0 : x0 + w], size=(12, 16), mode="bilinear", align_corners=False, antialias=True
-    )[0]
+    ref = torch.nn.functional.interpolate(other[None, :, y0 : y0 + h, x0 : x0 + w], size=(12, 16), mode="bilinear", align_corners=False, antialias=True)[0]
     torch.testing.assert_close(o, ref)
     with pytest.raises(ValueError):
         AttentionRandResizedCrop(8, q=1.5)
@@ -250,9 +248,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("attn_out")
-    metrics = train_attention(
-        study, out, epochs=3, batch_size=4, lr=2e-3, input_size=SIZE, features=TINY, seed=0, progress=False
-    )
+    metrics = train_attention(study, out, epochs=3, batch_size=4, lr=2e-3, input_size=SIZE, features=TINY, seed=0, progress=False)
     return out, metrics
 
 
@@ -328,20 +324,34 @@ def test_load_round_trip_gives_the_trained_model(trained, study):
 def test_training_is_seeded_and_cli_glue(study, tmp_path, capsys):
     from gazerad.cli import build_parser
 
-    args = build_parser().parse_args([
-        "train-attention", "--studies", str(study), "--out", str(tmp_path / "cli"), "--epochs", "1",
-        "--batch-size", "4", "--size", str(SIZE), "--seed", "3", "--device", "cpu", "--quiet",
-    ])
+    args = build_parser().parse_args(
+        [
+            "train-attention",
+            "--studies",
+            str(study),
+            "--out",
+            str(tmp_path / "cli"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--size",
+            str(SIZE),
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "centre prior" in text and "attention model" in text and "AUC-Judd" in text
-    train_attention(study, tmp_path / "api", epochs=1, batch_size=4, input_size=SIZE, seed=3, device="cpu",
-                    progress=False)
+    train_attention(study, tmp_path / "api", epochs=1, batch_size=4, input_size=SIZE, seed=3, device="cpu", progress=False)
     a = torch.load(tmp_path / "cli" / "attention.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "api" / "attention.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    train_attention(study, tmp_path / "other", epochs=1, batch_size=4, input_size=SIZE, seed=4, device="cpu",
-                    progress=False)
+    train_attention(study, tmp_path / "other", epochs=1, batch_size=4, input_size=SIZE, seed=4, device="cpu", progress=False)
     c = torch.load(tmp_path / "other" / "attention.pt", weights_only=True)["state_dict"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -421,11 +431,13 @@ def test_pipeline_predicts_then_crops(trained, study):
     from gazerad.io.xray import LoadXRayd
 
     cache = AttentionCache(trained[0] / "attention.pt")
-    pipe = Compose([
-        LoadXRayd(keys="image"),
-        PredictAttentiond("image", cache),
-        AttentionRandResizedCropd("image", size=32, q=0.7),
-    ])
+    pipe = Compose(
+        [
+            LoadXRayd(keys="image"),
+            PredictAttentiond("image", cache),
+            AttentionRandResizedCropd("image", size=32, q=0.7),
+        ]
+    )
     pipe.set_random_state(0)
     path = next((study / "images").glob("*.png"))
     d = pipe({"image": str(path)})

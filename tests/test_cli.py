@@ -60,11 +60,29 @@ def test_training_commands_have_a_flag_per_setting_and_show_defaults(commands) -
 
 
 def test_bool_tuple_and_choice_flags(parser) -> None:
-    a = parser.parse_args(["pretrain", "--data", "d", "--out", "o", "--no-amp", "--betas", "0.8", "0.9", "--splits", "train", "test",
-                           "--channels-last", "false", "--precision", "bf16", "--quiet"])
+    a = parser.parse_args(
+        [
+            "pretrain",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--no-amp",
+            "--betas",
+            "0.8",
+            "0.9",
+            "--splits",
+            "train",
+            "test",
+            "--channels-last",
+            "false",
+            "--precision",
+            "bf16",
+            "--quiet",
+        ]
+    )
     cfg = settings_from_args(a)
-    assert (cfg.amp, cfg.betas, cfg.splits, cfg.channels_last, cfg.precision, cfg.progress) == (
-        False, (0.8, 0.9), ("train", "test"), False, "bf16", False)
+    assert (cfg.amp, cfg.betas, cfg.splits, cfg.channels_last, cfg.precision, cfg.progress) == (False, (0.8, 0.9), ("train", "test"), False, "bf16", False)
     assert settings_from_args(parser.parse_args(["pretrain", "--data", "d", "--out", "o", "--amp"])).amp is True
     for bad in (["--precision", "int8"], ["--framework", "swav"], ["--backbone", "vgg"], ["--epochs", "many"], ["--betas", "0.9"]):
         with pytest.raises(SystemExit):
@@ -73,17 +91,20 @@ def test_bool_tuple_and_choice_flags(parser) -> None:
         parser.parse_args(["train-kacl", "--data", "d", "--out", "o", "--method", "other"])
 
 
-@pytest.mark.parametrize("command, old, new, value, dest", [
-    ("pretrain", "--size", "--image-size", "64", "image_size"),
-    ("train-attention", "--size", "--image-size", "64", "image_size"),
-    ("train-attention", "--studies", "--data", "s", "data"),
-    ("evaluate", "--size", "--image-size", "64", "image_size"),
-    ("show", "--studies", "--data", "s", "data"),
-    ("train-kacl", "--cam", "--cam-method", "gradcampp", "cam_method"),
-    ("evaluate-localization", "--cam", "--cam-method", "gradcampp", "cam_method"),
-    ("evaluate-localization", "--threshold", "--cam-threshold", "0.3", "cam_threshold"),
-    ("serve", "--studies", "--data", "s", "studies"),
-])
+@pytest.mark.parametrize(
+    "command, old, new, value, dest",
+    [
+        ("pretrain", "--size", "--image-size", "64", "image_size"),
+        ("train-attention", "--size", "--image-size", "64", "image_size"),
+        ("train-attention", "--studies", "--data", "s", "data"),
+        ("evaluate", "--size", "--image-size", "64", "image_size"),
+        ("show", "--studies", "--data", "s", "data"),
+        ("train-kacl", "--cam", "--cam-method", "gradcampp", "cam_method"),
+        ("evaluate-localization", "--cam", "--cam-method", "gradcampp", "cam_method"),
+        ("evaluate-localization", "--threshold", "--cam-threshold", "0.3", "cam_threshold"),
+        ("serve", "--studies", "--data", "s", "studies"),
+    ],
+)
 def test_old_flag_names_are_hidden_aliases(parser, commands, command, old, new, value, dest) -> None:
     need = {"evaluate": ["--encoder", "e", "--data", "d"], "evaluate-localization": ["--model", "m", "--data", "d"]}.get(command, [])
     a = parser.parse_args([command, *need, old, value])
@@ -110,8 +131,9 @@ def test_synth_size_is_the_generated_side(commands) -> None:
 
 def test_config_file_and_flag_override(parser, tmp_path: Path) -> None:
     cfg_file = tmp_path / "kacl.json"
-    cfg_file.write_text(json.dumps({"side": 96, "kacl": {"data": "studies", "out": "run", "image_size": "@side", "epochs": 3,
-                                                         "backbone": "resnet10", "amp": False}}))
+    cfg_file.write_text(
+        json.dumps({"side": 96, "kacl": {"data": "studies", "out": "run", "image_size": "@side", "epochs": 3, "backbone": "resnet10", "amp": False}})
+    )
     a = parser.parse_args(["train-kacl", "--config", str(cfg_file), "--epochs", "1", "--lr", "0.01"])
     cfg = settings_from_args(a)
     assert (cfg.data, cfg.image_size, cfg.epochs, cfg.lr, cfg.backbone, cfg.amp) == ("studies", 96, 1, 0.01, "resnet10", False)
@@ -134,11 +156,13 @@ def test_missing_and_invalid_settings_are_one_line_errors(capsys, tmp_path: Path
 
 
 def test_help_is_fast_and_imports_no_torch() -> None:
-    code = ("import sys, contextlib, io\n"
-            "from gazerad.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
-            "assert 'torch' not in sys.modules, 'gazerad --help imported torch'\n")
+    code = (
+        "import sys, contextlib, io\n"
+        "from gazerad.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+        "assert 'torch' not in sys.modules, 'gazerad --help imported torch'\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     for cmd in (["-m", "gazerad", "--help"], ["-m", "gazerad.cli", "--help"]):

@@ -19,8 +19,7 @@ from gazerad.serving.guard import GuardConfig, RequestGuard, is_loopback
 from gazerad.serving.params import InferParams, UploadParams, parse_bool, parse_number
 
 GOOD = ["00000001_000", "a", "IM-0001.dcm", "p10_s5+x", "0" * MAX_NAME, "_x"]
-BAD = ["", ".", "..", ".hidden", "-rf", "a/b", "a\\b", "../x", "/etc/passwd", "a\x00", "x" * (MAX_NAME + 1), "r\u00e9", "a b",
-       "%2e%2e", "C:x", None, 5, b"abc"]
+BAD = ["", ".", "..", ".hidden", "-rf", "a/b", "a\\b", "../x", "/etc/passwd", "a\x00", "x" * (MAX_NAME + 1), "r\u00e9", "a b", "%2e%2e", "C:x", None, 5, b"abc"]
 
 
 @pytest.mark.parametrize("name", GOOD)
@@ -75,8 +74,11 @@ def test_safe_extract_writes_inside_or_nothing(tmp_path: Path) -> None:
     out.mkdir()
     files = safe_extract(_tar_with(tmp_path / "ok.tgz", {"d/a.png": b"1", "b.png": b"22"}), out)
     assert sorted(p.relative_to(out).as_posix() for p in files) == ["b.png", "d/a.png"]
-    for name, kw in [("slip.tgz", {"entries": {"ok.png": b"1", "../x": b"2"}}), ("abs.tgz", {"entries": {"/tmp/x": b"2"}}),
-                     ("link.tgz", {"entries": {"ok.png": b"1"}, "link": "l"})]:
+    for name, kw in [
+        ("slip.tgz", {"entries": {"ok.png": b"1", "../x": b"2"}}),
+        ("abs.tgz", {"entries": {"/tmp/x": b"2"}}),
+        ("link.tgz", {"entries": {"ok.png": b"1"}, "link": "l"}),
+    ]:
         dest = tmp_path / name.replace(".", "_")
         dest.mkdir()
         with pytest.raises(UnsafeName):
@@ -133,19 +135,27 @@ def test_typed_params() -> None:
         UploadParams.parse({"reader": "a\nb"})
     p = InferParams.parse({"boxes": [[1, 2, 3, 4]], "output": "cam", "image": "ignored"})
     assert p.boxes == ((1.0, 2.0, 3.0, 4.0),) and p.output == "cam"
-    for bad, words in [({"output": "../x"}, "'output'"), ({"max_boxes": 1e9}, "'max_boxes'"), ({"boxes": [[0, 0, -1, 1]]}, "boxes"),
-                       ({"min_score": "nan"}, "'min_score'")]:
+    for bad, words in [
+        ({"output": "../x"}, "'output'"),
+        ({"max_boxes": 1e9}, "'max_boxes'"),
+        ({"boxes": [[0, 0, -1, 1]]}, "boxes"),
+        ({"min_score": "nan"}, "'min_score'"),
+    ]:
         with pytest.raises(ValueError, match=words):
             InferParams.parse(bad)
 
 
 # ---------------------------------------------------------------------------- the guard as an ASGI app
-def _call(guard: RequestGuard, method: str, path: str, query: bytes = b"", headers: dict | None = None, body: bytes = b"",
-          chunks: list[bytes] | None = None) -> tuple[int, bytes, dict]:
+def _call(
+    guard: RequestGuard, method: str, path: str, query: bytes = b"", headers: dict | None = None, body: bytes = b"", chunks: list[bytes] | None = None
+) -> tuple[int, bytes, dict]:
     sent: list = []
     seen: dict = {}
-    msgs = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)] if chunks else \
-        [{"type": "http.request", "body": body, "more_body": False}]
+    msgs = (
+        [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        if chunks
+        else [{"type": "http.request", "body": body, "more_body": False}]
+    )
 
     async def receive():
         return msgs.pop(0) if msgs else {"type": "http.disconnect"}
@@ -161,17 +171,25 @@ def _call(guard: RequestGuard, method: str, path: str, query: bytes = b"", heade
             if not m.get("more_body"):
                 break
         seen["body"] = got
-        await snd({"type": "http.response.start", "status": 500 if b"fail" in got else 200,
-                   "headers": [(b"access-control-allow-origin", b"*")]})
+        await snd({"type": "http.response.start", "status": 500 if b"fail" in got else 200, "headers": [(b"access-control-allow-origin", b"*")]})
         await snd({"type": "http.response.body", "body": b"error at /srv/app/x.py" if b"fail" in got else b"ok"})
 
     guard.app = app
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
-             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
     asyncio.run(guard(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), {
-        k.decode(): v.decode() for k, v in start["headers"]} | {"_app_body": seen.get("body")}
+    return (
+        start["status"],
+        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        {k.decode(): v.decode() for k, v in start["headers"]} | {"_app_body": seen.get("body")},
+    )
 
 
 def test_guard_names_origins_auth_and_size() -> None:
@@ -181,8 +199,7 @@ def test_guard_names_origins_auth_and_size() -> None:
     assert _call(g, "GET", "/info/")[0] == 401
     assert _call(g, "GET", "/info/", headers={"Authorization": "Bearer " + "t" * 19})[0] == 401
     assert _call(g, "GET", "/auth/")[0] == 200
-    st, body, _ = _call(g, "POST", "/auth/token", headers={"content-type": "application/x-www-form-urlencoded"},
-                        body=b"username=a&password=" + b"t" * 20)
+    st, body, _ = _call(g, "POST", "/auth/token", headers={"content-type": "application/x-www-form-urlencoded"}, body=b"username=a&password=" + b"t" * 20)
     assert st == 200 and b"t" * 20 in body
     assert _call(g, "POST", "/auth/token", body=b"username=a&password=x")[0] == 401
     for q in (b"image=../x", b"tag=..", b"id=%2Fetc", b"label=a%00", b"image=%C3%A9"):

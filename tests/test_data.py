@@ -143,9 +143,16 @@ def test_missing_columns_and_files_are_named(tmp_path: Path) -> None:
         read_study_table(header_only)
 
 
-@pytest.mark.parametrize("value, words", [
-    ("2", "value is '2'"), ("0.5", "value is '0.5'"), ("nan", "NaN"), ("inf", "NaN/inf"), ("yes", "'yes' is not a number"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("2", "value is '2'"),
+        ("0.5", "value is '0.5'"),
+        ("nan", "NaN"),
+        ("inf", "NaN/inf"),
+        ("yes", "'yes' is not a number"),
+    ],
+)
 def test_bad_class_value_names_file_row_and_column(tmp_path: Path, value: str, words: str) -> None:
     from gazerad.serving.data import DatastoreView
 

@@ -72,8 +72,13 @@ def test_channels_last_alone_is_float32_to_rounding() -> None:
 
 def test_switches_and_record() -> None:
     cpu = torch.device("cpu")
-    assert Runtime(cpu, "fp32", False, False).describe() == {"device": "cpu", "precision": "fp32", "precision_asked": "fp32",
-                                                             "channels_last": False, "fused_optimizer": False}
+    assert Runtime(cpu, "fp32", False, False).describe() == {
+        "device": "cpu",
+        "precision": "fp32",
+        "precision_asked": "fp32",
+        "channels_last": False,
+        "fused_optimizer": False,
+    }
     assert Runtime(cpu).optimizer("AdamW", [torch.nn.Parameter(torch.zeros(2))]).defaults["fused"] is True
     assert not Runtime.fp32_reference().optimizer("AdamW", [torch.nn.Parameter(torch.zeros(2))]).defaults.get("fused")
     auto = Runtime(cpu)
@@ -93,8 +98,11 @@ def test_losses_run_in_float32_under_autocast() -> None:
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
     h1, h2 = z1.bfloat16(), z2.bfloat16()
-    for loss, args in [(MultiPositiveNTXentLoss(0.2), (h1, h2)), (MaskedCosineLoss(), (h1, h2)),
-                       (MoCoInfoNCELoss(0.2), (h1, h2, torch.nn.functional.normalize(torch.randn(32, 16, generator=g)).bfloat16()))]:
+    for loss, args in [
+        (MultiPositiveNTXentLoss(0.2), (h1, h2)),
+        (MaskedCosineLoss(), (h1, h2)),
+        (MoCoInfoNCELoss(0.2), (h1, h2, torch.nn.functional.normalize(torch.randn(32, 16, generator=g)).bfloat16())),
+    ]:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = loss(*args)
         want = loss(*(a.float() for a in args))  # the same rounded inputs, float32 arithmetic
@@ -118,8 +126,21 @@ def test_trainer_records_its_runtime(tmp_path: Path) -> None:
     generate_studies(data, n=12, seed=0, size=64, progress=False)
     for precision in ("fp32", "auto"):
         out = tmp_path / precision
-        pretrain(PretrainConfig(data=str(data), out=str(out), framework="simclr", backbone="resnet10", image_size=32, epochs=1,
-                                batch_size=8, splits=("train", "validate", "test"), max_steps=1, progress=False, precision=precision))
+        pretrain(
+            PretrainConfig(
+                data=str(data),
+                out=str(out),
+                framework="simclr",
+                backbone="resnet10",
+                image_size=32,
+                epochs=1,
+                batch_size=8,
+                splits=("train", "validate", "test"),
+                max_steps=1,
+                progress=False,
+                precision=precision,
+            )
+        )
         rec = json.loads((out / "history.json").read_text())["runtime"]
         assert rec["precision"] == ("fp32" if precision == "fp32" or not cpu_has_bf16() else "bf16") and rec["channels_last"] is True
 
@@ -138,8 +159,19 @@ def test_checkpoint_restores_every_generator_and_refuses_other_runs(tmp_path: Pa
     sched = torch.optim.lr_scheduler.StepLR(opt, 1)
     scaler = rt.scaler()
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    path = save_checkpoint(tmp_path / "c.pt", "pretrain", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=2, step=7,
-                           history=[{"epoch": 1}], config={"framework": "moco", "backbone": "resnet10"}, extra={"queue": torch.ones(4)})
+    path = save_checkpoint(
+        tmp_path / "c.pt",
+        "pretrain",
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        scaler=scaler,
+        epoch=2,
+        step=7,
+        history=[{"epoch": 1}],
+        config={"framework": "moco", "backbone": "resnet10"},
+        extra={"queue": torch.ones(4)},
+    )
     want = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     state = load_checkpoint(path, "pretrain", "cpu", {"framework": "moco", "backbone": "resnet10"})

@@ -25,9 +25,7 @@ MERGE = {"merge_distance": 0.5, "merge_gap": 0.075}
 # helpers
 
 
-def _piecewise(
-    rate: float, keys_t: list[float], keys_x: list[float], keys_y: list[float], noise_px: float = 0.05, seed: int = 0
-) -> np.ndarray:
+def _piecewise(rate: float, keys_t: list[float], keys_x: list[float], keys_y: list[float], noise_px: float = 0.05, seed: int = 0) -> np.ndarray:
     """``(M, 3)`` samples at ``rate`` following linear interpolation between key points."""
     t = np.arange(int(round(keys_t[-1] * rate)) + 1) / rate
     rng = np.random.default_rng(seed)

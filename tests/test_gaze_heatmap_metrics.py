@@ -106,8 +106,7 @@ def test_batched_equals_single():
 
 def test_different_sizes_need_out_shape():
     f = _fix((1.0, 1.0, 0.1))
-    recs = [GazeRecord("a", "r", f, image_size=(4, 4), pixels_per_degree=1.0),
-            GazeRecord("b", "r", f, image_size=(8, 4), pixels_per_degree=1.0)]
+    recs = [GazeRecord("a", "r", f, image_size=(4, 4), pixels_per_degree=1.0), GazeRecord("b", "r", f, image_size=(8, 4), pixels_per_degree=1.0)]
     with pytest.raises(ValueError, match="out_shape"):
         gaze_heatmaps(recs)
     assert gaze_heatmaps(recs, out_shape=(4, 4)).shape == (2, 4, 4)

@@ -141,12 +141,7 @@ def test_reflacx_synthetic_study(tmp_path: Path) -> None:
                 assert rec.image_size == (128, 128)
                 with open(main / m["id"] / "fixations.csv", newline="") as fh2:
                     rows = list(csv.DictReader(fh2))
-                expect = np.array(
-                    [
-                        [float(r[k]) for k in ("x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation")]
-                        for r in rows
-                    ]
-                )
+                expect = np.array([[float(r[k]) for k in ("x_position", "y_position", "timestamp_start_fixation", "timestamp_end_fixation")] for r in rows])
                 np.testing.assert_array_equal(rec.fixations, expect)
                 assert rec.pixels_per_degree == pytest.approx(float(rows[0]["angular_resolution_x_pixels_per_degree"]))
                 assert rec.samples is not None and len(rec.samples) > len(rec)
@@ -327,12 +322,7 @@ def test_egd_bad_values(tmp_path: Path) -> None:
 
 def test_mcgip_csv(tmp_path: Path) -> None:
     f = tmp_path / "gaze.csv"
-    f.write_text(
-        "image;x;gaze\n"
-        "data/train/COVID/img1.png;0;[(100, 200), (400.5, 400), (900, 10)]\n"
-        "\n"
-        "data/train/Normal/img2.png;1;[(0, 0), (799, 799)]\n"
-    )
+    f.write_text("image;x;gaze\ndata/train/COVID/img1.png;0;[(100, 200), (400.5, 400), (900, 10)]\n\ndata/train/Normal/img2.png;1;[(0, 0), (799, 799)]\n")
     c = load_mcgip_csv(f)
     assert c.images == ["img1.png", "img2.png"]
     (r,) = c["img1.png"]
@@ -583,10 +573,12 @@ def test_one_sniffer_judges_by_content_for_loader_and_uploads(tmp_path: Path, ed
     text_edf = tmp_path / "fake.edf"
     text_edf.write_text("DICOM_ID,FPOGX,FPOGY\n")
     assert sniff_gaze_file(text_edf) == "egd"
-    for name, body, fmt in [("m.txt", json.dumps({"img.png": [[0.5, 0.5]]}), "mcgip_json"),
-                            ("c.json", json.dumps({"format": "gazerad-gaze", "version": 1, "records": []}), "canonical"),
-                            ("g.dat", "x,y,t_start,t_end\n1,2,0,0.1\n", "generic"),
-                            ("r.csv", "x_position,y_position,timestamp_start_fixation,timestamp_end_fixation\n", "reflacx_fixations")]:
+    for name, body, fmt in [
+        ("m.txt", json.dumps({"img.png": [[0.5, 0.5]]}), "mcgip_json"),
+        ("c.json", json.dumps({"format": "gazerad-gaze", "version": 1, "records": []}), "canonical"),
+        ("g.dat", "x,y,t_start,t_end\n1,2,0,0.1\n", "generic"),
+        ("r.csv", "x_position,y_position,timestamp_start_fixation,timestamp_end_fixation\n", "reflacx_fixations"),
+    ]:
         (tmp_path / name).write_text(body)
         assert sniff_gaze_file(tmp_path / name) == fmt, name
     with pytest.raises(InputError, match="generic CSV needs columns="):

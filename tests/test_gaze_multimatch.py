@@ -251,9 +251,7 @@ def test_scheme_is_registered_with_documented_defaults():
         MultiMatchScheme(weights=(1, 1))
 
 
-@pytest.mark.parametrize(
-    "params", [{}, dict(amplitude_threshold=40.0, direction_threshold=45.0, duration_threshold=0.1)]
-)
+@pytest.mark.parametrize("params", [{}, dict(amplitude_threshold=40.0, direction_threshold=45.0, duration_threshold=0.1)])
 def test_scheme_contract(params):
     rng = np.random.default_rng(8)
     recs = _records(rng, [0, 1, 2, 3, 5, 12, 20, 30, 30, 41])

@@ -67,9 +67,24 @@ def test_similarity_is_higher_for_images_sharing_a_finding(premise_set, scheme, 
 def test_cli_relation_end_to_end(studies, tmp_path):
     out = tmp_path / "tima.npz"
     r = subprocess.run(
-        [sys.executable, "-m", "gazerad", "relation", "--gaze", str(studies), "--scheme", "tima", "--out", str(out),
-         "--images", str(studies / "labels.csv"), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "gazerad",
+            "relation",
+            "--gaze",
+            str(studies),
+            "--scheme",
+            "tima",
+            "--out",
+            str(out),
+            "--images",
+            str(studies / "labels.csv"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     rel = load_relation(out)
@@ -79,13 +94,29 @@ def test_cli_relation_end_to_end(studies, tmp_path):
     assert (m[~np.eye(len(m), dtype=bool)] > 0).mean() > 0.5  # images with gaze relate to each other
     sparse = tmp_path / "mom.npz"
     r = subprocess.run(
-        [sys.executable, "-m", "gazerad", "relation", "--gaze", str(studies / "reflacx" / "main_data"), "--scheme", "moment",
-         "--top-k", "3", "--out", str(sparse), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "gazerad",
+            "relation",
+            "--gaze",
+            str(studies / "reflacx" / "main_data"),
+            "--scheme",
+            "moment",
+            "--top-k",
+            "3",
+            "--out",
+            str(sparse),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     s = load_relation(sparse)
     assert s.is_sparse and (np.diff(s.matrix.indptr) >= 4).all()  # diagonal + at least top-3 per row
-    bad = subprocess.run([sys.executable, "-m", "gazerad", "relation", "--gaze", str(tmp_path), "--out", str(tmp_path / "x.npz")],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gazerad", "relation", "--gaze", str(tmp_path), "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr and "Traceback" not in bad.stderr

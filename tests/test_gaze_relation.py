@@ -132,18 +132,23 @@ def test_cache_by_content(tmp_path):
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path):
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_gaze_relation import CentroidScheme, _records
         from gazerad.gaze.relation import compute_relation_distributed
-        compute_relation_distributed({str(tmp_path / 'rel.npz')!r}, gaze=_records(15), scheme=CentroidScheme(),
+        compute_relation_distributed({str(tmp_path / "rel.npz")!r}, gaze=_records(15), scheme=CentroidScheme(),
                                      block_size=4, workers=1, progress=False)
-    """))
+    """)
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517", str(script)],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     full = compute_relation(_records(15), CentroidScheme(), workers=1, progress=False).dense()

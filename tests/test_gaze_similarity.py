@@ -111,8 +111,7 @@ def test_rd_hand_values():
     assert rd(0.0, 0.0) == 0.0
     assert rd(np.nan, 1.0) == 1.0 and rd(1.0, np.nan) == 1.0
     assert rd(0.0, -1.0) == 1.0  # max is 0
-    np.testing.assert_allclose(rd(np.array([1.0, 2.0])[:, None], np.array([2.0, 4.0])[None, :]),
-                               [[0.5, 0.75], [0.0, 0.5]])
+    np.testing.assert_allclose(rd(np.array([1.0, 2.0])[:, None], np.array([2.0, 4.0])[None, :]), [[0.5, 0.75], [0.0, 0.5]])
 
 
 def test_quantise_8bit():
@@ -262,8 +261,7 @@ def test_tima_two_temporal_clusters():
     assert seq.shape == (2, 2) and (seq[:, 0] > 0).all() and (seq[:, 1] > 0).all()
     assert sch.similarity(rec, rec) == 1.0
     # all-noise scanpath: one moment made of all fixations
-    few = GazeRecord("y", "r", np.column_stack([xy[::4], t0[:5], t0[:5] + 0.2]), image_size=(512, 480),
-                     pixels_per_degree=20.0)
+    few = GazeRecord("y", "r", np.column_stack([xy[::4], t0[:5], t0[:5] + 0.2]), image_size=(512, 480), pixels_per_degree=20.0)
     assert [g.tolist() for g in TIMAScheme(min_samples=50).moments(few)] == [list(range(5))]
 
 

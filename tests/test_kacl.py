@@ -23,8 +23,20 @@ def masses(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def kacl_run(masses: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("kacl") / "run"
-    res = train_kacl(KACLConfig(data=str(masses), out=str(out), backbone="resnet10", image_size=SIZE, epochs=6,
-                                batch_size=16, lr=1e-3, cam_layer="backbone.layer3", bin_width=16, progress=False))
+    res = train_kacl(
+        KACLConfig(
+            data=str(masses),
+            out=str(out),
+            backbone="resnet10",
+            image_size=SIZE,
+            epochs=6,
+            batch_size=16,
+            lr=1e-3,
+            cam_layer="backbone.layer3",
+            bin_width=16,
+            progress=False,
+        )
+    )
     return out, res
 
 
@@ -70,8 +82,17 @@ def test_cam_class_choice() -> None:
 
 def test_semi_supervised_and_resume(masses: Path, tmp_path: Path) -> None:
     """10 % labels: runs; a run stopped after epoch 1 resumes to the same weights as an uninterrupted run."""
-    kw = dict(data=str(masses), backbone="resnet10", image_size=64, epochs=2, batch_size=16, labelled_fraction=0.1,
-              cam_layer="backbone.layer3", bin_width=16, progress=False)
+    kw = dict(
+        data=str(masses),
+        backbone="resnet10",
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        labelled_fraction=0.1,
+        cam_layer="backbone.layer3",
+        bin_width=16,
+        progress=False,
+    )
     full = train_kacl(KACLConfig(out=str(tmp_path / "full"), **kw))
     assert len(full["history"]) == 2
     steps = full["history"][0]["steps"]
@@ -86,8 +107,29 @@ def test_semi_supervised_and_resume(masses: Path, tmp_path: Path) -> None:
 
 def test_cli_supervised_and_evaluate(masses: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sup"
-    assert cli(["train-kacl", "--data", str(masses), "--out", str(out), "--method", "supervised", "--backbone", "resnet10",
-                "--image-size", "64", "--epochs", "1", "--batch-size", "16", "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "train-kacl",
+                "--data",
+                str(masses),
+                "--out",
+                str(out),
+                "--method",
+                "supervised",
+                "--backbone",
+                "resnet10",
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "train-kacl [supervised]" in capsys.readouterr().out
     assert cli(["evaluate-localization", "--model", str(out), "--data", str(masses), "--splits", "test", "--overlays", "0"]) == 0
     text = capsys.readouterr().out

@@ -21,8 +21,9 @@ from gazerad.pretrain import PretrainConfig, build_framework, evaluate_encoder, 
 from gazerad.pretrain.data import read_study_table
 from gazerad.synth import generate_studies
 
-TINY = dict(backbone="resnet10", image_size=32, base_size=64, batch_size=16, proj_dim=32, hidden_dim=64,
-            queue_size=16, lr=3e-3, warmup_epochs=0, progress=False)
+TINY = dict(
+    backbone="resnet10", image_size=32, base_size=64, batch_size=16, proj_dim=32, hidden_dim=64, queue_size=16, lr=3e-3, warmup_epochs=0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,9 @@ def test_loss_falls_for_every_framework_and_method(small, tmp_path, framework, m
         # MoCo's 0.999 key momentum is for runs of 100k steps: over these 36 steps the key
         # encoder would hardly move and the loss only fluctuates (seen: +0.05 after 12 epochs)
         extra["momentum"] = 0.9
-    cfg = PretrainConfig(data=str(small["studies"]), out=str(tmp_path / "run"), framework=framework, epochs=12,
-                         seed=1, splits=("train", "validate", "test"), **TINY, **extra)
+    cfg = PretrainConfig(
+        data=str(small["studies"]), out=str(tmp_path / "run"), framework=framework, epochs=12, seed=1, splits=("train", "validate", "test"), **TINY, **extra
+    )
     assert cfg.method == method
     res = pretrain(cfg)
     loss = [h["loss"] for h in res["history"]]
@@ -73,12 +75,41 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_kill_matches_uninterrupted_run(small, tmp_path):
-    common = dict(data=str(small["studies"]), framework="moco", epochs=4, seed=3, relation=str(small["relation"]),
-                  threshold=0.8, drop_p=0.5, splits=("train", "validate", "test"), **TINY)
+    common = dict(
+        data=str(small["studies"]),
+        framework="moco",
+        epochs=4,
+        seed=3,
+        relation=str(small["relation"]),
+        threshold=0.8,
+        drop_p=0.5,
+        splits=("train", "validate", "test"),
+        **TINY,
+    )
     ref = pretrain(PretrainConfig(out=str(tmp_path / "ref"), **common))
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "gazerad", "pretrain", "--data", common["data"], "--out", str(out), "--framework", "moco",
-            "--epochs", "4", "--seed", "3", "--relation", common["relation"], "--threshold", "0.8", "--drop-p", "0.5"]
+    args = [
+        sys.executable,
+        "-m",
+        "gazerad",
+        "pretrain",
+        "--data",
+        common["data"],
+        "--out",
+        str(out),
+        "--framework",
+        "moco",
+        "--epochs",
+        "4",
+        "--seed",
+        "3",
+        "--relation",
+        common["relation"],
+        "--threshold",
+        "0.8",
+        "--drop-p",
+        "0.5",
+    ]
     cfg_file = tmp_path / "tiny.json"
     cfg_file.write_text(json.dumps({k: v for k, v in TINY.items() if k != "progress"} | {"splits": ["train", "validate", "test"]}))
     args += ["--config", str(cfg_file)]
@@ -158,10 +189,38 @@ def test_ddp_two_processes_equal_single_process_gradient(tmp_path, framework):
 
 def test_torchrun_two_ranks_end_to_end(small, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gazerad",
-           "pretrain", "--data", str(small["studies"]), "--out", str(out), "--framework", "simclr", "--backbone", "resnet10",
-           "--size", "32", "--batch-size", "8", "--epochs", "1", "--max-steps", "2", "--relation", str(small["relation"]),
-           "--threshold", "0.8", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gazerad",
+        "pretrain",
+        "--data",
+        str(small["studies"]),
+        "--out",
+        str(out),
+        "--framework",
+        "simclr",
+        "--backbone",
+        "resnet10",
+        "--size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--relation",
+        str(small["relation"]),
+        "--threshold",
+        "0.8",
+        "--quiet",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "encoder.pt").is_file()
@@ -185,8 +244,9 @@ def test_config_file_with_references_and_overrides(small, tmp_path):
     bad.write_text("pretrain:\n  data: x\n  out: y\n  framewrk: byol\n")
     with pytest.raises(ValueError, match=r"bad.yaml.*unknown config keys \['framewrk'\]"):
         load_config(bad)
-    r = subprocess.run([sys.executable, "-m", "gazerad", "pretrain", "--config", str(yml), "--epochs", "1", "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "gazerad", "pretrain", "--config", str(yml), "--epochs", "1", "--quiet"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "cfgrun" / "history.json").read_text())["config"]["framework"] == "byol"
 
@@ -200,14 +260,35 @@ def test_evaluate_protocols_and_cli(small, tmp_path):
         assert res["n_train"] + res["n_test"] == 48
     ordinal = evaluate_encoder(enc_dir, small["studies"], protocol="linear", task="ordinal")
     assert ordinal["mae"] >= 0 and "auc" in ordinal
-    r = subprocess.run([sys.executable, "-m", "gazerad", "evaluate", "--encoder", "random", "--backbone", "resnet10",
-                        "--size", "32", "--data", str(small["studies"]), "--protocol", "knn", "--out", str(tmp_path / "m.json")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gazerad",
+            "evaluate",
+            "--encoder",
+            "random",
+            "--backbone",
+            "resnet10",
+            "--size",
+            "32",
+            "--data",
+            str(small["studies"]),
+            "--protocol",
+            "knn",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["protocol"] == "knn"
     missing = tmp_path / "nope.pt"
-    r = subprocess.run([sys.executable, "-m", "gazerad", "evaluate", "--encoder", str(missing), "--data", str(small["studies"])],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "gazerad", "evaluate", "--encoder", str(missing), "--data", str(small["studies"])], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2 and str(missing) in r.stderr and "Traceback" not in r.stderr
 
 
@@ -222,6 +303,7 @@ def test_bad_input_is_named(small, tmp_path):
         PretrainConfig(data="d", out="o", framework="swav")
     with pytest.raises(ValueError, match="drop_p must be in"):
         PretrainConfig(data="d", out="o", drop_p=1.5)
-    r = subprocess.run([sys.executable, "-m", "gazerad", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "gazerad", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2 and "labels.csv is missing" in r.stderr

@@ -186,11 +186,13 @@ def test_cpu_paths_agree_on_degenerate_ranges_and_non_binary_masks(monkeypatch: 
     results = []
     for fast in (True, False):
         monkeypatch.setattr(torch_backend, "CPU_FAST_PATHS", fast)
-        results.append([
-            torch_features(tiny, ones, 1.0, ("firstorder",)),
-            gldm.features(img, mask255, lev),
-            ngtdm.features(img, mask255, lev),
-        ])
+        results.append(
+            [
+                torch_features(tiny, ones, 1.0, ("firstorder",)),
+                gldm.features(img, mask255, lev),
+                ngtdm.features(img, mask255, lev),
+            ]
+        )
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
     # a 0/255 mask selects like a boolean one

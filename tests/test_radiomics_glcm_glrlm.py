@@ -69,9 +69,7 @@ def _pyradiomics(cls: str, force2d: bool, extra: bool) -> np.ndarray:
     cases = _extra_cases() if extra else list(parity_cases())
     rows = []
     for im, m, bw, _ in cases:
-        ex = featureextractor.RadiomicsFeatureExtractor(
-            binWidth=bw, force2D=force2d, force2Ddimension=0, additionalInfo=False
-        )
+        ex = featureextractor.RadiomicsFeatureExtractor(binWidth=bw, force2D=force2d, force2Ddimension=0, additionalInfo=False)
         ex.disableAllFeatures()
         ex.enableFeatureClassByName(cls)
         # as gazerad.radiomics.reference: a 1-pixel frame outside the ROI (pyradiomics needs background)

@@ -126,9 +126,7 @@ def test_default_neighbourhood_matches_reference_settings():
 
 
 # the 5 x 5 example of pyradiomics' GLSZM documentation
-_DOC_IMAGE = np.array(
-    [[5, 2, 5, 4, 4], [3, 3, 3, 1, 3], [2, 1, 1, 1, 3], [4, 2, 2, 2, 3], [3, 5, 3, 3, 2]]
-)
+_DOC_IMAGE = np.array([[5, 2, 5, 4, 4], [3, 3, 3, 1, 3], [2, 1, 1, 1, 3], [4, 2, 2, 2, 3], [3, 5, 3, 3, 2]])
 
 
 def _zone_matrix(levels: np.ndarray, neighbourhood, use_scipy: bool = True) -> np.ndarray:
@@ -145,9 +143,7 @@ def _zone_matrix(levels: np.ndarray, neighbourhood, use_scipy: bool = True) -> n
 
 @pytest.mark.parametrize("use_scipy", [True, False])
 def test_glszm_documentation_example(use_scipy):
-    expected = np.array(
-        [[0, 0, 0, 1, 0], [1, 0, 0, 0, 1], [1, 0, 1, 0, 1], [1, 1, 0, 0, 0], [3, 0, 0, 0, 0]], float
-    )
+    expected = np.array([[0, 0, 0, 1, 0], [1, 0, 0, 0, 1], [1, 0, 1, 0, 1], [1, 1, 0, 0, 0], [3, 0, 0, 0, 0]], float)
     np.testing.assert_array_equal(_zone_matrix(_DOC_IMAGE, gldm.EIGHT_NEIGHBOURS, use_scipy), expected)
     # left/right neighbours only: the zones are the horizontal runs
     runs = np.array([[1, 0, 1], [3, 0, 1], [4, 1, 1], [1, 1, 0], [3, 0, 0]], float)

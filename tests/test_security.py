@@ -71,8 +71,11 @@ def unchanged(root: Path, server: Server):
     yield
     time.sleep(0.3)  # let the file watcher react to anything that did happen
     after = tree(root)
-    assert after == before, {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
-                             "changed": sorted(k for k in before if k in after and before[k] != after[k])}
+    assert after == before, {
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "changed": sorted(k for k in before if k in after and before[k] != after[k]),
+    }
     assert requests.get(server.url + "/info/", timeout=30).status_code == 200
 
 
@@ -85,16 +88,19 @@ def _refused(r: requests.Response, code: int | tuple, words: str, root: Path) ->
 
 
 # ---------------------------------------------------------------------------- C1: code execution
-@pytest.mark.parametrize("image, words", [
-    ("../../app/lib/activelearning/__init__", "invalid image id"),
-    ("/tmp/evil", "invalid image id"),
-    ("..", "invalid image id"),
-    (".hid", "invalid image id"),
-    ("a\\b", "invalid image id"),
-    ("x" * 10_000, "10000 characters"),
-    ("rad\u00f6", "invalid image id"),
-    ("a\x00b", "invalid image id"),
-])
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        ("../../app/lib/activelearning/__init__", "invalid image id"),
+        ("/tmp/evil", "invalid image id"),
+        ("..", "invalid image id"),
+        (".hid", "invalid image id"),
+        ("a\\b", "invalid image id"),
+        ("x" * 10_000, "10000 characters"),
+        ("rad\u00f6", "invalid image id"),
+        ("a\x00b", "invalid image id"),
+    ],
+)
 def test_c1_image_put_names_are_confined(server: Server, root: Path, unchanged, image: str, words: str) -> None:
     for path in ("/datastore/", "/datastore/image"):
         r = requests.put(server.url + path, params={"image": image}, files={"file": ("x.py", b"print('owned')\n")}, timeout=30)
@@ -113,8 +119,7 @@ def test_c1_extension_comes_from_content_not_the_file_name(server: Server, root:
     r = requests.put(server.url + "/datastore/image", params={"image": "garbage"}, files={"file": ("g.png", os.urandom(5000))}, timeout=30)
     _refused(r, 415, "not a PNG", root)
     # a PNG signature with a broken body: decoded before it is stored
-    r = requests.put(server.url + "/datastore/image", params={"image": "broken"},
-                     files={"file": ("b.png", png_bytes()[:200])}, timeout=30)
+    r = requests.put(server.url + "/datastore/image", params={"image": "broken"}, files={"file": ("b.png", png_bytes()[:200])}, timeout=30)
     _refused(r, 422, "cannot be read", root)
     r = requests.put(server.url + "/datastore/image", params={"image": "empty"}, files={"file": ("e.png", b"")}, timeout=30)
     assert r.status_code in (415, 422)
@@ -147,8 +152,7 @@ TAGS = ["..", "../../x", "/tmp/x", ".", "a/b", "a\\b", ".hidden", "\u00e9t\u00e9
 
 @pytest.mark.parametrize("tag", TAGS)
 def test_c2_label_tags_are_confined(server: Server, root: Path, unchanged, tag: str) -> None:
-    r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": tag},
-                     files={"label": ("l.png", png_bytes())}, timeout=30)
+    r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": tag}, files={"label": ("l.png", png_bytes())}, timeout=30)
     _refused(r, 400, "invalid label tag", root)
     r = requests.delete(server.url + "/datastore/label", params={"id": "00001", "tag": tag}, timeout=30)
     _refused(r, 400, "invalid label tag", root)
@@ -159,15 +163,12 @@ def test_c2_label_tags_are_confined(server: Server, root: Path, unchanged, tag: 
 
 def test_c2_labels_are_validated_and_stored_inside(server: Server, root: Path) -> None:
     with_size = png_bytes(side=SIZE, seed=9)
-    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"},
-                     files={"label": ("../../../l.nii.gz", with_size)}, timeout=30)
+    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"}, files={"label": ("../../../l.nii.gz", with_size)}, timeout=30)
     assert r.status_code == 200, r.text
     assert (server.studies / "labels" / "final" / "00002.png").is_file()
-    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"},
-                     files={"label": ("l.png", png_bytes(side=64))}, timeout=30)
+    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"}, files={"label": ("l.png", png_bytes(side=64))}, timeout=30)
     _refused(r, 422, "but its image is", root)
-    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"},
-                     files={"label": ("l.png", b"#!/bin/sh\n")}, timeout=30)
+    r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"}, files={"label": ("l.png", b"#!/bin/sh\n")}, timeout=30)
     _refused(r, 415, "judged by its content", root)
     r = requests.delete(server.url + "/datastore/label", params={"id": "00002", "tag": "final"}, timeout=30)
     assert r.status_code == 200 and not (server.studies / "labels" / "final" / "00002.png").exists()
@@ -176,11 +177,11 @@ def test_c2_labels_are_validated_and_stored_inside(server: Server, root: Path) -
 
 def test_c2_infer_label_tag_is_confined(server: Server, root: Path, unchanged) -> None:
     for tag in ("../../x", "/tmp/x", ".."):
-        r = requests.post(server.url + "/infer/attention", params={"image": "00001"},
-                          data={"params": json.dumps({"save_label": True, "label_tag": tag})}, timeout=60)
+        r = requests.post(
+            server.url + "/infer/attention", params={"image": "00001"}, data={"params": json.dumps({"save_label": True, "label_tag": tag})}, timeout=60
+        )
         _refused(r, 400, "invalid label tag", root)
-    r = requests.post(server.url + "/infer/attention", params={"image": "00001"},
-                      data={"params": json.dumps({"save_label": "yes"})}, timeout=60)
+    r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": json.dumps({"save_label": "yes"})}, timeout=60)
     _refused(r, 422, "'save_label' must be true or false", root)
 
 
@@ -209,15 +210,19 @@ def _zip(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("archive, words", [
-    (_tar([("ok.png", png_bytes(), "file"), ("../x", b"owned", "file")]), "invalid archive entry"),
-    (_tar([("/tmp/abs", b"owned", "file")]), "absolute paths"),
-    (_tar([("a/../../x", b"owned", "file")]), "invalid archive entry"),
-    (_tar([("link", None, "sym")]), "not a regular file"),
-    (_tar([("hard", None, "hard")]), "not a regular file"),
-    (_zip("../../zipped", b"owned"), "invalid archive entry"),
-    (b"not an archive at all", "neither a tar nor a zip"),
-], ids=["tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink", "tar-hardlink", "zip-dotdot", "not-an-archive"])
+@pytest.mark.parametrize(
+    "archive, words",
+    [
+        (_tar([("ok.png", png_bytes(), "file"), ("../x", b"owned", "file")]), "invalid archive entry"),
+        (_tar([("/tmp/abs", b"owned", "file")]), "absolute paths"),
+        (_tar([("a/../../x", b"owned", "file")]), "invalid archive entry"),
+        (_tar([("link", None, "sym")]), "not a regular file"),
+        (_tar([("hard", None, "hard")]), "not a regular file"),
+        (_zip("../../zipped", b"owned"), "invalid archive entry"),
+        (b"not an archive at all", "neither a tar nor a zip"),
+    ],
+    ids=["tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink", "tar-hardlink", "zip-dotdot", "not-an-archive"],
+)
 def test_c3_session_archives_cannot_slip(server: Server, root: Path, unchanged, archive: bytes, words: str) -> None:
     r = requests.put(server.url + "/session/", params={"uncompress": "true"}, files={"files": ("a.tar.gz", archive)}, timeout=30)
     _refused(r, 400, words, root)
@@ -246,8 +251,7 @@ def test_c4_foreign_origins_are_refused(server: Server, root: Path, unchanged) -
     r = requests.options(server.url + "/datastore/image", headers={**evil, "Access-Control-Request-Method": "PUT"}, timeout=30)
     assert r.status_code == 403
     # a "simple" cross-site form post needs no preflight: refused by its Origin header, not by CORS
-    r = requests.put(server.url + "/datastore/image", params={"image": "csrf"}, headers=evil,
-                     files={"file": ("x.png", png_bytes())}, timeout=30)
+    r = requests.put(server.url + "/datastore/image", params={"image": "csrf"}, headers=evil, files={"file": ("x.png", png_bytes())}, timeout=30)
     assert r.status_code == 403 and not (server.studies / "csrf.png").exists()
     r = requests.post(server.url + "/train/attention", headers=evil, json={}, timeout=30)
     assert r.status_code == 403
@@ -256,11 +260,12 @@ def test_c4_foreign_origins_are_refused(server: Server, root: Path, unchanged) -
 # ---------------------------------------------------------------------------- highs and mediums
 def test_gaze_with_infinite_or_huge_values_is_refused_and_nothing_breaks(server: Server, root: Path, tmp_path: Path) -> None:
     before = tree(root)
-    for text, words in [("x,y,t_start,t_end\n10,10,0,1e308\n", "must satisfy"),
-                        ("x,y,t_start,t_end\n10,10,0,inf\n", "row 1"),
-                        ("x,y,t_start,t_end\n1e308,10,0,1\n", "outside")]:
-        r = requests.put(server.url + "/datastore/label", params={"image": "00003", "tag": "gaze"},
-                         files={"label": ("g.csv", text.encode())}, timeout=30)
+    for text, words in [
+        ("x,y,t_start,t_end\n10,10,0,1e308\n", "must satisfy"),
+        ("x,y,t_start,t_end\n10,10,0,inf\n", "row 1"),
+        ("x,y,t_start,t_end\n1e308,10,0,1\n", "outside"),
+    ]:
+        r = requests.put(server.url + "/datastore/label", params={"image": "00003", "tag": "gaze"}, files={"label": ("g.csv", text.encode())}, timeout=30)
         _refused(r, 422, words, root)
     assert tree(root) == before
     ok = simulated_gaze_csv(tmp_path / "ok.csv", None)
@@ -272,25 +277,36 @@ def test_gaze_with_infinite_or_huge_values_is_refused_and_nothing_breaks(server:
     assert stored["records"][0]["fixations"]
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"replace": "no"}, "'replace' must be true or false"),
-    ({"pixels_per_degree": "abc"}, "'pixels_per_degree' must be a number"),
-    ({"pixels_per_degree": 1e308}, "'pixels_per_degree' must be a finite number"),
-    ({"reader": "x" * 500}, "'reader' must be printable text"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"replace": "no"}, "'replace' must be true or false"),
+        ({"pixels_per_degree": "abc"}, "'pixels_per_degree' must be a number"),
+        ({"pixels_per_degree": 1e308}, "'pixels_per_degree' must be a finite number"),
+        ({"reader": "x" * 500}, "'reader' must be printable text"),
+    ],
+)
 def test_gaze_upload_params_are_typed(server: Server, root: Path, tmp_path: Path, unchanged, params: dict, words: str) -> None:
     ok = simulated_gaze_csv(tmp_path / "ok.csv", None)
-    r = requests.put(server.url + "/datastore/label", params={"image": "00004", "tag": "gaze"}, data={"params": json.dumps(params)},
-                     files={"label": ("ok.csv", ok.read_bytes())}, timeout=30)
+    r = requests.put(
+        server.url + "/datastore/label",
+        params={"image": "00004", "tag": "gaze"},
+        data={"params": json.dumps(params)},
+        files={"label": ("ok.csv", ok.read_bytes())},
+        timeout=30,
+    )
     _refused(r, 422, words, root)
 
 
-@pytest.mark.parametrize("body, code, words", [
-    (b"", 422, "empty"),
-    (b"[" * 100_000 + b"]" * 100_000, 422, "nested too deeply"),
-    (b"SR_RESEARCH_1000" + os.urandom(2000), 422, "gaze"),
-    (b"\xff\xfe\x00garbage", 422, "neither UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body, code, words",
+    [
+        (b"", 422, "empty"),
+        (b"[" * 100_000 + b"]" * 100_000, 422, "nested too deeply"),
+        (b"SR_RESEARCH_1000" + os.urandom(2000), 422, "gaze"),
+        (b"\xff\xfe\x00garbage", 422, "neither UTF-8"),
+    ],
+)
 def test_bad_gaze_bodies_are_4xx(server: Server, root: Path, unchanged, body: bytes, code: int, words: str) -> None:
     r = requests.put(server.url + "/datastore/label", params={"image": "00004", "tag": "gaze"}, files={"label": ("g.edf", body)}, timeout=60)
     _refused(r, code, words, root)
@@ -299,33 +315,43 @@ def test_bad_gaze_bodies_are_4xx(server: Server, root: Path, unchanged, body: by
 
 def test_non_json_params_and_bad_infer_options_are_422(server: Server, root: Path, unchanged) -> None:
     for data in ({"params": "not json"}, {"params": "[1, 2]"}):
-        r = requests.put(server.url + "/datastore/label", params={"image": "00004", "tag": "gaze"}, data=data,
-                         files={"label": ("g.csv", b"x,y,t_start,t_end\n1,1,0,1\n")}, timeout=30)
+        r = requests.put(
+            server.url + "/datastore/label",
+            params={"image": "00004", "tag": "gaze"},
+            data=data,
+            files={"label": ("g.csv", b"x,y,t_start,t_end\n1,1,0,1\n")},
+            timeout=30,
+        )
         _refused(r, 422, "params must be a JSON object", root)
     r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": "{nope"}, timeout=30)
     _refused(r, 422, "params must be a JSON object", root)
     r = requests.post(server.url + "/infer/attention", files={"file": ("x.png", b"#!/bin/sh\nrm -rf /\n")}, timeout=30)
     _refused(r, 415, "judged by its content", root)
-    for p, words in [({"boxes": [[1e308, 0, 1, 1]]}, "finite number"), ({"boxes": "all"}, "'boxes'"),
-                     ({"heatmap": "maybe"}, "'heatmap' must be true or false")]:
+    for p, words in [
+        ({"boxes": [[1e308, 0, 1, 1]]}, "finite number"),
+        ({"boxes": "all"}, "'boxes'"),
+        ({"heatmap": "maybe"}, "'heatmap' must be true or false"),
+    ]:
         r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": json.dumps(p)}, timeout=30)
         _refused(r, 422, words, root)
 
 
-@pytest.mark.parametrize("model, params, words", [
-    ("localization", {"cam_layer": "__class__"}, "is not a feature layer"),
-    ("localization", {"cam_layer": "backbone.layer2.__class__"}, "is not a feature layer"),
-    ("attention", {"epochs": 1e9}, "'epochs' must be a finite number"),
-    ("attention", {"epochs": "many"}, "'epochs' must be a number"),
-    ("attention", {"lr": float("nan")}, "'lr'"),
-    ("pretrain", {"mcgip": "no"}, "'mcgip' must be true or false"),
-    ("pretrain", {"framework": "../x"}, "'framework' must be one of"),
-    ("classification", {"device": "/dev/sda"}, "'device' must be"),
-    ("attention", {"data": "/etc"}, "unknown training parameter 'data'"),
-])
+@pytest.mark.parametrize(
+    "model, params, words",
+    [
+        ("localization", {"cam_layer": "__class__"}, "is not a feature layer"),
+        ("localization", {"cam_layer": "backbone.layer2.__class__"}, "is not a feature layer"),
+        ("attention", {"epochs": 1e9}, "'epochs' must be a finite number"),
+        ("attention", {"epochs": "many"}, "'epochs' must be a number"),
+        ("attention", {"lr": float("nan")}, "'lr'"),
+        ("pretrain", {"mcgip": "no"}, "'mcgip' must be true or false"),
+        ("pretrain", {"framework": "../x"}, "'framework' must be one of"),
+        ("classification", {"device": "/dev/sda"}, "'device' must be"),
+        ("attention", {"data": "/etc"}, "unknown training parameter 'data'"),
+    ],
+)
 def test_training_params_are_refused_before_the_job_starts(server: Server, root: Path, unchanged, model: str, params: dict, words: str) -> None:
-    r = requests.post(server.url + f"/train/{model}", data=json.dumps(params).replace("NaN", '"nan"'),
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(server.url + f"/train/{model}", data=json.dumps(params).replace("NaN", '"nan"'), headers={"Content-Type": "application/json"}, timeout=30)
     _refused(r, 422, words, root)
     assert requests.get(server.url + "/train/", params={"check_if_running": True}, timeout=30).status_code in (200, 404)
 
@@ -405,8 +431,9 @@ def test_no_answer_carries_a_server_path(server: Server, root: Path) -> None:
 def auth_server(root: Path, tmp_path_factory: pytest.TempPathFactory):
     tok = tmp_path_factory.mktemp("tok") / "token"
     tok.write_text("s3cret-token-of-enough-length\n")
-    s = Server(root / "studies" / "images", root / "srv_auth", conf={"cors_origins": "http://viewer.example"},
-               env={"GAZERAD_AUTH_TOKEN_FILE": str(tok)}).start()
+    s = Server(
+        root / "studies" / "images", root / "srv_auth", conf={"cors_origins": "http://viewer.example"}, env={"GAZERAD_AUTH_TOKEN_FILE": str(tok)}
+    ).start()
     yield s
     s.stop()
 
@@ -524,8 +551,10 @@ def test_sigkill_during_training_leaves_the_old_model_published(tmp_path: Path) 
     try:
         for k, i in enumerate(sorted(p.stem for p in (studies / "images").glob("*.png"))):
             g = simulated_gaze_csv(tmp_path / f"{i}.csv", None, seed=k)
-            assert requests.put(s.url + "/datastore/label", params={"image": i, "tag": "gaze"},
-                                files={"label": ("g.csv", g.read_bytes())}, timeout=30).status_code == 200
+            assert (
+                requests.put(s.url + "/datastore/label", params={"image": i, "tag": "gaze"}, files={"label": ("g.csv", g.read_bytes())}, timeout=30).status_code
+                == 200
+            )
         assert s.train("attention", {"epochs": 1, "input_size": 32, "device": "cpu"})["status"] == "DONE"
         published = s.model_dir / "attention.pt"
         old = _h.sha1(published.read_bytes()).hexdigest()

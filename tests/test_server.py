@@ -78,11 +78,14 @@ def test_untrained_model_says_so(server: Server) -> None:
     assert "no weights yet" in r.json()["detail"] and "train" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("image, code, words", [
-    ("nope", 404, "unknown image id"),
-    ("../../etc/passwd", 400, "invalid image id"),
-    ("/etc/passwd", 400, "invalid image id"),
-])
+@pytest.mark.parametrize(
+    "image, code, words",
+    [
+        ("nope", 404, "unknown image id"),
+        ("../../etc/passwd", 400, "invalid image id"),
+        ("/etc/passwd", 400, "invalid image id"),
+    ],
+)
 def test_bad_image_ids(server: Server, image: str, code: int, words: str) -> None:
     r = requests.post(server.url + "/infer/attention", params={"image": image}, timeout=60)
     assert r.status_code == code and words in r.json()["detail"]
@@ -107,31 +110,34 @@ def test_bad_gaze_uploads_are_rejected_and_leave_nothing(server: Server, tmp_pat
     for name, (text, words) in cases.items():
         f = tmp_path / name
         f.write_text(text)
-        r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": "gaze"},
-                         files={"label": (name, f.read_bytes())}, timeout=60)
+        r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": "gaze"}, files={"label": (name, f.read_bytes())}, timeout=60)
         assert r.status_code == 422, (name, r.text)
         assert "00001" in r.json()["detail"] and words in r.json()["detail"], (name, r.json())
     ok = simulated_gaze_csv(tmp_path / "ok.csv", None)
     for image, code in (("nope", 404), ("../00001", 400)):
-        r = requests.put(server.url + "/datastore/label", params={"image": image, "tag": "gaze"},
-                         files={"label": ("ok.csv", ok.read_bytes())}, timeout=60)
+        r = requests.put(server.url + "/datastore/label", params={"image": image, "tag": "gaze"}, files={"label": ("ok.csv", ok.read_bytes())}, timeout=60)
         assert r.status_code == code, r.text
     gaze = _gaze_dir(server)
     assert not gaze.exists() or not any(gaze.iterdir())  # no file, no temp file
     # a gaze recorded on an image of another size is refused
     big = tmp_path / "big.json"
-    big.write_text(json.dumps({"format": "gazerad-gaze", "version": 1, "records": [
-        {"reader_id": "r", "fixations": [[5, 5, 0, 0.2]], "image_size": [512, 512]}]}))
-    r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": "gaze"},
-                     files={"label": ("big.json", big.read_bytes())}, timeout=60)
+    big.write_text(
+        json.dumps({"format": "gazerad-gaze", "version": 1, "records": [{"reader_id": "r", "fixations": [[5, 5, 0, 0.2]], "image_size": [512, 512]}]})
+    )
+    r = requests.put(server.url + "/datastore/label", params={"image": "00001", "tag": "gaze"}, files={"label": ("big.json", big.read_bytes())}, timeout=60)
     assert r.status_code == 422 and "512 x 512" in r.json()["detail"]
 
 
 def test_gaze_upload_roundtrip(server: Server, studies: Path, tmp_path: Path) -> None:
     files = _gaze_files(studies, tmp_path / "gaze")
     for i, f in files.items():
-        r = requests.put(server.url + "/datastore/label", params={"image": i, "tag": "gaze"},
-                         files={"label": (f.name, f.read_bytes())}, data={"params": json.dumps({"reader": "dr_test"})}, timeout=60)
+        r = requests.put(
+            server.url + "/datastore/label",
+            params={"image": i, "tag": "gaze"},
+            files={"label": (f.name, f.read_bytes())},
+            data={"params": json.dumps({"reader": "dr_test"})},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
     info = requests.get(server.url + "/datastore/image/info", params={"image": "00000"}, timeout=30).json()
     n_fix = len(files["00000"].read_text().splitlines()) - 1
@@ -153,8 +159,9 @@ def test_attention_training_uses_uploaded_gaze_and_infer_concentrates_on_finding
     for name, box in boxes.items():
         if int(name[:5]) < int(0.7 * N):
             continue  # held-out images only
-        r = requests.post(server.url + "/infer/attention", params={"image": name[:-4], "output": "all"},
-                          data={"params": json.dumps({"boxes": [list(box)]})}, timeout=60)
+        r = requests.post(
+            server.url + "/infer/attention", params={"image": name[:-4], "output": "all"}, data={"params": json.dumps({"boxes": [list(box)]})}, timeout=60
+        )
         assert r.status_code == 200
         res = _multipart(r)
         heat_file = res["file"]
@@ -205,8 +212,9 @@ def test_localization_finds_obvious_masses(server: Server, studies: Path) -> Non
     for name, box in mass_boxes(studies).items():
         if int(name[:5]) < int(0.7 * N):
             continue
-        res = requests.post(server.url + "/infer/localization", params={"image": name[:-4], "output": "json"},
-                            data={"params": json.dumps({"classes": ["Mass"]})}, timeout=60).json()
+        res = requests.post(
+            server.url + "/infer/localization", params={"image": name[:-4], "output": "json"}, data={"params": json.dumps({"classes": ["Mass"]})}, timeout=60
+        ).json()
         assert res["label"] and all(lab == "Mass" for lab in res["label"])
         assert len(res["box"]) == len(res["boxes"]) and all(len(b) == 6 for b in res["box"])
         best[name] = max(iou((b["x"], b["y"], b["w"], b["h"]), box) for b in res["boxes"])
@@ -214,8 +222,12 @@ def test_localization_finds_obvious_masses(server: Server, studies: Path) -> Non
     assert len(best) >= 8 and min(best.values()) > 0.0, best
     assert float(np.median(list(best.values()))) >= 0.3, best
     # Slicer output: a markups ROI file
-    r = requests.post(server.url + "/infer/localization", params={"image": "00060", "output": "all"},
-                      data={"params": json.dumps({"output": "slicer", "classes": ["Mass"]})}, timeout=60)
+    r = requests.post(
+        server.url + "/infer/localization",
+        params={"image": "00060", "output": "all"},
+        data={"params": json.dumps({"output": "slicer", "classes": ["Mass"]})},
+        timeout=60,
+    )
     from requests_toolbelt.multipart import decoder
 
     parts = decoder.MultipartDecoder.from_response(r).parts
@@ -324,10 +336,17 @@ def test_concurrent_requests_share_the_models_safely(server: Server, tmp_path: P
         s = requests.Session()
         for j in range(3):
             image = f"{(k * 3 + j) % 40:05d}"
-            for r in (s.post(server.url + "/infer/localization", params={"image": image}, timeout=300),
-                      s.post(server.url + "/infer/attention", params={"image": image}, data={"params": json.dumps({"heatmap": False})}, timeout=300),
-                      s.put(server.url + "/datastore/label", params={"image": image, "tag": "gaze"},
-                            data={"params": json.dumps({"reader": f"conc{k}_{j}"})}, files={"label": ("g.csv", gaze.read_bytes())}, timeout=300)):
+            for r in (
+                s.post(server.url + "/infer/localization", params={"image": image}, timeout=300),
+                s.post(server.url + "/infer/attention", params={"image": image}, data={"params": json.dumps({"heatmap": False})}, timeout=300),
+                s.put(
+                    server.url + "/datastore/label",
+                    params={"image": image, "tag": "gaze"},
+                    data={"params": json.dumps({"reader": f"conc{k}_{j}"})},
+                    files={"label": ("g.csv", gaze.read_bytes())},
+                    timeout=300,
+                ),
+            ):
                 if r.status_code != 200:
                     errors.append(f"{r.request.method} {r.url}: {r.status_code} {r.text[:200]}")
 

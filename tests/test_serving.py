@@ -51,14 +51,17 @@ def test_mcgip_json_and_canonical_roundtrip(tmp_path: Path) -> None:
     np.testing.assert_allclose(again[0].fixations, recs[0].fixations, atol=1e-6)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("x,y,t_start,t_end\n10,10,0,0.2\n900,10,0.3,0.5\n", "outside"),
-    ("x,y,t_start,t_end\n10,nan,0,0.2\n", "row 1"),
-    ("x,y,t_start,t_end\n", "no fixation"),
-    ("", "empty"),
-    ("hello world\n", "unknown gaze format"),
-    ('{"format": "gazerad-gaze", "version": 1, "records": [{"fixations": [[1, 1, 0, 0.1]], "image_size": [10, 10]}]}', "10 x 10"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("x,y,t_start,t_end\n10,10,0,0.2\n900,10,0.3,0.5\n", "outside"),
+        ("x,y,t_start,t_end\n10,nan,0,0.2\n", "row 1"),
+        ("x,y,t_start,t_end\n", "no fixation"),
+        ("", "empty"),
+        ("hello world\n", "unknown gaze format"),
+        ('{"format": "gazerad-gaze", "version": 1, "records": [{"fixations": [[1, 1, 0, 0.1]], "image_size": [10, 10]}]}', "10 x 10"),
+    ],
+)
 def test_bad_uploads_name_file_and_problem(tmp_path: Path, text: str, words: str) -> None:
     p = tmp_path / "up.csv"
     p.write_text(text)
@@ -207,9 +210,28 @@ def test_gazerad_serve_starts_the_app(tmp_path: Path) -> None:
     assert done == {"attention": "copied from shipped weights"} and (app / "model" / "attention.pt").read_bytes() == b"weights"
     port = free_port()
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "gazerad", "serve", "--studies", str(root), "--app-dir", str(app), "--port", str(port),
-                             "--no-prepare", "--conf", "models", "attention,localization"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gazerad",
+            "serve",
+            "--studies",
+            str(root),
+            "--app-dir",
+            str(app),
+            "--port",
+            str(port),
+            "--no-prepare",
+            "--conf",
+            "models",
+            "attention,localization",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         info = None
         for _ in range(240):

@@ -154,8 +154,7 @@ def test_heatmap_keeps_geometry_and_values(client: GazeRadClient, tmp_path: Path
     assert info["boxes"][0] == pytest.approx(float(want[10:40, 10:40].sum()), abs=1e-4)
 
 
-@pytest.mark.parametrize("pixel, compress, dim", [(sitk.sitkUInt16, False, 3), (sitk.sitkFloat64, True, 2),
-                                                  (sitk.sitkInt16, True, 3)])
+@pytest.mark.parametrize("pixel, compress, dim", [(sitk.sitkUInt16, False, 3), (sitk.sitkFloat64, True, 2), (sitk.sitkInt16, True, 3)])
 def test_nrrd_reader_matches_simpleitk(tmp_path: Path, pixel: int, compress: bool, dim: int) -> None:
     rng = np.random.default_rng(dim)
     shape = (4, 7, 9) if dim == 3 else (7, 9)
@@ -203,27 +202,52 @@ def test_colour_table_is_a_valid_lookup() -> None:
 _NUM3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 _NUM9 = {"type": "array", "items": {"type": "number"}, "minItems": 9, "maxItems": 9}
 ROI_SCHEMA = {
-    "type": "object", "required": ["@schema", "markups"],
+    "type": "object",
+    "required": ["@schema", "markups"],
     "properties": {
         "@schema": {"type": "string", "pattern": "markups-schema-v1\\.0\\.3\\.json#$"},
-        "markups": {"type": "array", "items": {
-            "type": "object",
-            "required": ["type", "name", "coordinateSystem", "coordinateUnits", "roiType", "center", "orientation",
-                         "size", "controlPoints"],
-            "properties": {
-                "type": {"enum": ["ROI"]}, "name": {"type": "string"}, "coordinateSystem": {"enum": ["LPS", "RAS"]},
-                "coordinateUnits": {"enum": ["mm", "um"]}, "roiType": {"enum": ["Box"]}, "center": _NUM3,
-                "orientation": _NUM9, "size": _NUM3, "locked": {"type": "boolean"},
-                "controlPoints": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["id", "label", "position", "positionStatus"],
-                    "properties": {"id": {"type": "string"}, "label": {"type": "string"}, "description": {"type": "string"},
-                                   "position": _NUM3, "orientation": _NUM9,
-                                   "positionStatus": {"enum": ["undefined", "preview", "defined"]}}}},
-                "display": {"type": "object", "properties": {
-                    "opacity": {"type": "number", "minimum": 0, "maximum": 1},
-                    "color": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 3, "maxItems": 3},
-                    "visibility": {"type": "boolean"}}},
-            }}},
+        "markups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "name", "coordinateSystem", "coordinateUnits", "roiType", "center", "orientation", "size", "controlPoints"],
+                "properties": {
+                    "type": {"enum": ["ROI"]},
+                    "name": {"type": "string"},
+                    "coordinateSystem": {"enum": ["LPS", "RAS"]},
+                    "coordinateUnits": {"enum": ["mm", "um"]},
+                    "roiType": {"enum": ["Box"]},
+                    "center": _NUM3,
+                    "orientation": _NUM9,
+                    "size": _NUM3,
+                    "locked": {"type": "boolean"},
+                    "controlPoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "label", "position", "positionStatus"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "label": {"type": "string"},
+                                "description": {"type": "string"},
+                                "position": _NUM3,
+                                "orientation": _NUM9,
+                                "positionStatus": {"enum": ["undefined", "preview", "defined"]},
+                            },
+                        },
+                    },
+                    "display": {
+                        "type": "object",
+                        "properties": {
+                            "opacity": {"type": "number", "minimum": 0, "maximum": 1},
+                            "color": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 3, "maxItems": 3},
+                            "visibility": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
     },
 }
 
@@ -274,8 +298,12 @@ def test_roi_markups_on_a_dicom_in_mm(client: GazeRadClient) -> None:
 
 
 def test_server_slicer_output_agrees(client: GazeRadClient, loc: dict) -> None:
-    r = client.request("POST", "/infer/localization", params={"image": "00044", "output": "all"},
-                       fields={"params": json.dumps({"output": "slicer", "min_score": 0.0, "max_boxes": 2})})
+    r = client.request(
+        "POST",
+        "/infer/localization",
+        params={"image": "00044", "output": "all"},
+        fields={"params": json.dumps({"output": "slicer", "min_score": 0.0, "max_boxes": 2})},
+    )
     parts = decode_multipart(r.body, r.content_type)
     theirs = json.loads(parts["image"][1])
     jsonschema.validate(theirs, ROI_SCHEMA)
@@ -326,8 +354,15 @@ def test_gaze_import_upload_readback_roundtrip(client: GazeRadClient, studies: P
 
     # a second format (GazeRad JSON, another reader) appends; replace=True overwrites
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"format": "gazerad-gaze", "version": 1, "records": [
-        {"reader_id": "dr_two", "fixations": [[20.5, 30.0, 0.0, 0.3], [60.0, 64.0, 0.35, 0.9]], "image_size": [SIZE, SIZE]}]}))
+    other.write_text(
+        json.dumps(
+            {
+                "format": "gazerad-gaze",
+                "version": 1,
+                "records": [{"reader_id": "dr_two", "fixations": [[20.5, 30.0, 0.0, 0.3], [60.0, 64.0, 0.35, 0.9]], "image_size": [SIZE, SIZE]}],
+            }
+        )
+    )
     client.upload_gaze(image, str(other))
     assert [r["reader_id"] for r in client.gaze(image)["records"]] == ["dr_slicer", "dr_two"]
     assert len(scanpath_markups(client.gaze(image))["markups"]) == 4
@@ -336,9 +371,11 @@ def test_gaze_import_upload_readback_roundtrip(client: GazeRadClient, studies: P
     assert [r["reader_id"] for r in client.gaze(image)["records"]] == ["dr_three"]
     # a REFLACX fixations.csv (times in s, positions in pixels)
     reflacx = tmp_path / "fixations.csv"
-    reflacx.write_text("timestamp_start_fixation,timestamp_end_fixation,x_position,y_position,"
-                       "angular_resolution_x_pixels_per_degree,angular_resolution_y_pixels_per_degree\n"
-                       "0.5,1.0,40.0,50.0,20,22\n1.1,1.6,90.0,70.5,20,22\n")
+    reflacx.write_text(
+        "timestamp_start_fixation,timestamp_end_fixation,x_position,y_position,"
+        "angular_resolution_x_pixels_per_degree,angular_resolution_y_pixels_per_degree\n"
+        "0.5,1.0,40.0,50.0,20,22\n1.1,1.6,90.0,70.5,20,22\n"
+    )
     client.upload_gaze(image, str(reflacx), reader="dr_reflacx", replace=True)
     rec = client.gaze(image)["records"][0]
     assert rec["source_format"] == "reflacx_fixations" and rec["reader_id"] == "dr_reflacx"
@@ -442,8 +479,7 @@ class _AuthServer(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(n).decode()
         if self.path == "/auth/token":
             ok = "username=dr&password=pw" in body
-            return self._send(200 if ok else 401, {"access_token": "tok-123", "token_type": "bearer"} if ok
-                              else {"detail": "Invalid user credentials"})
+            return self._send(200 if ok else 401, {"access_token": "tok-123", "token_type": "bearer"} if ok else {"detail": "Invalid user credentials"})
         self._send(429, {"detail": "++++++++++ Train Task is Already Running"})
 
     def _send(self, code: int, obj: dict) -> None:
@@ -513,17 +549,32 @@ def test_ui_file_has_every_widget_the_module_uses() -> None:
     names = {w.get("name") for w in ui.iter("widget")}
     used = set()
     for node in ast.walk(ast.parse((MODULE / "GazeRad.py").read_text())):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui" \
-                and isinstance(node.value.value, ast.Name) and node.value.value.id == "self":
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+        ):
             used.add(node.attr)
     assert used and used <= names, sorted(used - names)
 
 
 def test_cmake_lists_every_module_file() -> None:
     top = (EXT / "CMakeLists.txt").read_text()
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS", "add_subdirectory(GazeRad)",
-                "find_package(Slicer REQUIRED)", "Slicer_EXTENSION_GENERATE_CONFIG", "Slicer_EXTENSION_CPACK"):
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+        "add_subdirectory(GazeRad)",
+        "find_package(Slicer REQUIRED)",
+        "Slicer_EXTENSION_GENERATE_CONFIG",
+        "Slicer_EXTENSION_CPACK",
+    ):
         assert key in top, key
     mod = (MODULE / "CMakeLists.txt").read_text()
     assert "slicerMacroBuildScriptedModule(" in mod and "WITH_GENERIC_TESTS" in mod
@@ -532,8 +583,11 @@ def test_cmake_lists_every_module_file() -> None:
         line = line.strip()
         if line.endswith((".py", ".ui", ".png")):
             listed.add(line.replace("${MODULE_NAME}", "GazeRad"))
-    on_disk = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".py", ".ui", ".png")
-               and "Testing" not in p.parts and "__pycache__" not in p.parts}
+    on_disk = {
+        str(p.relative_to(MODULE))
+        for p in MODULE.rglob("*")
+        if p.suffix in (".py", ".ui", ".png") and "Testing" not in p.parts and "__pycache__" not in p.parts
+    }
     assert listed == on_disk
     entry = json.loads((EXT / "GazeRad.json").read_text())
     assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
@@ -546,9 +600,11 @@ def test_training_progress_reads_the_log_lines() -> None:
     assert training_progress({"status": "RUNNING", "details": kacl}).fraction == pytest.approx(0.375)
     done_epoch = kacl + ["epoch 2/4  loss 1.1351 (bce 0.2732, con 3.1460)  15.8 s, radiomics 2.3 s"]
     assert training_progress({"status": "RUNNING", "details": done_epoch}).fraction == pytest.approx(0.5)
-    att = ["train-attention:   1%|          | 15/1500 [00:01<03:11,  7.80step/s, cc=0.441, loss=2.038]",
-           "attention data (train): 100%|██████████| 33/33 [00:00<00:00, 878.18image/s]",
-           "attention data (heldout): 100%|██████████| 7/7 [00:00<00:00, 212.93image/s]"]
+    att = [
+        "train-attention:   1%|          | 15/1500 [00:01<03:11,  7.80step/s, cc=0.441, loss=2.038]",
+        "attention data (train): 100%|██████████| 33/33 [00:00<00:00, 878.18image/s]",
+        "attention data (heldout): 100%|██████████| 7/7 [00:00<00:00, 212.93image/s]",
+    ]
     p = training_progress({"status": "RUNNING", "details": att, "id": "t1"})
     assert p.fraction == pytest.approx(0.01) and p.task_id == "t1" and not p.finished
     assert training_progress({"status": "RUNNING", "details": att[1:]}).fraction is None  # data loading only

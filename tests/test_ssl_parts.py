@@ -351,10 +351,11 @@ def test_memory_bank_validation_and_detach():
 
 def test_memory_bank_gathers_all_ranks_in_rank_order(tmp_path):
     script = tmp_path / "rank.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, torch, torch.distributed as dist
         rank = int(sys.argv[1])
-        dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=rank, world_size=2)
+        dist.init_process_group("gloo", init_method="file://{tmp_path / "store"}", rank=rank, world_size=2)
         from gazerad.ssl.memory import MemoryBankWithIndices
         bank = MemoryBankWithIndices(6, 2)
         n = 2 if rank == 0 else 3                       # uneven batches
@@ -363,10 +364,10 @@ def test_memory_bank_gathers_all_ranks_in_rank_order(tmp_path):
         bank.enqueue(torch.stack([ids.float(), -ids.float()], 1) + 100, ids + 100)
         print("RESULT", bank.indices.tolist(), bank.keys[:, 0].tolist(), int(bank.ptr))
         dist.destroy_process_group()
-    """))
+    """)
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -396,7 +397,7 @@ def test_batch_mask_threshold_diagonal_duplicates():
     m = pos.batch_mask(torch.tensor([0, 2, 3, 0]))
     assert m.dtype == torch.bool and m.shape == (4, 4)
     expect = [
-        [False, False, True, True],   # 0-2: 0.2; 0-3: 0.6; 0-0: duplicate
+        [False, False, True, True],  # 0-2: 0.2; 0-3: 0.6; 0-0: duplicate
         [False, False, True, False],  # 2-3: 0.7
         [True, True, False, True],
         [True, False, True, False],
@@ -439,7 +440,10 @@ def test_drop_statistics_and_resampling():
     assert torch.equal(GazePositives(rel, 0.5, 0.0).batch_mask(idx), off)
     assert not GazePositives(rel, 0.5, 1.0, seed=1).batch_mask(idx).any()
     assert GazePositives(rel, 0.5, 1.0, seed=1).batch_mask(torch.tensor([4, 4, 5])).tolist() == [
-        [False, True, False], [True, False, False], [False, False, False]]
+        [False, True, False],
+        [True, False, False],
+        [False, False, False],
+    ]
     # same seed, same draws
     a, b = GazePositives(rel, 0.5, 0.5, seed=7), GazePositives(rel, 0.5, 0.5, seed=7)
     assert all(torch.equal(a.batch_mask(idx), b.batch_mask(idx)) for _ in range(3))

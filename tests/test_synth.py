@@ -27,11 +27,7 @@ STUDY_N = 24  # as in conftest.py
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_generator_is_deterministic_per_seed_and_worker_count(tmp_path):
@@ -98,12 +94,7 @@ def test_readers_differ_and_fixations_look_human():
     a = simulate_reading(np.random.default_rng(1), pool[0], spec, rendered)
     b = simulate_reading(np.random.default_rng(1), pool[2], spec, rendered)
     assert a.fixations.shape != b.fixations.shape or not np.allclose(a.fixations, b.fixations)
-    durs = np.concatenate(
-        [
-            np.diff(simulate_reading(np.random.default_rng(i), p, spec, rendered).fixations[:, 2:], axis=1).ravel()
-            for i, p in enumerate(pool)
-        ]
-    )
+    durs = np.concatenate([np.diff(simulate_reading(np.random.default_rng(i), p, spec, rendered).fixations[:, 2:], axis=1).ravel() for i, p in enumerate(pool)])
     assert 0.18 < np.median(durs) < 0.33  # around 250 ms
     log = np.log(durs)
     skew = ((log - log.mean()) ** 3).mean() / log.std() ** 3

@@ -74,8 +74,9 @@ def study_preview(
         dur = fx[:, 3] - fx[:, 2]
         ax.plot(fx[:, 0], fx[:, 1], "-", color=colour, linewidth=0.7, alpha=0.6)
         name = r.reader_id or r.screen["reading_id"]
-        ax.scatter(fx[:, 0], fx[:, 1], s=400 * dur, facecolors="none", edgecolors=colour, linewidths=1.0,
-                   label=f"{name}: {len(fx)} fixations, {dur.sum():.1f} s")
+        ax.scatter(
+            fx[:, 0], fx[:, 1], s=400 * dur, facecolors="none", edgecolors=colour, linewidths=1.0, label=f"{name}: {len(fx)} fixations, {dur.sum():.1f} s"
+        )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     found = ", ".join(labels[image_id]) or "No Finding"

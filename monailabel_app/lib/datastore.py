@@ -44,16 +44,19 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.utils.others.generic import remove_file
 
+from gazerad.data import image_id_of, image_suffix, image_suffixes
 from gazerad.errors import InputError
 from gazerad.gaze.store import GazeStore, parse_gaze_upload
 from gazerad.io.atomic import atomic_path
 from gazerad.io.confine import UnsafeName, check_name, confine, is_safe_name, sniff_image_suffix
-from gazerad.serving.data import GAZE_TAG, image_id_of
+from gazerad.serving.data import GAZE_TAG
 from gazerad.serving.params import UploadParams
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii", "*.nrrd"]
+# the image files the datastore lists: GazeRad's readable suffixes, less the detached NRRD header
+# (.nhdr names a data file beside it, which would be listed on its own)
+EXTENSIONS = [f"*{s}" for s in image_suffixes() if s != ".nhdr"]
 INCOMING = ".incoming"  # temp files of uploads being validated (not an image: the scan skips folders)
 MB = 2**20
 
@@ -202,8 +205,7 @@ class GazeRadDatastore(LocalDatastore):
             raise
 
     def _suffix_of(self, path: Path) -> str:
-        name = path.name.lower()
-        return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+        return image_suffix(path.name) or path.suffix.lower()
 
     # ------------------------------------------------------------------ images
     def get_image_uri(self, image_id: str) -> str:
@@ -328,8 +330,7 @@ class GazeRadDatastore(LocalDatastore):
         tmp = self._incoming(label_filename, self.max_gaze_bytes, f"gaze for image {image_id!r}")
         try:
             img, _ = load_input(self.get_image_uri(image_id))
-            records = parse_gaze_upload(tmp, image_id, img.shape, reader_id=params.reader,
-                                        pixels_per_degree=params.pixels_per_degree)
+            records = parse_gaze_upload(tmp, image_id, img.shape, reader_id=params.reader, pixels_per_degree=params.pixels_per_degree)
         except InputError as exc:
             # the upload is a temp file: name the image and the problem, not the temp path
             problem = exc.problem + (f" (row {exc.row})" if exc.row is not None else "")

@@ -37,9 +37,9 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 
+from gazerad.data import image_id_of
 from gazerad.io.archive import safe_extract
 from gazerad.io.confine import UnsafeName, check_name, sniff_image_suffix
-from gazerad.serving.data import image_id_of
 from gazerad.serving.guard import GuardConfig, RequestGuard
 from gazerad.serving.params import parse_bool, parse_json_object, parse_number
 from gazerad.serving.train import check_params
@@ -100,14 +100,20 @@ def _add_image(image: Optional[str], params: str, file: UploadFile, user: User) 
 
 @router.put("/datastore/", include_in_schema=False)
 @router.put("/datastore/image", summary="Upload a new image (type from its content; validated before it is stored)")
-def api_add_image(image: Optional[str] = None, params: str = Form("{}"), file: UploadFile = File(...),
-                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> dict[str, Any]:
+def api_add_image(
+    image: Optional[str] = None, params: str = Form("{}"), file: UploadFile = File(...), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
+) -> dict[str, Any]:
     return _add_image(image, params, file, user)
 
 
 @router.put("/datastore/label", summary="Save a label (gaze: tag=gaze) for an image; validated before it is stored")
-def api_save_label(image: str, params: str = Form("{}"), tag: str = DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
-                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> dict[str, Any]:
+def api_save_label(
+    image: str,
+    params: str = Form("{}"),
+    tag: str = DefaultLabelTag.FINAL.value,
+    label: UploadFile = File(...),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+) -> dict[str, Any]:
     image = _name(image, "image id")
     tag = _name(tag or DefaultLabelTag.FINAL.value, "label tag")
     save = _json(params, "params")
@@ -141,8 +147,13 @@ def api_put_label_info(label: str, tag: str, info: str = Form("{}"), user: User 
 
 # ---------------------------------------------------------------------------- sessions
 @router.put("/session/", summary="Create a session from image file(s) or an archive (entries confined)")
-def api_create_session(background_tasks: BackgroundTasks, uncompress: str = "false", expiry: str = "0",
-                       files: List[UploadFile] = File(...), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Any:
+def api_create_session(
+    background_tasks: BackgroundTasks,
+    uncompress: str = "false",
+    expiry: str = "0",
+    files: List[UploadFile] = File(...),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+) -> Any:
     try:
         unpack = parse_bool(uncompress, "uncompress")
         ttl = int(parse_number(expiry, "expiry", 0, MAX_SESSION_DAYS * 86400, integer=True))
@@ -180,9 +191,17 @@ def api_create_session(background_tasks: BackgroundTasks, uncompress: str = "fal
 
 # ---------------------------------------------------------------------------- inference
 @router.post("/infer/{model}", summary="Run inference (off the event loop; an uploaded image is typed by its content)")
-def api_run_inference(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "", params: str = Form("{}"),
-                      file: UploadFile = File(None), label: UploadFile = File(None), output: Optional[ml_infer.ResultType] = None,
-                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Any:
+def api_run_inference(
+    background_tasks: BackgroundTasks,
+    model: str,
+    image: str = "",
+    session_id: str = "",
+    params: str = Form("{}"),
+    file: UploadFile = File(None),
+    label: UploadFile = File(None),
+    output: Optional[ml_infer.ResultType] = None,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+) -> Any:
     _json(params, "params")
     if image:
         _name(image, "image id")
@@ -203,8 +222,13 @@ def api_run_inference(background_tasks: BackgroundTasks, model: str, image: str 
 
 # ---------------------------------------------------------------------------- training
 @router.post("/train/{model}", summary="Run a training task (parameters checked before it starts)")
-def api_run_model(model: str, params: Optional[dict] = Body(None), run_sync: Optional[bool] = False, enqueue: Optional[bool] = False,
-                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> Any:
+def api_run_model(
+    model: str,
+    params: Optional[dict] = Body(None),
+    run_sync: Optional[bool] = False,
+    enqueue: Optional[bool] = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+) -> Any:
     instance = app_instance()
     model = _name(model, "model name")
     trainer = instance._trainers.get(model)
@@ -247,5 +271,7 @@ def install(app: Any, guard: GuardConfig) -> None:
     app.middleware_stack = RequestGuard(inner, guard)
     app.state.gazerad_guard = app.middleware_stack
     app.openapi_schema = None
-    logger.info(f"GazeRad guard installed: auth {'on' if guard.token else 'off'}, CORS origins {list(guard.cors_origins) or 'none'}, "
-                f"body limit {guard.max_body >> 20} MB; {len(router.routes)} endpoints replaced")
+    logger.info(
+        f"GazeRad guard installed: auth {'on' if guard.token else 'off'}, CORS origins {list(guard.cors_origins) or 'none'}, "
+        f"body limit {guard.max_body >> 20} MB; {len(router.routes)} endpoints replaced"
+    )

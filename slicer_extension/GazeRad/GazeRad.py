@@ -136,15 +136,19 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         except Exception as exc:  # noqa: BLE001 - unexpected: still in words, with details in the log
             logging.exception(what)
             self.ui.statusLabel.text = f"{what} failed"
-            slicer.util.errorDisplay(f"{what} failed unexpectedly: {exc}", windowTitle="GazeRad",
-                                     detailedText=f"{type(exc).__name__}: {exc}")
+            slicer.util.errorDisplay(f"{what} failed unexpectedly: {exc}", windowTitle="GazeRad", detailedText=f"{type(exc).__name__}: {exc}")
         finally:
             slicer.app.restoreOverrideCursor()
         return None
 
     def setConnected(self, ok):
-        for w in (self.ui.studyCollapsibleButton, self.ui.attentionCollapsibleButton, self.ui.localizeCollapsibleButton,
-                  self.ui.gazeCollapsibleButton, self.ui.trainCollapsibleButton):
+        for w in (
+            self.ui.studyCollapsibleButton,
+            self.ui.attentionCollapsibleButton,
+            self.ui.localizeCollapsibleButton,
+            self.ui.gazeCollapsibleButton,
+            self.ui.trainCollapsibleButton,
+        ):
             w.enabled = ok
 
     def saveSetting(self, key, value):
@@ -227,13 +231,15 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
     # ------------------------------------------------------------------ attention
     def onAttention(self):
         self.saveSetting("colorMap", self.ui.colorMapComboBox.currentText)
-        res = self.run("Attention map", lambda: self.logic.showAttention(
-            self.currentImage(), self.ui.opacitySlider.value, self.ui.colorMapComboBox.currentText))
+        res = self.run(
+            "Attention map", lambda: self.logic.showAttention(self.currentImage(), self.ui.opacitySlider.value, self.ui.colorMapComboBox.currentText)
+        )
         if res is not None:
             _, info = res
             regions = sorted(info.get("regions", {}).items(), key=lambda kv: -kv[1])[:3]
-            self.ui.attentionLabel.text = ("Most attention: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in regions)
-                                           + f"; model {info.get('model_version', '?')}")
+            self.ui.attentionLabel.text = (
+                "Most attention: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in regions) + f"; model {info.get('model_version', '?')}"
+            )
 
     def onOpacity(self, value):
         self.saveSetting("opacity", value)
@@ -267,8 +273,8 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         if node is None:
             return
         path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), "Gaze recording for this study", "",
-            "Gaze recordings (*.csv *.json *.edf *.txt);;All files (*)")
+            slicer.util.mainWindow(), "Gaze recording for this study", "", "Gaze recordings (*.csv *.json *.edf *.txt);;All files (*)"
+        )
         if not path:
             return
         reader = self.ui.readerEdit.text.strip() or None
@@ -277,8 +283,7 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         if res is not None:
             gaze, nodes = res
             n = sum(len(r["fixations"]) for r in gaze["records"])
-            self.ui.gazeLabel.text = (f"Stored on the server: {len(gaze['records'])} reading(s), {n} fixations; "
-                                      f"showing {len(nodes) // 2} scanpath(s)")
+            self.ui.gazeLabel.text = f"Stored on the server: {len(gaze['records'])} reading(s), {n} fixations; showing {len(nodes) // 2} scanpath(s)"
 
     # ------------------------------------------------------------------ training
     def onTrainStart(self):
@@ -323,8 +328,8 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
 class GazeRadLogic(ScriptedLoadableModuleLogic):
     """Server calls through GazeRadLib, then MRML nodes. Usable without the widget:
 
-        logic = GazeRadLogic(); logic.connect("http://127.0.0.1:8000")
-        image = logic.loadStudy("00000"); heat, info = logic.showAttention(image)
+    logic = GazeRadLogic(); logic.connect("http://127.0.0.1:8000")
+    image = logic.loadStudy("00000"); heat, info = logic.showAttention(image)
     """
 
     def __init__(self):
@@ -381,8 +386,7 @@ class GazeRadLogic(ScriptedLoadableModuleLogic):
         node = slicer.mrmlScene.GetNodeByID(comp.GetBackgroundVolumeID()) if comp and comp.GetBackgroundVolumeID() else None
         if node is not None and node.GetAttribute(IMAGE_ID_ATTR):
             return node
-        nodes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute(IMAGE_ID_ATTR)
-                 and not n.GetAttribute("GazeRad.overlay")]
+        nodes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute(IMAGE_ID_ATTR) and not n.GetAttribute("GazeRad.overlay")]
         return nodes[-1] if nodes else None
 
     @staticmethod
@@ -423,8 +427,7 @@ class GazeRadLogic(ScriptedLoadableModuleLogic):
         old = slicer.mrmlScene.GetFirstNodeByName(name)
         if old is not None:
             slicer.mrmlScene.RemoveNode(old)
-        heat = slicer.util.addVolumeFromArray(hv.array, ijkToRAS=np.asarray(ijk), name=name,
-                                              nodeClassName="vtkMRMLScalarVolumeNode")
+        heat = slicer.util.addVolumeFromArray(hv.array, ijkToRAS=np.asarray(ijk), name=name, nodeClassName="vtkMRMLScalarVolumeNode")
         heat.SetAttribute(IMAGE_ID_ATTR, image_id)
         heat.SetAttribute("GazeRad.overlay", "attention")
         heat.SetAttribute("GazeRad.info", json.dumps({k: info[k] for k in ("entropy", "max", "model_version") if k in info}))
@@ -545,8 +548,10 @@ class GazeRadTest(ScriptedLoadableModuleTest):
             return url
         python = os.environ.get("GAZERAD_PYTHON")
         if not python:
-            raise RuntimeError("GazeRad self-test needs a server: set GAZERAD_SERVER_URL=http://HOST:PORT of a running "
-                               "GazeRad server, or GAZERAD_PYTHON=<python with gazerad installed> to let the test start one")
+            raise RuntimeError(
+                "GazeRad self-test needs a server: set GAZERAD_SERVER_URL=http://HOST:PORT of a running "
+                "GazeRad server, or GAZERAD_PYTHON=<python with gazerad installed> to let the test start one"
+            )
         import socket
         import subprocess
 
@@ -555,8 +560,12 @@ class GazeRadTest(ScriptedLoadableModuleTest):
             port = s.getsockname()[1]
         work = tempfile.mkdtemp(prefix="gazerad-selftest-")
         self.delayDisplay(f"Starting a GazeRad server on port {port} (trains small sample models: a few minutes)")
-        self.serverProcess = subprocess.Popen([python, "-m", "gazerad", "serve", "--port", str(port), "--n", "24"], cwd=work,
-                                              stdout=open(os.path.join(work, "server.log"), "w"), stderr=subprocess.STDOUT)
+        self.serverProcess = subprocess.Popen(
+            [python, "-m", "gazerad", "serve", "--port", str(port), "--n", "24"],
+            cwd=work,
+            stdout=open(os.path.join(work, "server.log"), "w"),
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         t0 = time.time()
         while time.time() - t0 < 1200:

@@ -12,44 +12,30 @@
   dictionary transforms); without attention it is the plain random resized crop.
 """
 
-from __future__ import annotations
+from gazerad._lazy import lazy_exports
 
-from gazerad.attention.cache import AttentionCache
-from gazerad.attention.checkpoint import load_attention_model, model_fingerprint, save_attention_model
-from gazerad.attention.config import AttentionConfig
-from gazerad.attention.crop import (
-    AttentionRandResizedCrop,
-    AttentionRandResizedCropd,
-    BoxMass,
-    sample_resized_crop_box,
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AttentionCache": "cache",
+        "load_attention_model": "checkpoint",
+        "model_fingerprint": "checkpoint",
+        "save_attention_model": "checkpoint",
+        "AttentionConfig": "config",
+        "AttentionRandResizedCrop": "crop",
+        "AttentionRandResizedCropd": "crop",
+        "BoxMass": "crop",
+        "sample_resized_crop_box": "crop",
+        "AttentionDataset": "data",
+        "prepare_images": "data",
+        "centre_prior": "evaluation",
+        "evaluate_attention": "evaluation",
+        "fit_centre_prior": "evaluation",
+        "attention_loss": "loss",
+        "DEFAULT_FEATURES": "network",
+        "AttentionPredictor": "network",
+        "predict_attention": "predict",
+        "train_attention": "training",
+        "PredictAttentiond": "transforms",
+    },
 )
-from gazerad.attention.data import AttentionDataset, prepare_images
-from gazerad.attention.evaluation import centre_prior, evaluate_attention, fit_centre_prior
-from gazerad.attention.loss import attention_loss
-from gazerad.attention.network import DEFAULT_FEATURES, AttentionPredictor
-from gazerad.attention.predict import predict_attention
-from gazerad.attention.training import train_attention
-from gazerad.attention.transforms import PredictAttentiond
-
-__all__ = [
-    "AttentionConfig",
-    "AttentionRandResizedCrop",
-    "AttentionRandResizedCropd",
-    "BoxMass",
-    "sample_resized_crop_box",
-    "DEFAULT_FEATURES",
-    "AttentionPredictor",
-    "attention_loss",
-    "prepare_images",
-    "AttentionDataset",
-    "centre_prior",
-    "fit_centre_prior",
-    "evaluate_attention",
-    "train_attention",
-    "save_attention_model",
-    "load_attention_model",
-    "model_fingerprint",
-    "predict_attention",
-    "AttentionCache",
-    "PredictAttentiond",
-]

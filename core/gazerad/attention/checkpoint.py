@@ -24,8 +24,13 @@ PathLike = str | os.PathLike
 def save_attention_model(model: AttentionPredictor, path: PathLike, metrics: Mapping[str, Any] | None = None) -> Path:
     """Write the model (:func:`gazerad.engine.checkpoint.save_model_file`, kind ``attention``:
     ``config``, ``state_dict``, ``metrics``) to ``path`` atomically."""
-    return save_model_file(path, "attention", model.config, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                           metrics=_json_safe(dict(metrics)) if metrics is not None else None)
+    return save_model_file(
+        path,
+        "attention",
+        model.config,
+        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        metrics=_json_safe(dict(metrics)) if metrics is not None else None,
+    )
 
 
 def load_attention_model(path: PathLike, device: str | torch.device | None = "cpu") -> AttentionPredictor:
@@ -36,6 +41,7 @@ def load_attention_model(path: PathLike, device: str | torch.device | None = "cp
         InputError: naming the file, when it is missing, unreadable, not a GazeRad attention
             model, or its weights do not fit its config.
     """
+
     def build(state: dict[str, Any]) -> AttentionPredictor:
         model = AttentionPredictor(**state["config"])
         model.load_state_dict(state["state_dict"])

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gazerad.attention.network import DEFAULT_FEATURES
-from gazerad.engine.config import RunConfig, setting
-from gazerad.pretrain.config import PRECISION_HELP
+from gazerad.engine.config import RuntimeSettings, setting
 
-__all__ = ["AttentionConfig"]
+__all__ = ["AttentionConfig", "DEFAULT_FEATURES"]
+
+DEFAULT_FEATURES: tuple[int, ...] = (16, 16, 32, 64, 128, 16)  # BasicUNet features of the attention predictor
 
 
 @dataclass
-class AttentionConfig(RunConfig):
+class AttentionConfig(RuntimeSettings):
     """Training the FocusContrast attention predictor on gaze heatmaps."""
 
     data: str = setting(help="study folder (images/, labels.csv with a split column, gaze)")
@@ -27,13 +27,6 @@ class AttentionConfig(RunConfig):
     w_cc: float = setting(1.0, "weight of the (1 - CC) term")
     sigma_deg: float = setting(1.0, "gaze heatmap kernel in degrees of visual angle")
     n_overlay: int = setting(4, "held-out images shown in overlay.png")
-    seed: int = setting(0, "seed of initialisation and shuffling")
-    amp: bool = setting(True, "False forces precision fp32")
-    precision: str = setting("auto", PRECISION_HELP)
-    channels_last: bool | str = setting("auto", "channels-last memory format: auto, True or False")
-    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda when present)")
-    progress: bool = setting(True, "progress output")
-    max_steps: int | None = setting(None, "stop after this many steps (tests, benchmarks)")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:

@@ -83,10 +83,7 @@ class BoxMass:
         j, i = min(int(u), wa - 1), min(int(v), ha - 1)
         fu, fv = u - j, v - i
         s = self.sat
-        return float(
-            s[i, j] * (1 - fu) * (1 - fv) + s[i, j + 1] * fu * (1 - fv) + s[i + 1, j] * (1 - fu) * fv
-            + s[i + 1, j + 1] * fu * fv
-        )
+        return float(s[i, j] * (1 - fu) * (1 - fv) + s[i, j + 1] * fu * (1 - fv) + s[i + 1, j] * (1 - fu) * fv + s[i + 1, j + 1] * fu * fv)
 
     def mass(self, box: Sequence[float]) -> float:
         """Fraction of the attention inside ``(x0, y0, w, h)`` (image pixels)."""
@@ -335,9 +332,7 @@ class AttentionRandResizedCropd(Randomizable, MapTransform):
         self.attention_key = attention_key
         self.cropper = AttentionRandResizedCrop(size, scale, ratio, q, max_tries, peak_blur)
 
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> AttentionRandResizedCropd:
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> AttentionRandResizedCropd:
         super().set_random_state(seed, state)
         self.cropper.set_random_state(seed, state)
         return self
@@ -365,10 +360,7 @@ class AttentionRandResizedCropd(Randomizable, MapTransform):
         shape = tuple(int(s) for s in d[present[0]].shape[-2:])
         for k in present:
             if tuple(int(s) for s in d[k].shape[-2:]) != shape:
-                raise ValueError(
-                    f"all keys must share one spatial shape: {present[0]!r} is {shape}, "
-                    f"{k!r} is {tuple(d[k].shape[-2:])}"
-                )
+                raise ValueError(f"all keys must share one spatial shape: {present[0]!r} is {shape}, {k!r} is {tuple(d[k].shape[-2:])}")
         self.randomize((shape, d.get(self.attention_key)))
         for k in present:
             d[k] = self.cropper(d[k], randomize=False)

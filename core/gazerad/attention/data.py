@@ -150,8 +150,13 @@ class AttentionDataset(torch.utils.data.Dataset):
                 shape = record_shape(rec, img.shape)
                 try:
                     h = gaze_heatmap(
-                        rec.fixations, shape, sigma=sigma, sigma_deg=sigma_deg,
-                        pixels_per_degree=rec.pixels_per_degree, out_shape=(s, s), mode="area",
+                        rec.fixations,
+                        shape,
+                        sigma=sigma,
+                        sigma_deg=sigma_deg,
+                        pixels_per_degree=rec.pixels_per_degree,
+                        out_shape=(s, s),
+                        mode="area",
                     )
                 except ValueError as exc:
                     raise InputError(rec.source or path, f"gaze heatmap of reader {rec.reader_id!r}: {exc}") from None

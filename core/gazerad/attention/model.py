@@ -44,7 +44,21 @@ from gazerad.attention.training import train_attention
 from gazerad.attention.transforms import PredictAttentiond
 
 __all__ = [
-    "DEFAULT_FEATURES", "AttentionPredictor", "attention_loss", "prepare_images", "read_splits", "AttentionDataset", "centre_prior",
-    "fit_centre_prior", "saliency_scores", "evaluate_attention", "train_attention", "save_attention_model", "load_attention_model",
-    "model_fingerprint", "predict_attention", "AttentionCache", "PredictAttentiond",
+    "DEFAULT_FEATURES",
+    "AttentionPredictor",
+    "attention_loss",
+    "prepare_images",
+    "read_splits",
+    "AttentionDataset",
+    "centre_prior",
+    "fit_centre_prior",
+    "saliency_scores",
+    "evaluate_attention",
+    "train_attention",
+    "save_attention_model",
+    "load_attention_model",
+    "model_fingerprint",
+    "predict_attention",
+    "AttentionCache",
+    "PredictAttentiond",
 ]

@@ -8,11 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gazerad.attention.config import DEFAULT_FEATURES
+
 __all__ = ["DEFAULT_FEATURES", "AttentionPredictor"]
-
-
-DEFAULT_FEATURES: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
-"""``BasicUNet`` features of the default predictor (about 0.5 M parameters)."""
 
 
 class AttentionPredictor(nn.Module):
@@ -25,9 +23,7 @@ class AttentionPredictor(nn.Module):
         dropout: ``BasicUNet`` dropout.
     """
 
-    def __init__(
-        self, input_size: int = 128, features: Sequence[int] = DEFAULT_FEATURES, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, input_size: int = 128, features: Sequence[int] = DEFAULT_FEATURES, dropout: float = 0.0) -> None:
         super().__init__()
         from monai.networks.nets import BasicUNet
 
@@ -40,9 +36,7 @@ class AttentionPredictor(nn.Module):
         self.input_size = input_size
         self.features = features
         self.dropout = float(dropout)
-        self.net = BasicUNet(
-            spatial_dims=2, in_channels=1, out_channels=1, features=features, dropout=self.dropout
-        )
+        self.net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=features, dropout=self.dropout)
 
     @property
     def config(self) -> dict[str, Any]:

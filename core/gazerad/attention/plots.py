@@ -79,14 +79,12 @@ def _plot_overlay(
             y0, x0 = r * (s + gap), c * (s + gap)
             mosaic[y0 : y0 + s, x0 : x0 + s] = 0.55 * img + 0.45 * heat
             label = ds.image_ids[r] if c == 0 else f"{name} CC {float(cc(m, tgt)):.2f}"
-            ax.text(x0 + 2, y0 + 2, label, color="white", fontsize=7, va="top",
-                    bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0))
+            ax.text(x0 + 2, y0 + 2, label, color="white", fontsize=7, va="top", bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0))
         f = ds.fixations[r]
         if len(f):
             ax.scatter(f[:, 0], f[:, 1] + r * (s + gap), s=5, facecolors="none", edgecolors="white", linewidths=0.5)
     ax.imshow(mosaic, extent=(0, mosaic.shape[1], mosaic.shape[0], 0), interpolation="nearest")
     ax.set_xlim(0, mosaic.shape[1])
     ax.set_ylim(mosaic.shape[0], 0)
-    fig.text(0.5, 1 - 0.15 / fig_h, "held-out images: readers' gaze | predicted | centre prior", fontsize=8,
-             ha="center", va="center")
+    fig.text(0.5, 1 - 0.15 / fig_h, "held-out images: readers' gaze | predicted | centre prior", fontsize=8, ha="center", va="center")
     save_figure(fig, path)

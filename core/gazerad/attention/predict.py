@@ -30,18 +30,13 @@ def _model_maps(model: AttentionPredictor, batch: torch.Tensor, batch_size: int)
     was = model.training
     model.eval()
     try:
-        outs = [
-            model.predict(prepare_images(batch[i : i + batch_size].to(dev), model.input_size)).cpu()
-            for i in range(0, len(batch), batch_size)
-        ]
+        outs = [model.predict(prepare_images(batch[i : i + batch_size].to(dev), model.input_size)).cpu() for i in range(0, len(batch), batch_size)]
     finally:
         model.train(was)
     return torch.cat(outs) if outs else torch.zeros((0, 1, model.input_size, model.input_size))
 
 
-def predict_attention(
-    model: AttentionPredictor, images: np.ndarray | torch.Tensor, batch_size: int = 32
-) -> np.ndarray | torch.Tensor:
+def predict_attention(model: AttentionPredictor, images: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray | torch.Tensor:
     """Predicted attention at the images' own size.
 
     Images (any intensity range) are min-max scaled, resized to the model's side, run,

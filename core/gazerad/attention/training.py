@@ -140,17 +140,21 @@ def train_attention(
         base.update(saliency_scores(pri, held_ds.targets[:, 0].numpy(), held_ds.fixmaps[:, 0].numpy()))
         lp = torch.log(torch.from_numpy(np.ascontiguousarray(pri)).clamp_min(1e-30))[:, None]
         base["loss"] = float(attention_loss(lp, held_ds.targets, cfg.w_kl, cfg.w_cc))
-    files = {k: str(out / f) for k, f in
-             (("model", "attention.pt"), ("metrics", "metrics.json"), ("curve", "curve.png"), ("overlay", "overlay.png"))}
+    files = {k: str(out / f) for k, f in (("model", "attention.pt"), ("metrics", "metrics.json"), ("curve", "curve.png"), ("overlay", "overlay.png"))}
     result = {
-        "heldout": heldout, "centre_prior": base, "history": history, "n_train": len(train_ds),
-        "n_heldout": len(held_ds), "skipped": {"train": train_ds.skipped, "heldout": held_ds.skipped},
-        "config": config, "seconds": time.perf_counter() - t0, "files": files,
+        "heldout": heldout,
+        "centre_prior": base,
+        "history": history,
+        "n_train": len(train_ds),
+        "n_heldout": len(held_ds),
+        "skipped": {"train": train_ds.skipped, "heldout": held_ds.skipped},
+        "config": config,
+        "seconds": time.perf_counter() - t0,
+        "files": files,
     }
     result = _json_safe(result)
     save_attention_model(model, files["model"], metrics=result)
     atomic_write_text(files["metrics"], json.dumps(result, indent=2) + "\n")
     _plot_curve(history, base, files["curve"])
-    _plot_overlay(held_ds if len(held_ds) else train_ds, maps if len(held_ds) else None, prior, model,
-                  files["overlay"], cfg.n_overlay)
+    _plot_overlay(held_ds if len(held_ds) else train_ds, maps if len(held_ds) else None, prior, model, files["overlay"], cfg.n_overlay)
     return result

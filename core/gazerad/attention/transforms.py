@@ -25,9 +25,7 @@ class PredictAttentiond:
         attention_key: output key.
     """
 
-    def __init__(
-        self, keys: Hashable, cache: AttentionCache, id_key: Hashable | None = None, attention_key: Hashable = "attention"
-    ) -> None:
+    def __init__(self, keys: Hashable, cache: AttentionCache, id_key: Hashable | None = None, attention_key: Hashable = "attention") -> None:
         if isinstance(keys, (list, tuple)):
             if len(keys) != 1:
                 raise ValueError("PredictAttentiond takes one image key")

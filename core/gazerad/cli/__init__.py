@@ -33,8 +33,7 @@ from gazerad.errors import GazeRadError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS: tuple[Command, ...] = (*data.COMMANDS[:2], *gaze.COMMANDS, *pretrain.COMMANDS, *attention.COMMANDS,
-                                 *kacl.COMMANDS, *data.COMMANDS[2:])
+COMMANDS: tuple[Command, ...] = (*data.COMMANDS[:2], *gaze.COMMANDS, *pretrain.COMMANDS, *attention.COMMANDS, *kacl.COMMANDS, *data.COMMANDS[2:])
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:

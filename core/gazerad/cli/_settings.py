@@ -70,9 +70,12 @@ def add_settings(
     from gazerad.engine.config import default_choices, field_specs
 
     allowed = {**default_choices(), **{k: tuple(v) for k, v in (choices or {}).items()}}
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help=f"JSON/YAML config, MONAI bundle style (the keys below, at top level or under '{section}'); "
-                             "flags override it")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help=f"JSON/YAML config, MONAI bundle style (the keys below, at top level or under '{section}'); flags override it",
+    )
     group = parser.add_argument_group(f"settings ({cls.__name__}; a config file's keys are these names: --image-size is image_size)")
     specs = field_specs(cls)
     for spec in specs:
@@ -100,8 +103,7 @@ def add_settings(
     if unknown:
         raise ValueError(f"aliases for fields {sorted(unknown)} that {cls.__name__} does not have")
     if any(s.name == "progress" and s.is_flag for s in specs):
-        group.add_argument("--quiet", dest="progress", action="store_const", const=False, default=None,
-                           help="no progress output (same as --no-progress)")
+        group.add_argument("--quiet", dest="progress", action="store_const", const=False, default=None, help="no progress output (same as --no-progress)")
     parser.set_defaults(settings_class=cls, settings_section=section)
 
 

@@ -42,6 +42,5 @@ def _train_attention(args: argparse.Namespace) -> int:
 
 
 COMMANDS = (
-    Command("train-attention", "train the FocusContrast attention predictor on gaze heatmaps; print held-out metrics",
-            _add_train_attention, _train_attention),
+    Command("train-attention", "train the FocusContrast attention predictor on gaze heatmaps; print held-out metrics", _add_train_attention, _train_attention),
 )

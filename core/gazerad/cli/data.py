@@ -15,9 +15,12 @@ def _add_synth(s: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     s.add_argument("--n", type=int, default=200, help="number of images (default 200)")
     s.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
-    s.add_argument("--size", type=int, default=512,
-                   help="side of the generated images in px (default 512); not the model input side, "
-                        "which the training commands call --image-size")
+    s.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help="side of the generated images in px (default 512); not the model input side, which the training commands call --image-size",
+    )
     s.add_argument("--dicom", action="store_true", help="also write DICOM DX copies (30%% MONOCHROME1)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing study set (atomically)")
@@ -29,8 +32,14 @@ def _synth(args: argparse.Namespace) -> int:
     from gazerad.synth.study import generate_studies
 
     s = generate_studies(
-        args.out, n=args.n, seed=args.seed, size=args.size, dicom=args.dicom,
-        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        size=args.size,
+        dicom=args.dicom,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     print(
         f"wrote {s.n_images} studies ({s.n_readings} readings, {s.n_findings} findings, "

@@ -55,9 +55,17 @@ def _relation(args: argparse.Namespace) -> int:
 
         image_ids = list(read_labels(args.images))
     kw: dict[str, Any] = dict(
-        gaze=gaze, scheme=args.scheme, image_ids=image_ids, aggregate=args.aggregate, top_k=args.top_k,
-        threshold=args.threshold, block_size=args.block_size, workers=args.workers, cache_dir=args.cache,
-        progress=not args.quiet, **parse_params(args.param),
+        gaze=gaze,
+        scheme=args.scheme,
+        image_ids=image_ids,
+        aggregate=args.aggregate,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        block_size=args.block_size,
+        workers=args.workers,
+        cache_dir=args.cache,
+        progress=not args.quiet,
+        **parse_params(args.param),
     )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         rel = compute_relation_distributed(args.out, **kw)

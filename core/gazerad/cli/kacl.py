@@ -9,14 +9,13 @@ from gazerad.cli._settings import add_settings, settings_from_args
 
 __all__ = ["COMMANDS", "CAM_METHODS"]
 
-CAM_METHODS = ("gradcam", "gradcampp")  # gazerad.localize.cam
+from gazerad.kacl.config import CAM_METHODS
 
 
 def _add_train_kacl(s: argparse.ArgumentParser) -> None:
     from gazerad.kacl.config import KACLConfig
 
-    add_settings(s, KACLConfig, "kacl", aliases={"cam_method": ["--cam"]}, choices={
-        "method": ("kacl", "supervised"), "cam_method": CAM_METHODS, "radiomics_backend": ("torch", "pyradiomics")})
+    add_settings(s, KACLConfig, "kacl", aliases={"cam_method": ["--cam"]})
 
 
 def _train_kacl(args: argparse.Namespace) -> int:
@@ -26,8 +25,7 @@ def _train_kacl(args: argparse.Namespace) -> int:
     res = train_kacl(cfg)
     if "model" in res:  # rank 0
         h = res["history"][-1] if res["history"] else {}
-        print(f"train-kacl [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, "
-              f"final loss {h.get('loss', float('nan')):.4f} -> {res['model']}")
+        print(f"train-kacl [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, final loss {h.get('loss', float('nan')):.4f} -> {res['model']}")
     return 0
 
 
@@ -40,8 +38,7 @@ def _add_evaluate_localization(s: argparse.ArgumentParser) -> None:
     s.add_argument("--overlays", type=int, default=8, help="overlay PNGs to write (default 8)")
     s.add_argument("--cam-method", dest="cam_method", default="gradcam", choices=CAM_METHODS, help="default gradcam")
     s.add_argument("--cam", dest="cam_method", choices=CAM_METHODS, help=argparse.SUPPRESS)  # the old name
-    s.add_argument("--cam-threshold", dest="cam_threshold", type=float, default=0.5,
-                   help="CAM threshold after normalisation and blur (default 0.5)")
+    s.add_argument("--cam-threshold", dest="cam_threshold", type=float, default=0.5, help="CAM threshold after normalisation and blur (default 0.5)")
     s.add_argument("--threshold", dest="cam_threshold", type=float, help=argparse.SUPPRESS)  # the old name
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
 
@@ -49,9 +46,17 @@ def _add_evaluate_localization(s: argparse.ArgumentParser) -> None:
 def _evaluate_localization(args: argparse.Namespace) -> int:
     from gazerad.kacl.evaluate import evaluate_kacl
 
-    res = evaluate_kacl(args.model, args.data, splits=args.splits, boxes_csv=args.boxes, out=args.out,
-                        overlays=args.overlays, cam_method=args.cam_method, cam_threshold=args.cam_threshold,
-                        device=args.device)
+    res = evaluate_kacl(
+        args.model,
+        args.data,
+        splits=args.splits,
+        boxes_csv=args.boxes,
+        out=args.out,
+        overlays=args.overlays,
+        cam_method=args.cam_method,
+        cam_threshold=args.cam_threshold,
+        device=args.device,
+    )
     auc = res["auc"]
     print("ROC AUC  " + "  ".join(f"{k} {v:.3f}" for k, v in auc.items()))
     if "localization" in res:
@@ -65,8 +70,11 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
 
 
 COMMANDS = (
-    Command("train-kacl", "KACL: classifier + radiomics of its Grad-CAM region as positive view (or --method supervised)",
-            _add_train_kacl, _train_kacl),
-    Command("evaluate-localization", "per-class ROC AUC and T(IoU) localisation accuracy of a KACL/classifier run",
-            _add_evaluate_localization, _evaluate_localization),
+    Command("train-kacl", "KACL: classifier + radiomics of its Grad-CAM region as positive view (or --method supervised)", _add_train_kacl, _train_kacl),
+    Command(
+        "evaluate-localization",
+        "per-class ROC AUC and T(IoU) localisation accuracy of a KACL/classifier run",
+        _add_evaluate_localization,
+        _evaluate_localization,
+    ),
 )

@@ -25,8 +25,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     res = pretrain(cfg)
     if "encoder" in res:  # rank 0
         last = res["history"][-1]["loss"] if res["history"] else float("nan")
-        print(f"pretrain {cfg.framework} [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, "
-              f"final loss {last:.4f} -> {res['encoder']}")
+        print(f"pretrain {cfg.framework} [{cfg.method}]: {res['steps']} steps in {res['seconds']:.1f} s, final loss {last:.4f} -> {res['encoder']}")
     return 0
 
 
@@ -48,8 +47,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gazerad.pretrain.evaluate import evaluate_encoder
 
     res = evaluate_encoder(
-        None if args.encoder == "random" else args.encoder, args.data, protocol=args.protocol, task=args.task,
-        backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, seed=args.seed, device=args.device,
+        None if args.encoder == "random" else args.encoder,
+        args.data,
+        protocol=args.protocol,
+        task=args.task,
+        backbone=args.backbone,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
     )
     if args.out:
         from gazerad.io.atomic import atomic_write_text

@@ -67,7 +67,14 @@ SPLIT_COLUMN = "split"
 FINDINGS_COLUMN = "Finding Labels"
 #: Columns of ``labels.csv`` that are not classes (NIH metadata and the split).
 METADATA_COLUMNS: tuple[str, ...] = (
-    "Image Index", "Finding Labels", "Patient ID", "View Position", "Width", "Height", "PixelSpacing", "split",
+    "Image Index",
+    "Finding Labels",
+    "Patient ID",
+    "View Position",
+    "Width",
+    "Height",
+    "PixelSpacing",
+    "split",
 )
 _DEFAULT_SPLIT = "train"
 
@@ -341,7 +348,8 @@ class StudyFolder:
         p = self.find_image(name)
         if p is None:
             raise InputError(
-                source, f"image {name!r} not found at {self.images_dir / name} (nor with a suffix of {', '.join(image_suffixes())})",
+                source,
+                f"image {name!r} not found at {self.images_dir / name} (nor with a suffix of {', '.join(image_suffixes())})",
                 row=row,
             )
         return p

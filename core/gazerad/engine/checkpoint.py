@@ -20,8 +20,18 @@ import torch
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "restore_checkpoint", "rng_state", "set_rng_state",
-           "MODEL_FORMAT", "save_model_file", "load_model_file"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "MODEL_FORMAT",
+    "save_model_file",
+    "load_model_file",
+]
 
 FORMAT = "gazerad-checkpoint"
 VERSION = 1
@@ -50,14 +60,35 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, kind: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, epoch: int, step: int, history: list, config: Mapping[str, Any],
-                    extra: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    kind: str,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    step: int,
+    history: list,
+    config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the run's state to ``path`` atomically (temp file + rename)."""
     state = {
-        "format": FORMAT, "version": VERSION, "kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": int(epoch), "step": int(step),
-        "history": list(history), "config": dict(config), "rng": rng_state(), "extra": dict(extra or {}),
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "history": list(history),
+        "config": dict(config),
+        "rng": rng_state(),
+        "extra": dict(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -81,17 +112,18 @@ def load_checkpoint(path: str | os.PathLike, kind: str, device: torch.device | s
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(p, "not a GazeRad checkpoint (or one written before the engine's format): delete it to start over")
     if state.get("version") != VERSION or state.get("kind") != kind:
-        raise InputError(p, f"a {state.get('kind')} checkpoint of format version {state.get('version')}; this {kind} run "
-                            f"reads version {VERSION}: use another --out")
+        raise InputError(
+            p, f"a {state.get('kind')} checkpoint of format version {state.get('version')}; this {kind} run reads version {VERSION}: use another --out"
+        )
     saved = {k: state["config"].get(k) for k in match}
     if saved != dict(match):
-        raise InputError(p, f"checkpoint is a {'/'.join(map(str, saved.values()))} run; this run is "
-                            f"{'/'.join(map(str, match.values()))}: use another --out")
+        raise InputError(p, f"checkpoint is a {'/'.join(map(str, saved.values()))} run; this run is {'/'.join(map(str, match.values()))}: use another --out")
     return state
 
 
-def restore_checkpoint(state: Mapping[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                       scaler: torch.amp.GradScaler) -> tuple[int, int, list, dict[str, Any]]:
+def restore_checkpoint(
+    state: Mapping[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler
+) -> tuple[int, int, list, dict[str, Any]]:
     """Load ``state`` into the four objects and the random generators; returns
     ``(epoch, step, history, extra)``."""
     model.load_state_dict(state["model"])
@@ -118,8 +150,9 @@ def save_model_file(path: str | os.PathLike, kind: str, config: Mapping[str, Any
     return Path(path)
 
 
-def load_model_file(path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module],
-                    device: torch.device | str | None = "cpu", hint: str = "") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model_file(
+    path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module], device: torch.device | str | None = "cpu", hint: str = ""
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """``(build(state) on device in eval mode, state)`` for a file written by :func:`save_model_file`
     (or the folder holding ``<kind>.pt``); files of earlier GazeRad versions (no format tag) load too.
 

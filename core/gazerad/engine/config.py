@@ -26,8 +26,19 @@ from typing import Any, Iterable, TypeVar, Union
 
 from gazerad.errors import InputError
 
-__all__ = ["RunConfig", "setting", "load_config", "FieldSpec", "field_specs", "flag_name", "parse_flag_value",
-           "config_argv", "default_choices"]
+__all__ = [
+    "RunConfig",
+    "RuntimeSettings",
+    "PRECISION_HELP",
+    "setting",
+    "load_config",
+    "FieldSpec",
+    "field_specs",
+    "flag_name",
+    "parse_flag_value",
+    "config_argv",
+    "default_choices",
+]
 
 C = TypeVar("C", bound="RunConfig")
 
@@ -35,8 +46,12 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", choices: Iterable[Any] | None = None,  # noqa: A002
-            **kw: Any) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    choices: Iterable[Any] | None = None,  # noqa: A002
+    **kw: Any,
+) -> Any:
     """A dataclass field with its description: ``lr: float = setting(1e-3, "learning rate")``.
 
     ``choices`` (optional) are the allowed values: the CLI and the server offer and check them.
@@ -74,6 +89,23 @@ class RunConfig:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise InputError(source, str(exc)) from None
+
+
+PRECISION_HELP = "auto: bf16 autocast on CPUs with native bf16, fp16 on CUDA; fp32 forces float32"
+
+
+@dataclasses.dataclass(kw_only=True)
+class RuntimeSettings(RunConfig):
+    """The settings every trainer shares (keyword-only, listed after the trainer's own):
+    seeding, device and numerics (:class:`gazerad.engine.runtime.Runtime`), progress, early stop."""
+
+    seed: int = setting(0, "seed of every random choice (initialisation, views, batch order)")
+    amp: bool = setting(True, "mixed precision; --no-amp is the same as --precision fp32")
+    precision: str = setting("auto", PRECISION_HELP)
+    channels_last: bool | str = setting("auto", "channels-last memory format: auto, true or false")
+    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda when present)")
+    progress: bool = setting(True, "progress output")
+    max_steps: int | None = setting(None, "stop after this many optimiser steps (tests, benchmarks)")
 
 
 def load_config(cls: type[C], path: str | os.PathLike, section: str, overrides: dict[str, Any] | None = None) -> C:
@@ -175,7 +207,8 @@ def _parse_annotation(cls_name: str, name: str, ann: Any) -> tuple[type, bool, i
 def _specs(cls: type) -> tuple[FieldSpec, ...]:
     hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    # the trainer's own settings first, the shared keyword-only ones (RuntimeSettings) after them
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only):
         item, optional, nargs, bool_or_text = _parse_annotation(cls.__name__, f.name, hints[f.name])
         if f.default is not dataclasses.MISSING:
             default = f.default
@@ -184,8 +217,19 @@ def _specs(cls: type) -> tuple[FieldSpec, ...]:
         else:
             default = dataclasses.MISSING
         choices = f.metadata.get("choices")
-        out.append(FieldSpec(f.name, flag_name(f.name), item, optional, nargs, bool_or_text, default,
-                             str(f.metadata.get("help", "")), tuple(choices) if choices is not None else None))
+        out.append(
+            FieldSpec(
+                f.name,
+                flag_name(f.name),
+                item,
+                optional,
+                nargs,
+                bool_or_text,
+                default,
+                str(f.metadata.get("help", "")),
+                tuple(choices) if choices is not None else None,
+            )
+        )
     return tuple(out)
 
 

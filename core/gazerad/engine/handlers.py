@@ -92,8 +92,16 @@ class CheckpointSaver:
         save: ``False`` on ranks other than 0 (they still resume).
     """
 
-    def __init__(self, path: str | os.PathLike, kind: str, model: torch.nn.Module, config: Mapping[str, Any],
-                 match: tuple[str, ...], extra: Callable[[], dict[str, Any]] | None = None, save: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        kind: str,
+        model: torch.nn.Module,
+        config: Mapping[str, Any],
+        match: tuple[str, ...],
+        extra: Callable[[], dict[str, Any]] | None = None,
+        save: bool = True,
+    ) -> None:
         self.path, self.kind, self.model, self.config = Path(path), kind, model, dict(config)
         self.match, self.extra, self.save = match, extra, save
 
@@ -113,9 +121,19 @@ class CheckpointSaver:
 
     def _save(self, loop: TrainLoop) -> None:
         s = loop.state
-        save_checkpoint(self.path, self.kind, model=self.model, optimizer=loop.optimizer, scheduler=loop.scheduler,
-                        scaler=loop.scaler, epoch=s.epoch, step=s.iteration, history=s.history, config=self.config,
-                        extra=self.extra() if self.extra else None)
+        save_checkpoint(
+            self.path,
+            self.kind,
+            model=self.model,
+            optimizer=loop.optimizer,
+            scheduler=loop.scheduler,
+            scaler=loop.scaler,
+            epoch=s.epoch,
+            step=s.iteration,
+            history=s.history,
+            config=self.config,
+            extra=self.extra() if self.extra else None,
+        )
 
 
 class RunSummary:

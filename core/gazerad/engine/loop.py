@@ -77,8 +77,17 @@ class TrainLoop:
         world: ``torchrun`` ranks the step outputs are averaged over.
     """
 
-    def __init__(self, step: StepFn, *, optimizer: torch.optim.Optimizer, scheduler: Any = None,
-                 scaler: torch.amp.GradScaler | None = None, max_epochs: int, max_steps: int | None = None, world: int = 1) -> None:
+    def __init__(
+        self,
+        step: StepFn,
+        *,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        scaler: torch.amp.GradScaler | None = None,
+        max_epochs: int,
+        max_steps: int | None = None,
+        world: int = 1,
+    ) -> None:
         self.step = step
         self.optimizer = optimizer
         self.scheduler = scheduler

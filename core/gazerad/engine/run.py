@@ -39,8 +39,9 @@ class RunContext:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed, drop_last=True)
-        loader = DataLoader(dataset, batch_size=batch_size // self.world, sampler=sampler, drop_last=True, num_workers=workers,
-                            pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            dataset, batch_size=batch_size // self.world, sampler=sampler, drop_last=True, num_workers=workers, pin_memory=self.device.type == "cuda"
+        )
         return loader, sampler
 
     def ddp(self, module: torch.nn.Module, **kw: Any) -> torch.nn.Module:

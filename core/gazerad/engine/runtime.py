@@ -167,10 +167,14 @@ class Runtime:
 
     def scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler, enabled for float16 only (bf16 keeps float32's range)."""
-        return torch.amp.GradScaler(self.device.type if self.device.type == "cuda" else "cpu",
-                                    enabled=self.dtype == torch.float16)
+        return torch.amp.GradScaler(self.device.type if self.device.type == "cuda" else "cpu", enabled=self.dtype == torch.float16)
 
     def describe(self) -> dict[str, Any]:
         """What the run's config records."""
-        return {"device": str(self.device), "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype],
-                "precision_asked": self.precision, "channels_last": bool(self.channels_last), "fused_optimizer": bool(self.fused_optimizer)}
+        return {
+            "device": str(self.device),
+            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype],
+            "precision_asked": self.precision,
+            "channels_last": bool(self.channels_last),
+            "fused_optimizer": bool(self.fused_optimizer),
+        }

@@ -57,9 +57,7 @@ class Checker:
             out.append(v)
         return out
 
-    def accept(
-        self, row: int | None, x: float, y: float, t0: float, t1: float, image_size: tuple[int, int] | None
-    ) -> bool:
+    def accept(self, row: int | None, x: float, y: float, t0: float, t1: float, image_size: tuple[int, int] | None) -> bool:
         """Check duration and position of one fixation."""
         if t1 < t0:
             self.fail("negative_duration", f"negative fixation duration ({t0} -> {t1} s)", row)
@@ -100,9 +98,7 @@ def _inside(x: float, y: float, image_size: tuple[int, int] | None) -> bool:
     return 0 <= x < w and 0 <= y < h
 
 
-def size_for(
-    path: PathLike, image_sizes: ImageSizes | None, *keys: str, row: int | None = None
-) -> tuple[int, int] | None:
+def size_for(path: PathLike, image_sizes: ImageSizes | None, *keys: str, row: int | None = None) -> tuple[int, int] | None:
     """Look an image up in ``image_sizes`` by its candidate ids; a miss is an error."""
     if image_sizes is None:
         return None
@@ -130,4 +126,3 @@ def find_column(header: Sequence[str], *names: str) -> str | None:
         if n.lower() in low:
             return low[n.lower()]
     return None
-

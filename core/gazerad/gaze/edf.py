@@ -22,17 +22,14 @@ def _import_eyelinkio() -> Any:
     try:
         import eyelinkio
     except ImportError:
-        raise ImportError(
-            "reading EyeLink EDF files needs the optional package eyelinkio: pip install 'gazerad[edf]'"
-        ) from None
+        raise ImportError("reading EyeLink EDF files needs the optional package eyelinkio: pip install 'gazerad[edf]'") from None
     return eyelinkio
 
 
 def load_edf(
     path: PathLike,
     image_id: str,
-    screen_to_image: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-    | tuple[float, float, float, float],
+    screen_to_image: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | tuple[float, float, float, float],
     image_size: tuple[int, int] | None = None,
     reader_id: str = "",
     strict: bool = False,
@@ -106,9 +103,7 @@ def load_edf(
     fix = []
     for k, x, y in zip(idx, np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)):
         row = int(k) + 1
-        v = chk.numbers(
-            row, [("x", x), ("y", y), ("stime", fixev["stime"][k] - t_shift), ("etime", fixev["etime"][k] - t_shift)]
-        )
+        v = chk.numbers(row, [("x", x), ("y", y), ("stime", fixev["stime"][k] - t_shift), ("etime", fixev["etime"][k] - t_shift)])
         if v is not None and chk.accept(row, *v, image_size):
             fix.append(tuple(v))
     samples = None
@@ -120,17 +115,14 @@ def load_edf(
 
 
 def _edf_mapper(
-    screen_to_image: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-    | tuple[float, float, float, float],
+    screen_to_image: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | tuple[float, float, float, float],
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     if callable(screen_to_image):
         return screen_to_image
     try:
         sx, sy, ox, oy = (float(v) for v in screen_to_image)
     except (TypeError, ValueError):
-        raise InputError(
-            None, f"screen_to_image must be a callable or (scale_x, scale_y, offset_x, offset_y), got {screen_to_image!r}"
-        ) from None
+        raise InputError(None, f"screen_to_image must be a callable or (scale_x, scale_y, offset_x, offset_y), got {screen_to_image!r}") from None
     return lambda x, y: (sx * x + ox, sy * y + oy)
 
 

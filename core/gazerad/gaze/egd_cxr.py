@@ -44,9 +44,7 @@ def _egd_paddings(master_sheet_csv: PathLike) -> dict[str, dict[str, float]]:
     return out
 
 
-def _egd_screen_to_image(
-    fx: float, fy: float, pads: Mapping[str, float], size: tuple[int, int], screen: tuple[int, int] = EGD_SCREEN
-) -> tuple[float, float]:
+def _egd_screen_to_image(fx: float, fy: float, pads: Mapping[str, float], size: tuple[int, int], screen: tuple[int, int] = EGD_SCREEN) -> tuple[float, float]:
     """EGD-CXR screen fraction -> image pixel (see :func:`load_egd_cxr`)."""
     sw, sh = screen
     h, w = size
@@ -103,8 +101,7 @@ def load_egd_cxr(
         if master_sheet_csv is None or image_sizes is None:
             raise InputError(
                 path,
-                "no X_ORIGINAL/Y_ORIGINAL columns: pass master_sheet_csv (paddings) and image_sizes "
-                "{dicom_id: (H, W)} to map screen coordinates to the image",
+                "no X_ORIGINAL/Y_ORIGINAL columns: pass master_sheet_csv (paddings) and image_sizes {dicom_id: (H, W)} to map screen coordinates to the image",
             )
         pads = _egd_paddings(master_sheet_csv)
     coll = GazeCollection()

@@ -122,8 +122,7 @@ def _validate_samples(samples: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if (d <= 0).any():
         bad = int(np.flatnonzero(d <= 0)[0])
         raise ValueError(
-            f"gaze sample timestamps must be strictly increasing; row {bad + 1} has t={t[bad + 1]!r} "
-            f"after t={t[bad]!r} (sort the samples and drop duplicates)"
+            f"gaze sample timestamps must be strictly increasing; row {bad + 1} has t={t[bad + 1]!r} after t={t[bad]!r} (sort the samples and drop duplicates)"
         )
     return t, s[:, 1], s[:, 2]
 
@@ -192,9 +191,7 @@ def _finish(
     return np.column_stack([pos, t0[keep], t1[keep]]).astype(np.float64)
 
 
-def _merge_args(
-    merge_distance: float | None, merge_gap: float | None, max_gap: float
-) -> tuple[float | None, float | None]:
+def _merge_args(merge_distance: float | None, merge_gap: float | None, max_gap: float) -> tuple[float | None, float | None]:
     if merge_distance is None:
         if merge_gap is not None:
             raise ValueError("merge_gap is only used with merge_distance; give merge_distance too")

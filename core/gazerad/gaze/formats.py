@@ -61,5 +61,8 @@ def sniff_gaze_file(path: str | os.PathLike) -> str:
         return "generic"
     if len(first.split(";")) >= 3:
         return "mcgip_csv"
-    raise InputError(p, "cannot tell the gaze format (unknown gaze format): expected GazeRad JSON, McGIP JSON/CSV, EGD-CXR CSV, EyeLink EDF, a REFLACX "
-                        "fixations.csv or a CSV with columns x, y, t_start, t_end")
+    raise InputError(
+        p,
+        "cannot tell the gaze format (unknown gaze format): expected GazeRad JSON, McGIP JSON/CSV, EGD-CXR CSV, EyeLink EDF, a REFLACX "
+        "fixations.csv or a CSV with columns x, y, t_start, t_end",
+    )

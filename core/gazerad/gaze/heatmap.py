@@ -266,9 +266,7 @@ def gaze_heatmaps(
     res = np.zeros((len(records), out[0], out[1]), dtype=np.float32)
     for i, (r, shp) in enumerate(zip(records, shapes)):
         ppd = pixels_per_degree if pixels_per_degree is not None else r.pixels_per_degree
-        res[i] = gaze_heatmap(
-            r.fixations, shp, sigma, sigma_deg, ppd, weight, normalise, out_shape=out, mode=mode, sigma_frac=sigma_frac
-        )
+        res[i] = gaze_heatmap(r.fixations, shp, sigma, sigma_deg, ppd, weight, normalise, out_shape=out, mode=mode, sigma_frac=sigma_frac)
     return res
 
 
@@ -337,8 +335,7 @@ def save_heatmap_overlay(
     extent = (0, w, h, 0)
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=extent, interpolation="antialiased")
     mx = hm.max() if hm.size else 0.0
-    ax.imshow(hm / mx if mx > 0 else hm, cmap=cmap, alpha=alpha, extent=extent, vmin=0, vmax=1,
-              interpolation="bilinear")
+    ax.imshow(hm / mx if mx > 0 else hm, cmap=cmap, alpha=alpha, extent=extent, vmin=0, vmax=1, interpolation="bilinear")
     if fixations is not None and len(fixations):
         fx = np.asarray(fixations, dtype=np.float64)
         sizes = 20.0

@@ -100,9 +100,13 @@ def _detect(p: Path, kw: Mapping[str, Any]) -> str:
         return "generic"
     fmt = sniff_gaze_file(p)
     if fmt not in _LOADERS or fmt == "generic":  # generic: its columns are not known without columns=
-        hint = ("read the REFLACX main_data folder (load_reflacx), or upload the file to the server" if fmt == "reflacx_fixations"
-                else "a generic CSV needs columns= (x, y, t_start, t_end, image)" if fmt == "generic"
-                else "GazeRad's own JSON: gazerad.gaze.store.read_gaze_json reads it")
+        hint = (
+            "read the REFLACX main_data folder (load_reflacx), or upload the file to the server"
+            if fmt == "reflacx_fixations"
+            else "a generic CSV needs columns= (x, y, t_start, t_end, image)"
+            if fmt == "generic"
+            else "GazeRad's own JSON: gazerad.gaze.store.read_gaze_json reads it"
+        )
         raise InputError(p, f"this is a {fmt} file: {hint}")
     return fmt
 

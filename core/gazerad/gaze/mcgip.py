@@ -28,7 +28,6 @@ MCGIP_CANVAS = 800
 MCGIP_SAMPLE_DURATION = 0.25
 
 
-
 def _add_mcgip_record(
     chk: Checker,
     row: int | None,

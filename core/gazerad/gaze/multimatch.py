@@ -195,9 +195,7 @@ def multimatch_all_pairs(
     orders. Other arguments as in :func:`multimatch_block`.
     """
     if not symmetric:
-        return multimatch_block(
-            scanpaths, scanpaths, screen_size, amplitude_threshold, direction_threshold, duration_threshold, chunk
-        )
+        return multimatch_block(scanpaths, scanpaths, screen_size, amplitude_threshold, direction_threshold, duration_threshold, chunk)
     A, ok = _prepare(scanpaths, (amplitude_threshold, direction_threshold, duration_threshold))
     good = np.flatnonzero(ok)
     iu, ju = np.triu_indices(len(good))
@@ -232,9 +230,7 @@ def multimatch(
         ``(5,)`` float64 similarities ``[vector, direction, length, position, duration]``,
         1 = identical; all NaN if either scanpath has fewer than 3 fixations (as the reference).
     """
-    return multimatch_block(
-        [a], [b], screen_size, amplitude_threshold, direction_threshold, duration_threshold
-    )[0, 0]
+    return multimatch_block([a], [b], screen_size, amplitude_threshold, direction_threshold, duration_threshold)[0, 0]
 
 
 # --------------------------------------------------------------------------------------------

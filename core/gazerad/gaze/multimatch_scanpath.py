@@ -17,8 +17,18 @@ from numpy.typing import ArrayLike
 from gazerad.gaze.record import float_table
 
 __all__ = [
-    "F_DUR", "F_DX", "F_DY", "F_RHO", "F_THETA", "F_X", "F_Y",
-    "Packed", "as_fixations", "pack", "saccade_features", "simplify_scanpath",
+    "F_DUR",
+    "F_DX",
+    "F_DY",
+    "F_RHO",
+    "F_THETA",
+    "F_X",
+    "F_Y",
+    "Packed",
+    "as_fixations",
+    "pack",
+    "saccade_features",
+    "simplify_scanpath",
 ]
 
 # Feature rows of a packed saccade array (see pack).

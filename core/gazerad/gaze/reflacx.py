@@ -150,9 +150,7 @@ def load_reflacx(
     return coll
 
 
-def _open_reading_file(
-    coll: GazeCollection, path: Path, required: list[str], strict: bool, why: str
-) -> tuple[list[str], list[dict[str, str]], Checker] | None:
+def _open_reading_file(coll: GazeCollection, path: Path, required: list[str], strict: bool, why: str) -> tuple[list[str], list[dict[str, str]], Checker] | None:
     """``(header, rows, checker)`` of a file of a reading folder; a missing file raises
     (``strict``, the message saying ``why`` it was expected) or is counted ``"missing_file"``."""
     if not path.is_file():

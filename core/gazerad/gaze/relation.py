@@ -121,7 +121,7 @@ def load_relation(path: str | os.PathLike) -> Relation:
         ids = [str(s) for s in z["image_ids"]]
         params = json.loads(str(z["params"]))
         scheme = str(z["scheme"])
-        partial = {k[len("partial_"):]: z[k] for k in z.files if k.startswith("partial_")}
+        partial = {k[len("partial_") :]: z[k] for k in z.files if k.startswith("partial_")}
         if partial:
             return Relation(ids, None, scheme, params, partial)
         if "dense" in z:
@@ -134,9 +134,7 @@ def load_relation(path: str | os.PathLike) -> Relation:
 # ----------------------------------------------------------------------------- building
 
 
-def _order_records(
-    gaze: GazeCollection | Sequence[GazeRecord], image_ids: Sequence[str] | None
-) -> tuple[list[str], list[GazeRecord], np.ndarray]:
+def _order_records(gaze: GazeCollection | Sequence[GazeRecord], image_ids: Sequence[str] | None) -> tuple[list[str], list[GazeRecord], np.ndarray]:
     """Image order, records sorted by image row, and the record -> row index."""
     coll = gaze if isinstance(gaze, GazeCollection) else GazeCollection.from_records(gaze)
     ids = list(image_ids) if image_ids is not None else coll.images

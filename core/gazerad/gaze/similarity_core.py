@@ -141,7 +141,6 @@ def same_chunk(fa: Any, fb: Any) -> bool:
     return False
 
 
-
 def as_grid(grid: int | Sequence[int]) -> tuple[int, int]:
     """``(rows, cols)`` of a heatmap grid given as one side or a pair."""
     g = (int(grid), int(grid)) if np.isscalar(grid) else (int(grid[0]), int(grid[1]))
@@ -205,4 +204,3 @@ class Rendering:
         for i, r in enumerate(records):
             out[i] = self._render(r, r.fixations, grid)
         return out
-

@@ -92,9 +92,7 @@ class DTWScheme(SimilarityScheme):
         else:
             s += [np.ascontiguousarray(fb[j], dtype=np.float64) for j in ib]
             na = len(ia)
-            cond = dtw_ndim.distance_matrix_fast(
-                s, ndim=2, block=((0, na), (na, len(s))), compact=True, parallel=par
-            )
+            cond = dtw_ndim.distance_matrix_fast(s, ndim=2, block=((0, na), (na, len(s))), compact=True, parallel=par)
             d = np.asarray(cond, dtype=np.float64).reshape(na, len(ib))
         out[np.ix_(ia, ib)] = d
         return out

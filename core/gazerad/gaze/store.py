@@ -34,7 +34,13 @@ from gazerad.io.atomic import atomic_write_text
 from gazerad.io.confine import UnsafeName, confine, is_safe_name
 
 __all__ = [
-    "FORMAT", "is_safe_id", "parse_gaze_upload", "write_gaze_json", "read_gaze_json", "GazeStore", "default_pixels_per_degree",
+    "FORMAT",
+    "is_safe_id",
+    "parse_gaze_upload",
+    "write_gaze_json",
+    "read_gaze_json",
+    "GazeStore",
+    "default_pixels_per_degree",
 ]
 
 _VERSION = 1
@@ -49,6 +55,8 @@ def default_pixels_per_degree(image_size: tuple[int, int]) -> float:
 
 # the longest recording an upload may hold (seconds): times beyond are a unit error or an attack
 MAX_SECONDS = 24 * 3600.0
+
+
 def _records_from_canonical(path: Path) -> list[GazeRecord]:
     obj = _json_loads(path, path.read_text(encoding="utf-8-sig"))
     if not isinstance(obj, dict) or obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
@@ -59,12 +67,16 @@ def _records_from_canonical(path: Path) -> list[GazeRecord]:
             raise InputError(path, "each record needs a 'fixations' list of [x, y, t_start, t_end]", row=k)
         try:
             fix = np.asarray(r["fixations"], dtype=np.float64)
-            out.append(GazeRecord(
-                image_id=str(obj.get("image_id", "")), reader_id=str(r.get("reader_id", "")), fixations=fix,
-                image_size=tuple(r["image_size"]) if r.get("image_size") else None,
-                pixels_per_degree=float(r["pixels_per_degree"]) if r.get("pixels_per_degree") else None,
-                source=str(path),
-            ))
+            out.append(
+                GazeRecord(
+                    image_id=str(obj.get("image_id", "")),
+                    reader_id=str(r.get("reader_id", "")),
+                    fixations=fix,
+                    image_size=tuple(r["image_size"]) if r.get("image_size") else None,
+                    pixels_per_degree=float(r["pixels_per_degree"]) if r.get("pixels_per_degree") else None,
+                    source=str(path),
+                )
+            )
         except (TypeError, ValueError) as exc:
             raise InputError(path, f"bad record: {exc}", row=k) from None
     return out
@@ -108,8 +120,7 @@ def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], 
         # an upload is recorded on the image itself: screen pixels are image pixels
         return imp.load_edf(path, image_id, (1.0, 1.0, 0.0, 0.0), image_size=image_size, reader_id=reader, strict=True).records()
     # McGIP / EGD-CXR name their image inside the file: size every image they name as the target
-    coll = imp.load_gaze(path, format=fmt, strict=True,
-                         **({"image_sizes": _AnySize(image_size)} if fmt in ("mcgip_json", "mcgip_csv") else {}))
+    coll = imp.load_gaze(path, format=fmt, strict=True, **({"image_sizes": _AnySize(image_size)} if fmt in ("mcgip_json", "mcgip_csv") else {}))
     return coll.records()
 
 
@@ -206,7 +217,8 @@ def write_gaze_json(path: str | os.PathLike, image_id: str, records: Iterable[Ga
     """Write records of one image as canonical JSON, atomically (temp file + rename)."""
     recs = [
         {
-            "reader_id": r.reader_id, "fixations": np.round(r.fixations, 6).tolist(),
+            "reader_id": r.reader_id,
+            "fixations": np.round(r.fixations, 6).tolist(),
             "image_size": list(r.image_size) if r.image_size else None,
             "pixels_per_degree": r.pixels_per_degree,
             "source_format": (r.screen or {}).get("source_format"),
@@ -282,7 +294,8 @@ class GazeStore:
         """``{"readers": [...], "fixations": n, "seconds": total fixation time}`` of one image."""
         recs = self.get(image_id)
         return {
-            "readers": [r.reader_id for r in recs], "fixations": int(sum(len(r) for r in recs)),
+            "readers": [r.reader_id for r in recs],
+            "fixations": int(sum(len(r) for r in recs)),
             "seconds": round(float(sum(r.durations.sum() for r in recs)), 3),
         }
 

@@ -80,9 +80,7 @@ def detect_format(path: str | os.PathLike) -> str:
             head = fh.read(132)
         if head[128:132] == b"DICM":
             return "dicom"
-    raise XRayReadError(
-        p, f"unknown image file type {p.suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
-    )
+    raise XRayReadError(p, f"unknown image file type {p.suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
 
 
 def read_xray(

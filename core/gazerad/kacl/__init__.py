@@ -1,19 +1,24 @@
-"""KACL: radiomics of the Grad-CAM region as the positive view (feedback-loop training)."""
+"""KACL: radiomics of the Grad-CAM region as the positive view (feedback-loop training).
 
-from .config import KACLConfig
-from .evaluate import evaluate_kacl, localize_images
-from .model import KACLModel, ProjectionHead, RadiomicsEncoder
-from .trainer import cam_classes, load_kacl, refresh_radiomics, train_kacl
+- :mod:`~gazerad.kacl.config`: :class:`KACLConfig`; :mod:`~gazerad.kacl.model`: the
+  classifier and radiomics encoders; :mod:`~gazerad.kacl.trainer`: :func:`train_kacl`;
+  :mod:`~gazerad.kacl.evaluate`: AUC and T(IoU) localisation.
+"""
 
-__all__ = [
-    "KACLConfig",
-    "KACLModel",
-    "ProjectionHead",
-    "RadiomicsEncoder",
-    "cam_classes",
-    "evaluate_kacl",
-    "load_kacl",
-    "localize_images",
-    "refresh_radiomics",
-    "train_kacl",
-]
+from gazerad._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "KACLConfig": "config",
+        "KACLModel": "model",
+        "ProjectionHead": "model",
+        "RadiomicsEncoder": "model",
+        "cam_classes": "trainer",
+        "evaluate_kacl": "evaluate",
+        "load_kacl": "trainer",
+        "localize_images": "evaluate",
+        "refresh_radiomics": "trainer",
+        "train_kacl": "trainer",
+    },
+)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gazerad.engine.config import RunConfig, setting
-from gazerad.pretrain.config import PRECISION_HELP
+from gazerad.engine.config import RuntimeSettings, setting
 
-__all__ = ["KACLConfig"]
+__all__ = ["KACLConfig", "CAM_METHODS"]
+
+CAM_METHODS = ("gradcam", "gradcampp")  # gazerad.localize.make_cam
 
 
 @dataclass
-class KACLConfig(RunConfig):
+class KACLConfig(RuntimeSettings):
     """A KACL (or supervised baseline) run; CLI flags and config keys have these names."""
 
     data: str = setting(help="study folder (labels.csv with split, images/)")
     out: str = setting(help="run folder: kacl.pt, checkpoint.pt (resume), history.json, loss.png, tb/")
-    method: str = setting("kacl", "kacl or supervised (the baseline: no radiomics branch)")
+    method: str = setting("kacl", "kacl, or supervised (the baseline: no radiomics branch)", choices=("kacl", "supervised"))
     backbone: str = setting("densenet121", "densenet121, resnet10, resnet18 or resnet50")
     image_size: int = setting(224, "input side in px")
     epochs: int = setting(10, "epochs")
@@ -30,20 +31,13 @@ class KACLConfig(RunConfig):
     proj_dim: int = setting(64, "projection size of both branches")
     dropout: float = setting(0.1, "dropout before the classifier")
     refresh_every: int | None = setting(None, "recompute CAM ROIs and radiomics every K steps (default: every epoch)")
-    cam_method: str = setting("gradcam", "gradcam or gradcampp")
+    cam_method: str = setting("gradcam", "class activation map", choices=CAM_METHODS)
     cam_layer: str | None = setting(None, "module Grad-CAM hooks, e.g. backbone.layer3 (default: the last block)")
     cam_threshold: float = setting(0.5, "CAM threshold after normalisation and blur")
     blur: int = setting(5, "CAM blur kernel (px)")
     bin_width: float = setting(8.0, "radiomics bin width on 0..255 intensities")
-    radiomics_backend: str = setting("torch", "torch or pyradiomics")
+    radiomics_backend: str = setting("torch", "radiomics implementation (pyradiomics: the reference, slow)", choices=("torch", "pyradiomics"))
     splits: tuple[str, ...] = setting(("train",), "labels.csv splits to train on")
-    seed: int = setting(0, "seed of initialisation, labelled subset and batch order")
-    amp: bool = setting(True, "False forces precision fp32")
-    precision: str = setting("auto", PRECISION_HELP)
-    channels_last: bool | str = setting("auto", "channels-last memory format: auto, True or False")
-    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda when present)")
-    progress: bool = setting(True, "progress output")
-    max_steps: int | None = setting(None, "stop after this many steps (tests, benchmarks)")
     init_encoder: str | None = setting(None, "encoder.pt of 'gazerad pretrain' to start the backbone from (fine-tuning)")
 
     def __post_init__(self) -> None:
@@ -55,6 +49,6 @@ class KACLConfig(RunConfig):
             raise ValueError("need epochs >= 1, batch_size >= 2, image_size >= 32")
         if self.radiomics_backend not in ("torch", "pyradiomics"):
             raise ValueError(f"radiomics_backend must be torch or pyradiomics, got {self.radiomics_backend!r}")
-        if self.cam_method not in ("gradcam", "gradcampp"):
+        if self.cam_method not in CAM_METHODS:
             raise ValueError(f"cam_method must be gradcam or gradcampp, got {self.cam_method!r}")
         self.splits = (self.splits,) if isinstance(self.splits, str) else tuple(self.splits)

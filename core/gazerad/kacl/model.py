@@ -31,9 +31,7 @@ class RadiomicsEncoder(nn.Sequential):
     """Linear -> GELU -> Dropout -> Linear -> Dropout, width = feature count: ``(B, F)`` -> ``(B, F)``."""
 
     def __init__(self, n_features: int, dropout: float = 0.1) -> None:
-        super().__init__(
-            nn.Linear(n_features, n_features), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_features, n_features), nn.Dropout(dropout)
-        )
+        super().__init__(nn.Linear(n_features, n_features), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_features, n_features), nn.Dropout(dropout))
 
 
 def feature_layers(backbone: nn.Module) -> list[str]:
@@ -57,7 +55,12 @@ class KACLModel(nn.Module):
     """
 
     def __init__(
-        self, n_classes: int, n_features: int, backbone: str = "densenet121", proj_dim: int = 64, dropout: float = 0.1,
+        self,
+        n_classes: int,
+        n_features: int,
+        backbone: str = "densenet121",
+        proj_dim: int = 64,
+        dropout: float = 0.1,
         cam_layer: str | None = None,
     ) -> None:
         super().__init__()
@@ -65,8 +68,9 @@ class KACLModel(nn.Module):
         self._cam_layer = cam_layer
         self.backbone, fdim = build_backbone(backbone)
         if cam_layer and cam_layer not in feature_layers(self.backbone):
-            raise ValueError(f"cam_layer {cam_layer!r} is not a feature layer of {backbone}; choose one of "
-                             f"{', '.join(feature_layers(self.backbone)[:12])}, ...")
+            raise ValueError(
+                f"cam_layer {cam_layer!r} is not a feature layer of {backbone}; choose one of {', '.join(feature_layers(self.backbone)[:12])}, ..."
+            )
         self.classifier = nn.Linear(fdim, n_classes)
         self.image_head = ProjectionHead(fdim, proj_dim, hidden_dim=min(fdim, 512))
         self.radiomics_encoder = RadiomicsEncoder(n_features, dropout)

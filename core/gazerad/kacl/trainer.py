@@ -193,8 +193,18 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         if not whole:
             precise_bn(model, images, device=dev)
         mine = torch.arange(rank, n, world)
-        feats, took = refresh_radiomics(model, images[mine], extractor, labels[mine], labelled[mine], whole_image=whole,
-                                        cam_method=cfg.cam_method, threshold=cfg.cam_threshold, blur=cfg.blur, device=dev)
+        feats, took = refresh_radiomics(
+            model,
+            images[mine],
+            extractor,
+            labels[mine],
+            labelled[mine],
+            whole_image=whole,
+            cam_method=cfg.cam_method,
+            threshold=cfg.cam_threshold,
+            blur=cfg.blur,
+            device=dev,
+        )
         new = torch.zeros(n, feats.shape[1])
         new[mine] = feats
         if world > 1:
@@ -223,8 +233,15 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         return {"loss": (cfg.w_cls * cls + cfg.w_con * con) if use_rad else cls, "bce": cls, "contrastive": con}
 
     loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps, world=world)
-    saver = CheckpointSaver(run.out / "checkpoint.pt", "kacl", model, cfg.to_dict(), ("method", "backbone"),
-                            extra=lambda: {"radiomics": raw, "labelled": labelled}, save=run.is_main)
+    saver = CheckpointSaver(
+        run.out / "checkpoint.pt",
+        "kacl",
+        model,
+        cfg.to_dict(),
+        ("method", "backbone"),
+        extra=lambda: {"radiomics": raw, "labelled": labelled},
+        save=run.is_main,
+    )
     extra = saver.resume(loop, dev)
     if extra is not None:
         raw, labelled = extra["radiomics"], extra["labelled"]
@@ -254,19 +271,35 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     loop.on(Events.EPOCH_COMPLETED, epoch_completed)
     loop.add(ProgressBar(lambda lp: f"{cfg.method} epoch {lp.state.epoch}/{cfg.epochs}", cfg.progress and run.is_main))
     if run.is_main:
+
         def line(lp: TrainLoop) -> str:
             e = lp.state.history[-1]
-            return (f"epoch {e['epoch']}/{cfg.epochs}  loss {e['loss']:.4f} (bce {e['bce']:.4f}, con {e['contrastive']:.4f})"
-                    f"  {e['epoch_seconds']:.1f} s, radiomics {e['radiomics_seconds']:.1f} s")
+            return (
+                f"epoch {e['epoch']}/{cfg.epochs}  loss {e['loss']:.4f} (bce {e['bce']:.4f}, con {e['contrastive']:.4f})"
+                f"  {e['epoch_seconds']:.1f} s, radiomics {e['radiomics_seconds']:.1f} s"
+            )
 
-        loop.add(TensorBoardLogger(run.out / "tb"), saver, EpochPrinter(line, cfg.progress),
-                 RunSummary(run.out, cfg.to_dict(), rt.describe(), f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}"))
+        loop.add(
+            TensorBoardLogger(run.out / "tb"),
+            saver,
+            EpochPrinter(line, cfg.progress),
+            RunSummary(run.out, cfg.to_dict(), rt.describe(), f"{cfg.method} ({cfg.backbone}) on {Path(cfg.data).name}"),
+        )
     loop.on(Events.COMPLETED, lambda lp: precise_bn(model, images, device=dev))
     state = loop.run(loader)
     result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration}
     if run.is_main:
-        result["model"] = str(save_model_file(run.out / "kacl.pt", "kacl", cfg.to_dict(), model=model.state_dict(), classes=list(table.classes),
-                                              feature_names=list(extractor.names), standardizer=standardizer.state_dict()))
+        result["model"] = str(
+            save_model_file(
+                run.out / "kacl.pt",
+                "kacl",
+                cfg.to_dict(),
+                model=model.state_dict(),
+                classes=list(table.classes),
+                feature_names=list(extractor.names),
+                standardizer=standardizer.state_dict(),
+            )
+        )
     run.barrier()
     return result
 

@@ -7,26 +7,18 @@
 - :mod:`~gazerad.pretrain.evaluate`: linear probe, k-NN and fine-tune evaluation.
 """
 
-from __future__ import annotations
+from gazerad._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "PretrainConfig": "config",
-    "pretrain": "trainer",
-    "load_config": "config",
-    "load_encoder": "trainer",
-    "build_framework": "frameworks",
-    "TwoViewDataset": "data",
-    "read_study_table": "data",
-    "evaluate_encoder": "evaluate",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"gazerad.pretrain.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'gazerad.pretrain' has no attribute {name!r}")
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "PretrainConfig": "config",
+        "pretrain": "trainer",
+        "load_config": "config",
+        "load_encoder": "trainer",
+        "build_framework": "frameworks",
+        "TwoViewDataset": "data",
+        "read_study_table": "data",
+        "evaluate_encoder": "evaluate",
+    },
+)

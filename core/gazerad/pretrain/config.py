@@ -6,16 +6,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from gazerad.engine.config import RunConfig, setting
+from gazerad.engine.config import RuntimeSettings, setting
 from gazerad.engine.config import load_config as _load
 
 __all__ = ["PretrainConfig", "load_config"]
 
-PRECISION_HELP = "auto (default): bf16 autocast on CPUs with native bf16, fp16 on CUDA; fp32 forces float32"
-
 
 @dataclass
-class PretrainConfig(RunConfig):
+class PretrainConfig(RuntimeSettings):
     """Everything a pre-training run needs (CLI flags and config-file keys have these names).
 
     Defaults follow the authors' configs where they exist (AdamW, cosine schedule with
@@ -24,7 +22,7 @@ class PretrainConfig(RunConfig):
 
     data: str = setting(help="study folder (labels.csv + images/)")
     out: str = setting(help="run folder (resumes from OUT/checkpoint.pt when present)")
-    framework: str = setting("simclr", "simclr, moco, byol or simsiam")
+    framework: str = setting("simclr", "contrastive framework", choices=("simclr", "moco", "byol", "simsiam"))
     backbone: str = setting("resnet18", "resnet18, resnet50, densenet121 or resnet10")
     image_size: int = setting(128, "view side in px")
     base_size: int | None = setting(None, "side of the in-memory image the views are cut from (default 2 x image_size, at most 512)")
@@ -46,14 +44,7 @@ class PretrainConfig(RunConfig):
     attention: str | None = setting(None, "FocusContrast: attention.pt from 'gazerad train-attention'")
     q: float = setting(0.5, "FocusContrast: attention mass a view keeps")
     splits: tuple[str, ...] = setting(("train",), "labels.csv splits to pre-train on")
-    seed: int = setting(0, "seed of initialisation, views and batch order")
-    amp: bool = setting(True, "False forces precision fp32")
-    precision: str = setting("auto", PRECISION_HELP)
-    channels_last: bool | str = setting("auto", "channels-last memory format: auto, True or False")
-    device: str | None = setting(None, "cpu, cuda, cuda:1 (default: cuda when present)")
     workers: int = setting(0, "data loader processes")
-    progress: bool = setting(True, "progress output")
-    max_steps: int | None = setting(None, "stop after this many steps (tests, benchmarks)")
 
     def __post_init__(self) -> None:
         self.framework = self.framework.lower()

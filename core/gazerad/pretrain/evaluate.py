@@ -66,6 +66,7 @@ def _fit_sklearn(task: str, protocol: str, xtr: np.ndarray, ytr: np.ndarray, xte
     from sklearn.preprocessing import StandardScaler
 
     if protocol == "knn":
+
         def make():  # noqa: ANN202
             return KNeighborsClassifier(n_neighbors=min(10, len(xtr)), metric="cosine", weights="distance")
     else:
@@ -74,6 +75,7 @@ def _fit_sklearn(task: str, protocol: str, xtr: np.ndarray, ytr: np.ndarray, xte
 
         def make():  # noqa: ANN202
             return LogisticRegression(C=1.0, max_iter=2000)
+
     if task == "multilabel":
         prob = np.zeros((len(xte), ytr.shape[1]))
         for c in range(ytr.shape[1]):
@@ -88,8 +90,20 @@ def _fit_sklearn(task: str, protocol: str, xtr: np.ndarray, ytr: np.ndarray, xte
     return prob
 
 
-def _finetune(net: torch.nn.Module, fdim: int, task: str, xtr: torch.Tensor, ytr: np.ndarray, xte: torch.Tensor,
-              n_out: int, size: int, epochs: int, seed: int, device: str | torch.device, precision: str = "auto") -> np.ndarray:
+def _finetune(
+    net: torch.nn.Module,
+    fdim: int,
+    task: str,
+    xtr: torch.Tensor,
+    ytr: np.ndarray,
+    xte: torch.Tensor,
+    n_out: int,
+    size: int,
+    epochs: int,
+    seed: int,
+    device: str | torch.device,
+    precision: str = "auto",
+) -> np.ndarray:
     from gazerad.engine.loop import Events, TrainLoop
     from gazerad.engine.runtime import Runtime
     from gazerad.pretrain.data import ViewAugment
@@ -176,6 +190,5 @@ def evaluate_encoder(
         feats = extract_features(net, images, size, device=dev)
         prob = _fit_sklearn(task, protocol, feats[tr], y[tr], feats[te], n_out)
     res = score(task, y[te], prob)
-    res.update(protocol=protocol, task=task, n_train=int(len(tr)), n_test=int(len(te)),
-               encoder=None if encoder is None else os.fspath(encoder))
+    res.update(protocol=protocol, task=task, n_train=int(len(tr)), n_test=int(len(te)), encoder=None if encoder is None else os.fspath(encoder))
     return res

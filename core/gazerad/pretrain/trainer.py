@@ -120,8 +120,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     if cfg.framework in ("moco", "byol"):
         kw["momentum"] = cfg.momentum if cfg.momentum is not None else (0.999 if cfg.framework == "moco" else 0.99)
     model = rt.model(build_framework(cfg.framework, **kw))
-    opt = rt.optimizer("AdamW", [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
-                       weight_decay=cfg.weight_decay)
+    opt = rt.optimizer("AdamW", [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, len(loader)))
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -129,11 +128,16 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         with rt.autocast():
             return {"loss": net(rt.batch(v1), rt.batch(v2), idx.to(dev), positives)}
 
-    loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps,
-                     world=run.world)
-    saver = CheckpointSaver(run.out / "checkpoint.pt", "pretrain", model, cfg.to_dict(), ("framework", "backbone"),
-                            extra=lambda: {"positives_rng": None if positives is None else positives.generator.get_state()},
-                            save=run.is_main)
+    loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps, world=run.world)
+    saver = CheckpointSaver(
+        run.out / "checkpoint.pt",
+        "pretrain",
+        model,
+        cfg.to_dict(),
+        ("framework", "backbone"),
+        extra=lambda: {"positives_rng": None if positives is None else positives.generator.get_state()},
+        save=run.is_main,
+    )
     extra = saver.resume(loop, dev)
     if extra is not None:
         if positives is not None and extra.get("positives_rng") is not None:
@@ -153,15 +157,18 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     title = f"{cfg.framework} [{cfg.method}]"
     loop.add(ProgressBar(lambda lp: f"{title} epoch {lp.state.epoch}/{cfg.epochs}", cfg.progress and run.is_main))
     if run.is_main:
-        loop.add(TensorBoardLogger(run.out / "tb"), saver,
-                 EpochPrinter(lambda lp: f"epoch {lp.state.epoch}/{cfg.epochs}  loss {lp.state.metrics['loss']:.4f}  "
-                                         f"({lp.state.seconds:.1f} s)", cfg.progress),
-                 RunSummary(run.out, cfg.to_dict(), rt.describe(), f"{title} on {Path(cfg.data).name}"))
+        loop.add(
+            TensorBoardLogger(run.out / "tb"),
+            saver,
+            EpochPrinter(lambda lp: f"epoch {lp.state.epoch}/{cfg.epochs}  loss {lp.state.metrics['loss']:.4f}  ({lp.state.seconds:.1f} s)", cfg.progress),
+            RunSummary(run.out, cfg.to_dict(), rt.describe(), f"{title} on {Path(cfg.data).name}"),
+        )
     state = loop.run(loader)
     result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration, "method": cfg.method}
     if run.is_main:
-        result["encoder"] = str(save_model_file(run.out / "encoder.pt", "encoder", cfg.to_dict(), backbone=model.backbone.state_dict(),
-                                                feature_dim=model.feature_dim))
+        result["encoder"] = str(
+            save_model_file(run.out / "encoder.pt", "encoder", cfg.to_dict(), backbone=model.backbone.state_dict(), feature_dim=model.feature_dim)
+        )
     run.barrier()
     return result
 

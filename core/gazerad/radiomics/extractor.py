@@ -168,10 +168,12 @@ def _torch_features(
         # (whole-batch float64 passes over ~1M pixels are memory-bound, several times slower)
         if names is None:
             names = [f"sample {i}" for i in range(image.shape[0])]
-        return torch.cat([
-            _torch_features(image[s : s + chunk], mask[s : s + chunk], bin_width, classes, spacing, names[s : s + chunk], check)
-            for s in range(0, image.shape[0], chunk)
-        ])
+        return torch.cat(
+            [
+                _torch_features(image[s : s + chunk], mask[s : s + chunk], bin_width, classes, spacing, names[s : s + chunk], check)
+                for s in range(0, image.shape[0], chunk)
+            ]
+        )
     if image.ndim == 3 and mask.shape == image.shape:
         # crop the batch to the union bounding box of its ROIs first: nothing outside it is
         # read (the checks and every class look at ROI pixels and their in-ROI neighbours)
@@ -193,8 +195,11 @@ def _torch_features(
             if int(top[worst]) > MAX_DENSE_LEVELS:
                 name = names[worst] if names is not None else f"sample {worst}"
                 gb = int(top[worst]) ** 2 * 8 * 4 / 1e9
-                raise InputError(name, f"bin width {bin_width:g} gives {int(top[worst])} grey levels in the ROI (more than {MAX_DENSE_LEVELS}): "
-                                       f"GLCM/NGTDM would need ~{gb:.0f} GB; use a larger bin width (pyradiomics recommends 16-128 bins)")
+                raise InputError(
+                    name,
+                    f"bin width {bin_width:g} gives {int(top[worst])} grey levels in the ROI (more than {MAX_DENSE_LEVELS}): "
+                    f"GLCM/NGTDM would need ~{gb:.0f} GB; use a larger bin width (pyradiomics recommends 16-128 bins)",
+                )
         out = []
         for c in classes:
             if c not in CLASS_MODULES:
@@ -234,8 +239,9 @@ def _torch_batch(args: tuple) -> np.ndarray:
     return torch_features(img, msk, bin_width, classes, spacing, ids, check=False).numpy()
 
 
-def _pool_extract(pool: ProcessPoolExecutor, pairs: list, ids: list[str], batch: int, bin_width: float,
-                  classes: Sequence[str], spacing: tuple[float, float]) -> np.ndarray:
+def _pool_extract(
+    pool: ProcessPoolExecutor, pairs: list, ids: list[str], batch: int, bin_width: float, classes: Sequence[str], spacing: tuple[float, float]
+) -> np.ndarray:
     """Features of checked pairs on a process pool: the ROI crops go through one shared-memory block."""
     crops = [_roi_crop(im, m) for im, m in pairs]
     layout, offset = [], 0
@@ -247,8 +253,7 @@ def _pool_extract(pool: ProcessPoolExecutor, pairs: list, ids: list[str], batch:
         for (oi, om, hw), (im, m) in zip(layout, crops):
             np.ndarray(hw, np.float64, buffer=shm.buf, offset=oi)[...] = im
             np.ndarray(hw, np.bool_, buffer=shm.buf, offset=om)[...] = m
-        jobs = [(shm.name, layout[s : s + batch], ids[s : s + batch], bin_width, tuple(classes), spacing)
-                for s in range(0, len(crops), batch)]
+        jobs = [(shm.name, layout[s : s + batch], ids[s : s + batch], bin_width, tuple(classes), spacing) for s in range(0, len(crops), batch)]
         return np.concatenate(list(pool.map(_torch_batch, jobs)))
     finally:
         shm.close()

@@ -30,9 +30,7 @@ def _extractor(bin_width: float, classes: tuple[str, ...]):
         from radiomics import featureextractor
 
         radiomics.setVerbosity(logging.ERROR)
-        ex = featureextractor.RadiomicsFeatureExtractor(
-            binWidth=float(bin_width), force2D=True, force2Ddimension=0, additionalInfo=False
-        )
+        ex = featureextractor.RadiomicsFeatureExtractor(binWidth=float(bin_width), force2D=True, force2Ddimension=0, additionalInfo=False)
         ex.disableAllFeatures()
         for c in classes:
             ex.enableFeatureClassByName(c)

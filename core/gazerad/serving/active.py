@@ -26,8 +26,9 @@ SCORES = ("entropy", "mc_dropout", "gaze_novelty", "diversity")
 
 
 @torch.no_grad()
-def embed_and_predict(model: torch.nn.Module, images: torch.Tensor, batch: int = 32, device: str | torch.device = "cpu",
-                      mc_passes: int = 0, p_drop: float = 0.25, seed: int = 0) -> dict[str, np.ndarray]:
+def embed_and_predict(
+    model: torch.nn.Module, images: torch.Tensor, batch: int = 32, device: str | torch.device = "cpu", mc_passes: int = 0, p_drop: float = 0.25, seed: int = 0
+) -> dict[str, np.ndarray]:
     """``(N, 1, S, S)`` -> ``{"features": (N, F), "probs": (N, C), "mc_std": (N, C) if mc_passes}``."""
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)

@@ -44,8 +44,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # query parameters that name things on disk (MONAI Label's endpoints and GazeRad's)
 NAME_PARAMS = {"image": "image id", "id": "image id", "label": "label id", "tag": "label tag", "session_id": "session id"}
 # path prefixes whose next segment is a name
-_PATH_NAMES = {"/session/": "session id", "/infer/": "model name", "/train/": "model name", "/model/": "model name",
-               "/activelearning/": "strategy name", "/scoring/": "scoring method", "/batch/infer/": "model name"}
+_PATH_NAMES = {
+    "/session/": "session id",
+    "/infer/": "model name",
+    "/train/": "model name",
+    "/model/": "model name",
+    "/activelearning/": "strategy name",
+    "/scoring/": "scoring method",
+    "/batch/infer/": "model name",
+}
 _DOTDOT = re.compile(r"(^|/)(\.|%2e){2}(/|$)", re.IGNORECASE)
 _OPEN = {("GET", "/auth/"), ("GET", "/auth"), ("POST", "/auth/token")}
 _MAX_LOGIN_BODY = 4096
@@ -103,8 +110,7 @@ class RequestGuard:
     def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
         if origin is None:
             return []
-        return [(b"access-control-allow-origin", origin.encode()), (b"access-control-allow-credentials", b"true"),
-                (b"vary", b"Origin")]
+        return [(b"access-control-allow-origin", origin.encode()), (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
 
     def check_names(self, path: str, query: str) -> str | None:
         """The reason to refuse a request's path or query names, ``None`` when all are fine."""
@@ -112,7 +118,7 @@ class RequestGuard:
             return f"invalid path {path[:80]!r}: '..' segments are refused"
         for prefix, what in _PATH_NAMES.items():
             if path.startswith(prefix) and len(path) > len(prefix):
-                seg = urllib.parse.unquote(path[len(prefix):].split("/", 1)[0])
+                seg = urllib.parse.unquote(path[len(prefix) :].split("/", 1)[0])
                 if seg:
                     try:
                         check_name(seg, what)
@@ -161,8 +167,9 @@ class RequestGuard:
     async def _auth_endpoint(self, method: str, path: str, receive: Receive, send: Send, cors: list) -> None:
         cfg = self.config
         if method == "GET":
-            return await self._answer(send, 200, {"enabled": cfg.token is not None, "client_id": "gazerad", "realm": None,
-                                                  "scheme": "bearer token (GazeRad)"}, cors)
+            return await self._answer(
+                send, 200, {"enabled": cfg.token is not None, "client_id": "gazerad", "realm": None, "scheme": "bearer token (GazeRad)"}, cors
+            )
         try:
             body = await self._read_body(receive, _MAX_LOGIN_BODY)
         except _TooLarge:
@@ -173,8 +180,9 @@ class RequestGuard:
         password = form.get("password", "")
         if password and hmac.compare_digest(password.encode(), cfg.token.encode()):
             return await self._answer(send, 200, {"access_token": cfg.token, "token_type": "bearer"}, cors)
-        return await self._answer(send, 401, {"detail": "wrong user name or password (the password is the server's token)"},
-                                  cors + [(b"www-authenticate", b"Bearer")])
+        return await self._answer(
+            send, 401, {"detail": "wrong user name or password (the password is the server's token)"}, cors + [(b"www-authenticate", b"Bearer")]
+        )
 
     # ------------------------------------------------------------------ ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,7 +194,7 @@ class RequestGuard:
         path = raw.decode("latin-1").split("?", 1)[0]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/") or None
         if origin is not None and origin not in cfg.cors_origins:
@@ -194,17 +202,29 @@ class RequestGuard:
         cors = self._cors_headers(origin)
         if method == "OPTIONS" and origin is not None:
             want = headers.get(b"access-control-request-headers", b"").decode("latin-1")
-            return await self._answer(send, 200, {}, cors + [(b"access-control-allow-methods", b"GET, POST, PUT, DELETE, HEAD, OPTIONS"),
-                                                             (b"access-control-allow-headers", (want or "*").encode()),
-                                                             (b"access-control-max-age", b"600")])
+            return await self._answer(
+                send,
+                200,
+                {},
+                cors
+                + [
+                    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, HEAD, OPTIONS"),
+                    (b"access-control-allow-headers", (want or "*").encode()),
+                    (b"access-control-max-age", b"600"),
+                ],
+            )
         reason = self.check_names(path, scope.get("query_string", b"").decode("latin-1"))
         if reason:
             return await self._answer(send, 400, {"detail": reason}, cors)
         if (method, path) in _OPEN:
             return await self._auth_endpoint(method, path, receive, send, cors)
         if cfg.token is not None and not self._authorised(headers):
-            return await self._answer(send, 401, {"detail": "not authenticated: send 'Authorization: Bearer <token>' (POST /auth/token to log in)"},
-                                      cors + [(b"www-authenticate", b"Bearer")])
+            return await self._answer(
+                send,
+                401,
+                {"detail": "not authenticated: send 'Authorization: Bearer <token>' (POST /auth/token to log in)"},
+                cors + [(b"www-authenticate", b"Bearer")],
+            )
         length = headers.get(b"content-length")
         if length is not None:
             try:

@@ -25,8 +25,16 @@ from gazerad.errors import InputError
 from gazerad.pretrain.data import prepare_xray
 
 __all__ = [
-    "ModelNotReady", "ModelSlot", "Geometry", "read_geometry", "write_heatmap", "load_input",
-    "AttentionService", "LocalizationService", "ClassificationService", "attention_summary",
+    "ModelNotReady",
+    "ModelSlot",
+    "Geometry",
+    "read_geometry",
+    "write_heatmap",
+    "load_input",
+    "AttentionService",
+    "LocalizationService",
+    "ClassificationService",
+    "attention_summary",
 ]
 
 
@@ -44,8 +52,7 @@ class ModelSlot:
         fallback: weights used while ``path`` does not exist (e.g. shipped pretrained ones).
     """
 
-    def __init__(self, path: str | os.PathLike, loader: Callable[[Path], Any], name: str,
-                 fallback: str | os.PathLike | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, loader: Callable[[Path], Any], name: str, fallback: str | os.PathLike | None = None) -> None:
         self.path = Path(path)
         self.fallback = Path(fallback) if fallback else None
         self.loader = loader
@@ -107,8 +114,13 @@ class Geometry:
         return float(px), float(py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction),
-                "spacing_known": self.spacing_known}
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+            "spacing_known": self.spacing_known,
+        }
 
 
 def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
@@ -125,8 +137,13 @@ def read_geometry(path: str | os.PathLike, shape: tuple[int, int]) -> Geometry:
             dir2 = (d[0], d[1], d[n], d[n + 1])
             sp = tuple(float(s) for s in r.GetSpacing()[:2])
             known = all(np.isfinite(v) and v > 0 for v in sp) and not _dicom_spacing_missing(path)
-            return Geometry((int(shape[1]), int(shape[0])), sp if known else (1.0, 1.0),
-                            tuple(float(o) for o in r.GetOrigin()[:2]), tuple(float(v) for v in dir2), spacing_known=known)
+            return Geometry(
+                (int(shape[1]), int(shape[0])),
+                sp if known else (1.0, 1.0),
+                tuple(float(o) for o in r.GetOrigin()[:2]),
+                tuple(float(v) for v in dir2),
+                spacing_known=known,
+            )
     except RuntimeError:
         pass
     return Geometry((int(shape[1]), int(shape[0])), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
@@ -219,8 +236,9 @@ class AttentionService:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.slot = ModelSlot(model_path, lambda p: load_attention_model(p, self.device), "attention", fallback)
 
-    def __call__(self, image_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
-                 boxes: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def __call__(
+        self, image_path: str | os.PathLike, out_path: str | os.PathLike | None = None, boxes: Sequence[Sequence[float]] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Heatmap ``(H, W)`` (sums to 1) and its JSON summary; written to ``out_path`` if given."""
         from gazerad.attention.predict import predict_attention
 
@@ -231,8 +249,7 @@ class AttentionService:
         heat = predict_attention(model, img)
         t2 = time.perf_counter()
         info = attention_summary(heat, boxes=boxes)
-        info.update(geometry=geom.to_dict(), model_version=self.slot.version,
-                    latencies={"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4)})
+        info.update(geometry=geom.to_dict(), model_version=self.slot.version, latencies={"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4)})
         if out_path is not None:
             write_heatmap(out_path, heat, geom)
         return heat, info
@@ -280,9 +297,16 @@ class LocalizationService(ClassificationService):
 
     name = "localization"
 
-    def __call__(self, image_path: str | os.PathLike, classes: Sequence[str] | None = None, min_score: float = 0.5,
-                 cam_threshold: float = 0.5, max_boxes: int = 3, cam_out: str | os.PathLike | None = None,
-                 cam_layer: str | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        image_path: str | os.PathLike,
+        classes: Sequence[str] | None = None,
+        min_score: float = 0.5,
+        cam_threshold: float = 0.5,
+        max_boxes: int = 3,
+        cam_out: str | os.PathLike | None = None,
+        cam_layer: str | None = None,
+    ) -> dict[str, Any]:
         """Boxes (pixels and LPS mm) with scores, class probabilities, optionally the CAM.
 
         ``cam_layer`` overrides the layer Grad-CAM hooks (default: the model's own, the one
@@ -309,8 +333,9 @@ class LocalizationService(ClassificationService):
         if not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
         t1 = time.perf_counter()
-        boxes, maps = localize_images(model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device,
-                                      return_maps=cam_out is not None, cam_layer=cam_layer)
+        boxes, maps = localize_images(
+            model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer
+        )
         t2 = time.perf_counter()
         size = x.shape[-1]
         h, w = img.shape
@@ -324,11 +349,20 @@ class LocalizationService(ClassificationService):
             bb = b.scaled(sx, sy)
             prob = float(p[names.index(b.label)])
             c0 = geom.to_physical(bb.x + bb.w / 2, bb.y + bb.h / 2)
-            out_boxes.append({
-                "label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h,
-                "score": float(b.score * prob), "cam_score": float(b.score), "probability": prob,
-                "center_mm": list(c0), "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
-            })
+            out_boxes.append(
+                {
+                    "label": b.label,
+                    "x": bb.x,
+                    "y": bb.y,
+                    "w": bb.w,
+                    "h": bb.h,
+                    "score": float(b.score * prob),
+                    "cam_score": float(b.score),
+                    "probability": prob,
+                    "center_mm": list(c0),
+                    "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
+                }
+            )
         result = {
             "boxes": out_boxes,
             # MONAI Label's detection result: centre + size in physical (LPS) mm

@@ -58,8 +58,9 @@ def datastore_dir(studies: Path) -> Path:
     return studies
 
 
-def prepare_models(datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization"),
-                   params: dict[str, dict] | None = None) -> dict[str, str]:
+def prepare_models(
+    datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization"), params: dict[str, dict] | None = None
+) -> dict[str, str]:
     """Make sure each model has weights: shipped ``pretrained_*`` copy, else a training run now."""
     from gazerad.serving.train import PUBLISHED, publish, run_job
 
@@ -82,8 +83,18 @@ def prepare_models(datastore: Path, model_dir: Path, names: tuple[str, ...] = ("
 
 def serve_command(app_dir: Path, datastore: Path, host: str, port: int, conf: list[tuple[str, str]]) -> list[str]:
     launcher = Path(sys.executable).parent / "monailabel"
-    cmd = [str(launcher) if launcher.is_file() else "monailabel", "start_server", "--app", str(app_dir),
-           "--studies", str(datastore), "--host", host, "--port", str(port)]
+    cmd = [
+        str(launcher) if launcher.is_file() else "monailabel",
+        "start_server",
+        "--app",
+        str(app_dir),
+        "--studies",
+        str(datastore),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     for k, v in conf:
         cmd += ["--conf", k, v]
     return cmd
@@ -113,7 +124,8 @@ def check_exposure(host: str, auth: bool, insecure: bool) -> None:
     if not is_loopback(host) and not auth and not insecure:
         raise SystemExit(
             f"[gazerad serve] refusing to listen on {host} without authentication: anyone who can reach this machine could "
-            "upload, delete and train. Add --auth (bearer token), or --insecure if a firewall or proxy already guards it.")
+            "upload, delete and train. Add --auth (bearer token), or --insecure if a firewall or proxy already guards it."
+        )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -149,7 +161,7 @@ def run_serve(args: argparse.Namespace) -> int:
         env["GAZERAD_AUTH_TOKEN_FILE"] = str(ensure_token(args.auth_token_file))
     cmd = serve_command(app_dir, store, args.host, args.port, conf)
     print(f"[gazerad serve] {' '.join(cmd)}", flush=True)
-    hdr = f"-H \"Authorization: Bearer $(cat {args.auth_token_file})\" " if args.auth else ""
+    hdr = f'-H "Authorization: Bearer $(cat {args.auth_token_file})" ' if args.auth else ""
     print(f"[gazerad serve] try: curl {hdr}-X POST 'http://{args.host}:{args.port}/infer/attention?image=<id>&output=json'", flush=True)
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
         raise FileNotFoundError("the 'monailabel' launcher is not installed in this environment")
@@ -169,8 +181,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-prepare", dest="no_prepare", action="store_true", help="do not train missing models before starting")
     s.add_argument("--prepare-only", dest="prepare_only", action="store_true", help="prepare studies and models, do not start the server")
     s.add_argument("--auth", action="store_true", help="require a bearer token on every request (POST /auth/token logs in with it)")
-    s.add_argument("--auth-token-file", dest="auth_token_file", default=str(DEFAULT_TOKEN_FILE),
-                   help="file holding the token (created, owner-only, when missing; default ~/.gazerad/token)")
+    s.add_argument(
+        "--auth-token-file",
+        dest="auth_token_file",
+        default=str(DEFAULT_TOKEN_FILE),
+        help="file holding the token (created, owner-only, when missing; default ~/.gazerad/token)",
+    )
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth (behind a guarding proxy)")
     s.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="app conf passed to MONAI Label (repeatable)")
     s.set_defaults(func=run_serve)

@@ -33,11 +33,20 @@ def roi_node(label: str, score: float, center_mm: Sequence[float], size_mm: Sequ
         "orientation": list(_LPS_IDENTITY),
         "size": [float(size_mm[0]), float(size_mm[1]), float(thickness_mm)],
         "insideOut": False,
-        "controlPoints": [{
-            "id": "1", "label": name, "description": f"{label}; score {score:.3f}", "associatedNodeID": "",
-            "position": center, "orientation": list(_LPS_IDENTITY), "selected": True, "locked": True,
-            "visibility": True, "positionStatus": "defined",
-        }],
+        "controlPoints": [
+            {
+                "id": "1",
+                "label": name,
+                "description": f"{label}; score {score:.3f}",
+                "associatedNodeID": "",
+                "position": center,
+                "orientation": list(_LPS_IDENTITY),
+                "selected": True,
+                "locked": True,
+                "visibility": True,
+                "positionStatus": "defined",
+            }
+        ],
         "measurements": [],
         "display": {"visibility": True, "opacity": 1.0, "propertiesLabelVisibility": True, "glyphScale": 1.0, "textScale": 3.0},
     }

@@ -85,8 +85,7 @@ class UploadParams:
         p = dict(raw or {})
         return cls(
             reader=parse_text(p["reader"], "reader") if p.get("reader") is not None else None,
-            pixels_per_degree=parse_number(p["pixels_per_degree"], "pixels_per_degree", 1e-3, 1e4)
-            if p.get("pixels_per_degree") is not None else None,
+            pixels_per_degree=parse_number(p["pixels_per_degree"], "pixels_per_degree", 1e-3, 1e4) if p.get("pixels_per_degree") is not None else None,
             replace=parse_bool(p["replace"], "replace") if p.get("replace") is not None else False,
         )
 

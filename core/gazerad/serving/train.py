@@ -65,10 +65,8 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
 # CPU-sized first models: the server's defaults where they differ from the dataclass's
 _SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 10},
-    "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
-                     "cam_layer": "backbone.layer2", "bin_width": 16.0},
-    "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10",
-                       "cam_layer": "backbone.layer2"},
+    "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2", "bin_width": 16.0},
+    "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2"},
     "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10", "threshold": 0.7},
 }
 # job options that are no trainer setting: name -> (kind, default); kinds as in _schema
@@ -81,9 +79,16 @@ _OPTIONS: dict[str, dict[str, tuple[str, Any]]] = {
 _ALIASES: dict[str, dict[str, str]] = {"attention": {"input_size": "image_size"}}
 # bounds of every number a request may set (inclusive)
 _BOUNDS: dict[str, tuple[float, float]] = {
-    "epochs": (1, 1000), "max_steps": (1, 10_000_000), "batch_size": (1, 1024), "lr": (1e-7, 10.0),
-    "image_size": (32, 1024), "seed": (0, 2**31 - 1), "nproc": (1, 64), "bin_width": (1e-3, 1e4),
-    "labelled_fraction": (1e-3, 1.0), "threshold": (0.0, 1.0),
+    "epochs": (1, 1000),
+    "max_steps": (1, 10_000_000),
+    "batch_size": (1, 1024),
+    "lr": (1e-7, 10.0),
+    "image_size": (32, 1024),
+    "seed": (0, 2**31 - 1),
+    "nproc": (1, 64),
+    "bin_width": (1e-3, 1e4),
+    "labelled_fraction": (1e-3, 1.0),
+    "threshold": (0.0, 1.0),
 }
 _IGNORED = {"model", "local_rank", "gpus", "client_id", "user"}  # MONAI Label's own request keys
 
@@ -205,8 +210,10 @@ def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
 
         layers = feature_layers(build_backbone(p["backbone"])[0])
         if p["cam_layer"] not in layers:
-            raise ValueError(f"parameter 'cam_layer' {p['cam_layer']!r:.60} is not a feature layer of {p['backbone']}; "
-                             f"e.g. {', '.join(x for x in layers if x.count('.') == 1)}")
+            raise ValueError(
+                f"parameter 'cam_layer' {p['cam_layer']!r:.60} is not a feature layer of {p['backbone']}; "
+                f"e.g. {', '.join(x for x in layers if x.count('.') == 1)}"
+            )
     return p
 
 
@@ -285,8 +292,7 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
     from gazerad.kacl.trainer import train_kacl
 
     work = view.workspace(run / "workspace")
-    cfg = _job_config(name, p, data=str(work), out=str(run / "out"), device=dev,
-                      method="kacl" if name == "localization" else "supervised")
+    cfg = _job_config(name, p, data=str(work), out=str(run / "out"), device=dev, method="kacl" if name == "localization" else "supervised")
     enc = model_dir / "pretrain_encoder.pt"
     if name == "classification" and enc.is_file():
         try:
@@ -326,8 +332,16 @@ def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, 
     if _n_procs(p, dev) > 1:
         print("[gazerad] the attention predictor trains on one device", flush=True)
     cc = res["heldout"].get("cc")
-    stats = {"key_metric": "heldout_cc", "best_metric": cc, "heldout": res["heldout"], "centre_prior": res["centre_prior"],
-             "n_train": res["n_train"], "n_heldout": res["n_heldout"], "n_gaze_images": len(gaze), "history": res["history"]}
+    stats = {
+        "key_metric": "heldout_cc",
+        "best_metric": cc,
+        "heldout": res["heldout"],
+        "centre_prior": res["centre_prior"],
+        "n_train": res["n_train"],
+        "n_heldout": res["n_heldout"],
+        "n_gaze_images": len(gaze),
+        "history": res["history"],
+    }
     return Path(res["files"]["model"]), stats
 
 
@@ -378,8 +392,7 @@ JOBS: dict[str, Callable[..., tuple[Path, dict]]] = {
     "classification": functools.partial(_kacl_job, "classification"),
     "pretrain": _pretrain_job,
 }
-PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "classification": "classification.pt",
-             "pretrain": "pretrain_encoder.pt"}
+PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "classification": "classification.pt", "pretrain": "pretrain_encoder.pt"}
 
 
 def _json_safe(v: Any) -> Any:
@@ -440,9 +453,15 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
     weights, stats = JOBS[name](view, run, p, dev, model_dir)
     check_servable(name, weights, view)
     dest = publish(weights, model_dir / PUBLISHED[name])
-    stats.update(name=name, published=str(dest), seconds=round(time.perf_counter() - t0, 2), device=dev,
-                 finished=time.strftime("%Y-%m-%d %H:%M:%S"), params={k: v for k, v in p.items() if v is not None},
-                 total_time=f"{time.perf_counter() - t0:.1f}s")
+    stats.update(
+        name=name,
+        published=str(dest),
+        seconds=round(time.perf_counter() - t0, 2),
+        device=dev,
+        finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        params={k: v for k, v in p.items() if v is not None},
+        total_time=f"{time.perf_counter() - t0:.1f}s",
+    )
     stats = _json_safe(stats)
     atomic_write_text(model_dir / f"{name}.stats.json", json.dumps(stats, indent=1))
     print(f"[gazerad] published {dest} ({stats['key_metric']} = {stats['best_metric']})", flush=True)

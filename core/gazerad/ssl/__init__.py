@@ -11,36 +11,24 @@
 Names are imported on first use, so ``import gazerad.ssl`` stays cheap (no torch/MONAI).
 """
 
-from __future__ import annotations
+from gazerad._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "MultiPositiveNTXentLoss": "losses",
-    "MoCoInfoNCELoss": "losses",
-    "MaskedCosineLoss": "losses",
-    "ProjectionHead": "heads",
-    "PredictionHead": "heads",
-    "momentum_update": "heads",
-    "cosine_schedule": "heads",
-    "copy_frozen": "heads",
-    "MemoryBankWithIndices": "memory",
-    "concat_all_gather": "memory",
-    "GazePositives": "positives",
-    "BACKBONES": "backbones",
-    "DenseNetFeatures": "backbones",
-    "build_backbone": "backbones",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"gazerad.ssl.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'gazerad.ssl' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MultiPositiveNTXentLoss": "losses",
+        "MoCoInfoNCELoss": "losses",
+        "MaskedCosineLoss": "losses",
+        "ProjectionHead": "heads",
+        "PredictionHead": "heads",
+        "momentum_update": "heads",
+        "cosine_schedule": "heads",
+        "copy_frozen": "heads",
+        "MemoryBankWithIndices": "memory",
+        "concat_all_gather": "memory",
+        "GazePositives": "positives",
+        "BACKBONES": "backbones",
+        "DenseNetFeatures": "backbones",
+        "build_backbone": "backbones",
+    },
+)

@@ -61,9 +61,7 @@ def build_backbone(name: str, in_channels: int = 1, **kwargs: Any) -> tuple[nn.M
 
     if key.startswith("resnet"):
         opts: dict[str, Any] = {"conv1_t_size": 7, "conv1_t_stride": 2, **kwargs}
-        model: nn.Module = getattr(nets, key)(
-            pretrained=False, spatial_dims=2, n_input_channels=int(in_channels), feed_forward=False, **opts
-        )
+        model: nn.Module = getattr(nets, key)(pretrained=False, spatial_dims=2, n_input_channels=int(in_channels), feed_forward=False, **opts)
         # MONAI's ResNet tracks its output channels in ``in_planes`` (layer4's planes x expansion)
         dim = getattr(model, "in_planes", None)
     else:

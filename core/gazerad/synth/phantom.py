@@ -182,9 +182,7 @@ def sample_spec(rng: np.random.Generator, size: int = 512, n_findings: int | Non
     )
 
 
-def _sample_finding(
-    rng: np.random.Generator, label: str, a: dict[str, float], scale: float, others: list[Finding]
-) -> Finding | None:
+def _sample_finding(rng: np.random.Generator, label: str, a: dict[str, float], scale: float, others: list[Finding]) -> Finding | None:
     px = 1.0 / scale  # one pixel in anatomy units
     sides_taken = {(f.label, f.side) for f in others}
     if label in ("Nodule", "Mass"):
@@ -201,10 +199,7 @@ def _sample_finding(
             v = cv + rng.uniform(-half_h, half_h)
             if not _inside_lung(a, u, v, side, margin=radius * 1.2):
                 continue
-            if any(
-                f.label in ("Nodule", "Mass") and np.hypot(f.params["u"] - u, f.params["v"] - v) < f.params["r"] + radius + 6 * px
-                for f in others
-            ):
+            if any(f.label in ("Nodule", "Mass") and np.hypot(f.params["u"] - u, f.params["v"] - v) < f.params["r"] + radius + 6 * px for f in others):
                 continue
             size_term = min(1.0, radius / (8.0 * px))
             consp = float(np.clip(contrast / 0.45 * (0.45 + 0.55 * size_term), 0.05, 1.0))
@@ -337,15 +332,7 @@ def render(spec: PhantomSpec) -> Rendered:
     markings = a["markings"] * ridges * (0.35 + 0.65 * hilum)
 
     # bones, soft tissue and mediastinum do not depend on findings: blur them (detector MTF)
-    base = (
-        1.0 * body
-        + 0.5 * medi
-        + 0.18 * spine * a["bone"]
-        + 0.22 * ribs * a["bone"]
-        + 0.35 * clav * a["bone"]
-        + abdomen
-        - 0.18 * trachea
-    )
+    base = 1.0 * body + 0.5 * medi + 0.18 * spine * a["bone"] + 0.22 * ribs * a["bone"] + 0.35 * clav * a["bone"] + abdomen - 0.18 * trachea
     base = ndimage.gaussian_filter(base, sigma=spec.exposure["blur"])
     # heart and lungs are smooth already; left unblurred so finding footprints stay exact
     attenuation = base + _heart_and_lungs(a, u, v, markings)
@@ -364,7 +351,7 @@ def render(spec: PhantomSpec) -> Rendered:
     e = spec.exposure
     lo, hi = -0.55, 2.2
     x = np.clip((total - lo) / (hi - lo), 0.0, 1.0)
-    x = np.clip(0.5 + (x**e["gamma"] - 0.5) * e["contrast"], 0.0, 1.0)
+    x = np.clip(0.5 + (x ** e["gamma"] - 0.5) * e["contrast"], 0.0, 1.0)
     x = x + e["noise"] * np.sqrt(0.2 + x) * noise_rng.standard_normal((n, n))
     img = np.clip(e["floor"] + x * (e["peak"] - e["floor"]), 0, 65535).astype(np.uint16)
 

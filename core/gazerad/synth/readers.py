@@ -269,9 +269,7 @@ def _merge_refixations(xy: np.ndarray, dur: np.ndarray, min_amplitude: float) ->
     return np.asarray(out_xy), np.asarray(out_d)
 
 
-def _raw_samples(
-    rng: np.random.Generator, profile: ReaderProfile, fix: np.ndarray, sacc: np.ndarray, blink_dur: np.ndarray
-) -> np.ndarray:
+def _raw_samples(rng: np.random.Generator, profile: ReaderProfile, fix: np.ndarray, sacc: np.ndarray, blink_dur: np.ndarray) -> np.ndarray:
     """Raw ``[t, x, y, pupil]`` samples at the reader's rate for a fixation sequence."""
     dt = 1.0 / profile.rate_hz
     t = np.arange(0.0, fix[-1, 3] + 0.2, dt)

@@ -341,9 +341,7 @@ def generate_studies(
     )
 
 
-def _write_tables(
-    out: Path, results: list[dict[str, Any]], seed: int, n: int, size: int, dicom: bool, pool: list[ReaderProfile]
-) -> None:
+def _write_tables(out: Path, results: list[dict[str, Any]], seed: int, n: int, size: int, dicom: bool, pool: list[ReaderProfile]) -> None:
     results = sorted(results, key=lambda r: r["index"])
     label_rows, box_lines, finding_rows = [], [BBOX_HEADER], []
     phase_rows: dict[int, list[list[Any]]] = {1: [], 2: [], 3: []}
@@ -375,9 +373,7 @@ def _write_tables(
         _csv_text(["Image Index", "Finding Label", "x", "y", "w", "h", "conspicuity", "noticed_by"], finding_rows),
     )
     for phase, rows in phase_rows.items():
-        atomic_write_text(
-            out / "reflacx" / "main_data" / f"metadata_phase_{phase}.csv", _csv_text(REFLACX_METADATA_COLUMNS, rows)
-        )
+        atomic_write_text(out / "reflacx" / "main_data" / f"metadata_phase_{phase}.csv", _csv_text(REFLACX_METADATA_COLUMNS, rows))
     manifest = {
         "generator": "gazerad.synth",
         "generator_version": GENERATOR_VERSION,

@@ -43,8 +43,9 @@ def _tmp(suffix: str) -> str:
 class _Task(InferTask):
     service_cls: Any = None
 
-    def __init__(self, path: str, type: InferType, description: str, labels: Any = None, config: Dict[str, Any] | None = None,
-                 fallback: str | None = None) -> None:
+    def __init__(
+        self, path: str, type: InferType, description: str, labels: Any = None, config: Dict[str, Any] | None = None, fallback: str | None = None
+    ) -> None:
         super().__init__(type=type, labels=labels, dimension=2, description=description, config=config)
         self.path = path
         self.service = self.service_cls(path, fallback=fallback)
@@ -68,8 +69,14 @@ class AttentionInfer(_Task):
     service_cls = AttentionService
 
     def __init__(self, path: str, fallback: str | None = None) -> None:
-        super().__init__(path, InferType.OTHERS, "Predicted radiologist attention (FocusContrast predictor): a heatmap summing to 1",
-                         labels=["attention"], config={"boxes": [], "heatmap": True}, fallback=fallback)
+        super().__init__(
+            path,
+            InferType.OTHERS,
+            "Predicted radiologist attention (FocusContrast predictor): a heatmap summing to 1",
+            labels=["attention"],
+            config={"boxes": [], "heatmap": True},
+            fallback=fallback,
+        )
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         # params {"heatmap": false}: JSON only (no heatmap file is written)
@@ -84,15 +91,28 @@ class LocalizationInfer(_Task):
     service_cls = LocalizationService
 
     def __init__(self, path: str, labels: Any = None, fallback: str | None = None) -> None:
-        super().__init__(path, InferType.DETECTION, "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
-                         labels=labels, config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"}, fallback=fallback)
+        super().__init__(
+            path,
+            InferType.DETECTION,
+            "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
+            labels=labels,
+            config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"},
+            fallback=fallback,
+        )
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         p = InferParams.parse(request)
         cam = _tmp(".nrrd") if p.output == "cam" else None
         with MODEL_LOCK:
-            res = self.service(request["image"], classes=list(p.classes) or None, min_score=p.min_score, cam_threshold=p.cam_threshold,
-                               max_boxes=p.max_boxes, cam_out=cam, cam_layer=p.cam_layer)
+            res = self.service(
+                request["image"],
+                classes=list(p.classes) or None,
+                min_score=p.min_score,
+                cam_threshold=p.cam_threshold,
+                max_boxes=p.max_boxes,
+                cam_out=cam,
+                cam_layer=p.cam_layer,
+            )
         if p.output == "slicer":
             path = _tmp(".json")
             with open(path, "w") as fh:
@@ -107,8 +127,13 @@ class ClassificationInfer(_Task):
     service_cls = ClassificationService
 
     def __init__(self, path: str, labels: Any = None, fallback: str | None = None) -> None:
-        super().__init__(path, InferType.CLASSIFICATION, "Multi-label finding classifier (fine-tuned from the gaze-guided encoder when one is published)",
-                         labels=labels, fallback=fallback)
+        super().__init__(
+            path,
+            InferType.CLASSIFICATION,
+            "Multi-label finding classifier (fine-tuned from the gaze-guided encoder when one is published)",
+            labels=labels,
+            fallback=fallback,
+        )
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         with MODEL_LOCK:

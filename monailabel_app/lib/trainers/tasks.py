@@ -37,5 +37,4 @@ class GazeRadTrainTask(TrainTask):
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         params = {**self._config, **{k: v for k, v in request.items() if k not in ("model", "local_rank", "gpus")}}
-        return run_job(self.name, datastore.datastore_path if hasattr(datastore, "datastore_path") else datastore._datastore_path,
-                       self.model_dir, params)
+        return run_job(self.name, datastore.datastore_path if hasattr(datastore, "datastore_path") else datastore._datastore_path, self.model_dir, params)

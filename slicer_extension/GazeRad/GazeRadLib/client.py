@@ -28,8 +28,18 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
-    "GazeRadError", "ServerUnreachable", "ServerTimeout", "ServerBusy", "AuthRequired", "NotFound",
-    "ModelNotReady", "ServerError", "GazeRadClient", "Response", "encode_multipart", "decode_multipart",
+    "GazeRadError",
+    "ServerUnreachable",
+    "ServerTimeout",
+    "ServerBusy",
+    "AuthRequired",
+    "NotFound",
+    "ModelNotReady",
+    "ServerError",
+    "GazeRadClient",
+    "Response",
+    "encode_multipart",
+    "decode_multipart",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -90,20 +100,22 @@ class Response:
         return self.headers.get("content-type", "")
 
 
-def encode_multipart(fields: Mapping[str, str] | None = None,
-                     files: Mapping[str, Tuple[str, bytes]] | None = None) -> Tuple[bytes, str]:
+def encode_multipart(fields: Mapping[str, str] | None = None, files: Mapping[str, Tuple[str, bytes]] | None = None) -> Tuple[bytes, str]:
     """``multipart/form-data`` body and its Content-Type: text ``fields`` and ``files``
     (``{field: (file name, bytes)}``)."""
     boundary = "gazerad-" + uuid.uuid4().hex
     out: List[bytes] = []
     for k, v in (fields or {}).items():
-        out += [f"--{boundary}\r\n".encode(), f'Content-Disposition: form-data; name="{k}"\r\n\r\n'.encode(),
-                str(v).encode("utf-8"), b"\r\n"]
+        out += [f"--{boundary}\r\n".encode(), f'Content-Disposition: form-data; name="{k}"\r\n\r\n'.encode(), str(v).encode("utf-8"), b"\r\n"]
     for k, (name, data) in (files or {}).items():
         safe = os.path.basename(name).replace('"', "_") or "upload"
-        out += [f"--{boundary}\r\n".encode(),
-                f'Content-Disposition: form-data; name="{k}"; filename="{safe}"\r\n'.encode(),
-                b"Content-Type: application/octet-stream\r\n\r\n", bytes(data), b"\r\n"]
+        out += [
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="{k}"; filename="{safe}"\r\n'.encode(),
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            bytes(data),
+            b"\r\n",
+        ]
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
@@ -111,7 +123,8 @@ def encode_multipart(fields: Mapping[str, str] | None = None,
 def decode_multipart(body: bytes, content_type: str) -> Dict[str, Tuple[Optional[str], bytes]]:
     """Parts of a ``multipart/form-data`` answer: ``{name: (file name or None, bytes)}``."""
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body
+    )
     if not msg.is_multipart():
         raise GazeRadError(f"expected a multipart answer from the server, got {content_type!r}")
     parts: Dict[str, Tuple[Optional[str], bytes]] = {}
@@ -145,8 +158,7 @@ class GazeRadClient:
         poll_timeout: seconds for the quick status calls (training progress).
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: Optional[str] = None, timeout: float = 120.0,
-                 poll_timeout: float = 10.0) -> None:
+    def __init__(self, url: str = DEFAULT_URL, token: Optional[str] = None, timeout: float = 120.0, poll_timeout: float = 10.0) -> None:
         url = (url or "").strip().rstrip("/")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -157,12 +169,19 @@ class GazeRadClient:
         self.poll_timeout = float(poll_timeout)
 
     # ------------------------------------------------------------------ transport
-    def request(self, method: str, path: str, params: Optional[Mapping[str, Any]] = None, json_body: Any = None,
-                fields: Optional[Mapping[str, str]] = None, files: Optional[Mapping[str, Tuple[str, bytes]]] = None,
-                timeout: Optional[float] = None, form: Optional[Mapping[str, str]] = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: Optional[Mapping[str, Any]] = None,
+        json_body: Any = None,
+        fields: Optional[Mapping[str, str]] = None,
+        files: Optional[Mapping[str, Tuple[str, bytes]]] = None,
+        timeout: Optional[float] = None,
+        form: Optional[Mapping[str, str]] = None,
+    ) -> Response:
         """One HTTP request; HTTP and network errors become :class:`GazeRadError` subclasses."""
-        query = urllib.parse.urlencode({k: ("true" if v is True else "false" if v is False else v)
-                                        for k, v in (params or {}).items() if v is not None})
+        query = urllib.parse.urlencode({k: ("true" if v is True else "false" if v is False else v) for k, v in (params or {}).items() if v is not None})
         full = self.url + path + ("?" + query if query else "")
         headers = {"Accept": "application/json, */*"}
         data = None
@@ -195,8 +214,10 @@ class GazeRadClient:
 
     def _network_error(self, reason: Any, what: str, t: float) -> GazeRadError:
         if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in str(reason):
-            return ServerTimeout(f"the GazeRad server at {self.url} did not answer {what} within {t:g} s; "
-                                 "it may be busy (training?) or the network is slow; try again or raise the timeout")
+            return ServerTimeout(
+                f"the GazeRad server at {self.url} did not answer {what} within {t:g} s; "
+                "it may be busy (training?) or the network is slow; try again or raise the timeout"
+            )
         if isinstance(reason, ConnectionRefusedError) or "refused" in str(reason).lower():
             why = "connection refused (is the server running, and is the port right?)"
         elif isinstance(reason, socket.gaierror):
@@ -212,12 +233,20 @@ class GazeRadClient:
     def _http_error(self, status: int, body: bytes, what: str) -> ServerError:
         detail = _detail(body)
         if status == 429:
-            return ServerBusy(f"the GazeRad server is busy (429): {detail or 'a task is already running'}. "
-                              "Wait for the running training to finish, or stop it, and try again.", status, detail)
+            return ServerBusy(
+                f"the GazeRad server is busy (429): {detail or 'a task is already running'}. "
+                "Wait for the running training to finish, or stop it, and try again.",
+                status,
+                detail,
+            )
         if status in (401, 403):
-            return AuthRequired(f"the GazeRad server refused {what} ({status}): {detail or 'not authorised'}. "
-                                "This server has authentication enabled: log in with your user name and password "
-                                "(or paste a token) in the GazeRad module's Server section.", status, detail)
+            return AuthRequired(
+                f"the GazeRad server refused {what} ({status}): {detail or 'not authorised'}. "
+                "This server has authentication enabled: log in with your user name and password "
+                "(or paste a token) in the GazeRad module's Server section.",
+                status,
+                detail,
+            )
         if status == 404:
             return NotFound(f"not found on the GazeRad server ({what}): {detail}", status, detail)
         if status == 503:
@@ -282,8 +311,14 @@ class GazeRadClient:
             raise GazeRadError(f"the attention answer for {image_id!r} lacks the heatmap or its description (parts: {sorted(parts)})")
         return parts["image"][1], json.loads(parts["params"][1].decode("utf-8"))
 
-    def localization(self, image_id: str, classes: Optional[Sequence[str]] = None, min_score: Optional[float] = None,
-                     cam_threshold: Optional[float] = None, max_boxes: Optional[int] = None) -> Dict[str, Any]:
+    def localization(
+        self,
+        image_id: str,
+        classes: Optional[Sequence[str]] = None,
+        min_score: Optional[float] = None,
+        cam_threshold: Optional[float] = None,
+        max_boxes: Optional[int] = None,
+    ) -> Dict[str, Any]:
         """``POST /infer/localization?output=json``: boxes (pixels and LPS mm) with scores, class probabilities."""
         p: Dict[str, Any] = {"output": "json"}
         if classes:
@@ -291,16 +326,15 @@ class GazeRadClient:
         for k, v in (("min_score", min_score), ("cam_threshold", cam_threshold), ("max_boxes", max_boxes)):
             if v is not None:
                 p[k] = v
-        return self.request("POST", "/infer/localization", params={"image": image_id, "output": "json"},
-                            fields={"params": json.dumps(p)}).json()
+        return self.request("POST", "/infer/localization", params={"image": image_id, "output": "json"}, fields={"params": json.dumps(p)}).json()
 
     def classification(self, image_id: str) -> Dict[str, Any]:
-        return self.request("POST", "/infer/classification", params={"image": image_id, "output": "json"},
-                            fields={"params": "{}"}).json()
+        return self.request("POST", "/infer/classification", params={"image": image_id, "output": "json"}, fields={"params": "{}"}).json()
 
     # ------------------------------------------------------------------ gaze
-    def upload_gaze(self, image_id: str, path: str, reader: Optional[str] = None,
-                    pixels_per_degree: Optional[float] = None, replace: bool = False) -> Dict[str, Any]:
+    def upload_gaze(
+        self, image_id: str, path: str, reader: Optional[str] = None, pixels_per_degree: Optional[float] = None, replace: bool = False
+    ) -> Dict[str, Any]:
         """``PUT /datastore/label?tag=gaze``: a gaze file of any format the server reads
         (generic CSV, REFLACX fixations.csv, McGIP JSON/CSV, EGD-CXR CSV, GazeRad JSON, EyeLink EDF)."""
         fields, files = gaze_upload_parts(path, reader=reader, pixels_per_degree=pixels_per_degree, replace=replace)
@@ -324,8 +358,9 @@ class GazeRadClient:
         any name and the task then fails in the background)."""
         trainers = self.info().get("trainers") or {}
         if model not in trainers:
-            raise GazeRadError(f"the GazeRad server at {self.url} has no trainer {model!r}; it offers: "
-                               f"{', '.join(sorted(trainers)) or 'none (trainers are switched off)'}")
+            raise GazeRadError(
+                f"the GazeRad server at {self.url} has no trainer {model!r}; it offers: {', '.join(sorted(trainers)) or 'none (trainers are switched off)'}"
+            )
         return self.request("POST", f"/train/{urllib.parse.quote(model)}", json_body=dict(params or {})).json()
 
     def train_status(self) -> Optional[Dict[str, Any]]:
@@ -347,8 +382,9 @@ class GazeRadClient:
         return self.request("DELETE", "/train/").json()
 
 
-def gaze_upload_parts(path: str, reader: Optional[str] = None, pixels_per_degree: Optional[float] = None,
-                      replace: bool = False) -> Tuple[Dict[str, str], Dict[str, Tuple[str, bytes]]]:
+def gaze_upload_parts(
+    path: str, reader: Optional[str] = None, pixels_per_degree: Optional[float] = None, replace: bool = False
+) -> Tuple[Dict[str, str], Dict[str, Tuple[str, bytes]]]:
     """Form fields and file of a gaze upload. The file goes as it is (the server sniffs
     the format by name and content, and answers 422 naming the problem)."""
     if not os.path.isfile(path):

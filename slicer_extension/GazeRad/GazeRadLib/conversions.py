@@ -29,8 +29,16 @@ import numpy as np
 from .nrrd import Geometry, read_nrrd
 
 __all__ = [
-    "MARKUPS_SCHEMA", "HeatmapVolume", "heatmap_volume", "colour_table", "pixel_to_ras", "roi_markups",
-    "score_table", "scanpath_markups", "training_progress", "TrainingProgress",
+    "MARKUPS_SCHEMA",
+    "HeatmapVolume",
+    "heatmap_volume",
+    "colour_table",
+    "pixel_to_ras",
+    "roi_markups",
+    "score_table",
+    "scanpath_markups",
+    "training_progress",
+    "TrainingProgress",
 ]
 
 MARKUPS_SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
@@ -69,8 +77,7 @@ def heatmap_volume(nrrd: Union[bytes, str], threshold_fraction: float = 0.1) -> 
         raise ValueError(f"attention heatmap has {arr.ndim} dimensions, expected 2")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     lo, hi = float(arr.min()), float(arr.max())
-    return HeatmapVolume(array=arr, ijk_to_ras=geom.ijk_to_ras().tolist(), geometry=geom, value_range=(lo, hi),
-                         threshold=lo + threshold_fraction * (hi - lo))
+    return HeatmapVolume(array=arr, ijk_to_ras=geom.ijk_to_ras().tolist(), geometry=geom, value_range=(lo, hi), threshold=lo + threshold_fraction * (hi - lo))
 
 
 def colour_table(n: int = 256) -> List[Tuple[float, float, float, float]]:
@@ -94,9 +101,17 @@ def pixel_to_ras(x: float, y: float, ijk_to_ras: Sequence[Sequence[float]]) -> L
 
 
 def _display(color: Sequence[float], **extra: Any) -> Dict[str, Any]:
-    d = {"visibility": True, "opacity": 1.0, "color": list(color), "selectedColor": list(color),
-         "propertiesLabelVisibility": True, "pointLabelsVisibility": False, "textScale": 3.0, "glyphScale": 1.0,
-         "sliceProjection": False}
+    d = {
+        "visibility": True,
+        "opacity": 1.0,
+        "color": list(color),
+        "selectedColor": list(color),
+        "propertiesLabelVisibility": True,
+        "pointLabelsVisibility": False,
+        "textScale": 3.0,
+        "glyphScale": 1.0,
+        "sliceProjection": False,
+    }
     d.update(extra)
     return d
 
@@ -110,8 +125,9 @@ def _box_colour(label: str, labels: List[str]) -> Tuple[float, float, float]:
     return _COLOURS[labels.index(label) % len(_COLOURS)]
 
 
-def roi_markups(boxes: Sequence[Mapping[str, Any]], ijk_to_ras: Optional[Sequence[Sequence[float]]] = None,
-                thickness_mm: float = 1.0, locked: bool = True) -> Dict[str, Any]:
+def roi_markups(
+    boxes: Sequence[Mapping[str, Any]], ijk_to_ras: Optional[Sequence[Sequence[float]]] = None, thickness_mm: float = 1.0, locked: bool = True
+) -> Dict[str, Any]:
     """Localisation boxes -> markups JSON with one axis-aligned ``ROI`` per box.
 
     With ``ijk_to_ras`` (the image volume's), centre and size come from the pixel box
@@ -130,8 +146,7 @@ def roi_markups(boxes: Sequence[Mapping[str, Any]], ijk_to_ras: Optional[Sequenc
             center = pixel_to_ras(cx, cy, m)
             axes = m[:3, :3]
             # size along the box's own axes: the pixel extent times the voxel spacing
-            size = [float(b["w"]) * float(np.linalg.norm(axes[:, 0])), float(b["h"]) * float(np.linalg.norm(axes[:, 1])),
-                    float(thickness_mm)]
+            size = [float(b["w"]) * float(np.linalg.norm(axes[:, 0])), float(b["h"]) * float(np.linalg.norm(axes[:, 1])), float(thickness_mm)]
             # orientation: columns = image axes' unit vectors (axis-aligned in image space)
             unit = axes / np.linalg.norm(axes, axis=0)[None, :]
             orientation = [float(v) for v in unit.ravel()]
@@ -146,23 +161,43 @@ def roi_markups(boxes: Sequence[Mapping[str, Any]], ijk_to_ras: Optional[Sequenc
             desc += f"; CAM {float(b['cam_score']):.3f}"
         if b.get("probability") is not None:
             desc += f"; probability {float(b['probability']):.3f}"
-        markups.append({
-            "type": "ROI", "name": name, "coordinateSystem": system, "coordinateUnits": "mm", "locked": locked,
-            "fixedNumberOfControlPoints": False, "labelFormat": "%N-%d", "lastUsedControlPointNumber": 1,
-            "roiType": "Box", "center": center, "orientation": orientation, "size": size, "insideOut": False,
-            "controlPoints": [{
-                "id": "1", "label": name, "description": desc, "associatedNodeID": "", "position": center,
-                "orientation": list(orientation), "selected": True, "locked": locked, "visibility": True,
-                "positionStatus": "defined",
-            }],
-            "measurements": [],
-            "display": _display(_box_colour(label, seen), handlesInteractive=False, fillOpacity=0.0, outlineOpacity=1.0),
-        })
+        markups.append(
+            {
+                "type": "ROI",
+                "name": name,
+                "coordinateSystem": system,
+                "coordinateUnits": "mm",
+                "locked": locked,
+                "fixedNumberOfControlPoints": False,
+                "labelFormat": "%N-%d",
+                "lastUsedControlPointNumber": 1,
+                "roiType": "Box",
+                "center": center,
+                "orientation": orientation,
+                "size": size,
+                "insideOut": False,
+                "controlPoints": [
+                    {
+                        "id": "1",
+                        "label": name,
+                        "description": desc,
+                        "associatedNodeID": "",
+                        "position": center,
+                        "orientation": list(orientation),
+                        "selected": True,
+                        "locked": locked,
+                        "visibility": True,
+                        "positionStatus": "defined",
+                    }
+                ],
+                "measurements": [],
+                "display": _display(_box_colour(label, seen), handlesInteractive=False, fillOpacity=0.0, outlineOpacity=1.0),
+            }
+        )
     return {"@schema": MARKUPS_SCHEMA, "markups": markups}
 
 
-def scanpath_markups(gaze: Mapping[str, Any], ijk_to_ras: Optional[Sequence[Sequence[float]]] = None,
-                     reader: Optional[str] = None) -> Dict[str, Any]:
+def scanpath_markups(gaze: Mapping[str, Any], ijk_to_ras: Optional[Sequence[Sequence[float]]] = None, reader: Optional[str] = None) -> Dict[str, Any]:
     """Canonical GazeRad gaze JSON -> markups JSON: per reader a ``Curve`` (linear, the
     scanpath in time order) and a ``Fiducial`` list (one point per fixation, labelled with
     its order and duration).
@@ -182,17 +217,48 @@ def scanpath_markups(gaze: Mapping[str, Any], ijk_to_ras: Optional[Sequence[Sequ
         if ijk_to_ras is None:  # LPS of a 1 mm grid at 0
             pts = [[-p[0], -p[1], p[2]] for p in pts]
         system = "RAS" if ijk_to_ras is not None else "LPS"
-        cps = [{"id": str(i + 1), "label": f"{i + 1}", "description": f"fixation {i + 1}: {1000 * (e - s):.0f} ms at {s:.2f} s",
-                "associatedNodeID": "", "position": p, "orientation": list(_IDENTITY3), "selected": True, "locked": True,
-                "visibility": True, "positionStatus": "defined"} for i, (p, (s, e)) in enumerate(zip(pts, fix[:, 2:4]))]
-        common = {"coordinateSystem": system, "coordinateUnits": "mm", "locked": True, "fixedNumberOfControlPoints": False,
-                  "labelFormat": "%N-%d", "lastUsedControlPointNumber": len(cps), "measurements": []}
-        out.append({"type": "Curve", "name": f"Scanpath {rid}", **common,
-                    "controlPoints": [dict(c, label="") for c in cps],
-                    "display": _display((0.3, 1.0, 0.4), propertiesLabelVisibility=False, glyphScale=0.6, lineThickness=0.2)})
-        out.append({"type": "Fiducial", "name": f"Fixations {rid}", **common, "controlPoints": cps,
-                    "display": _display((1.0, 0.9, 0.2), propertiesLabelVisibility=False, pointLabelsVisibility=True,
-                                        glyphScale=1.5, textScale=2.0)})
+        cps = [
+            {
+                "id": str(i + 1),
+                "label": f"{i + 1}",
+                "description": f"fixation {i + 1}: {1000 * (e - s):.0f} ms at {s:.2f} s",
+                "associatedNodeID": "",
+                "position": p,
+                "orientation": list(_IDENTITY3),
+                "selected": True,
+                "locked": True,
+                "visibility": True,
+                "positionStatus": "defined",
+            }
+            for i, (p, (s, e)) in enumerate(zip(pts, fix[:, 2:4]))
+        ]
+        common = {
+            "coordinateSystem": system,
+            "coordinateUnits": "mm",
+            "locked": True,
+            "fixedNumberOfControlPoints": False,
+            "labelFormat": "%N-%d",
+            "lastUsedControlPointNumber": len(cps),
+            "measurements": [],
+        }
+        out.append(
+            {
+                "type": "Curve",
+                "name": f"Scanpath {rid}",
+                **common,
+                "controlPoints": [dict(c, label="") for c in cps],
+                "display": _display((0.3, 1.0, 0.4), propertiesLabelVisibility=False, glyphScale=0.6, lineThickness=0.2),
+            }
+        )
+        out.append(
+            {
+                "type": "Fiducial",
+                "name": f"Fixations {rid}",
+                **common,
+                "controlPoints": cps,
+                "display": _display((1.0, 0.9, 0.2), propertiesLabelVisibility=False, pointLabelsVisibility=True, glyphScale=1.5, textScale=2.0),
+            }
+        )
     if not out:
         raise ValueError(f"the gaze holds no recording{' by ' + reader if reader else ''}")
     return {"@schema": MARKUPS_SCHEMA, "markups": out}
@@ -205,24 +271,31 @@ def score_table(result: Mapping[str, Any]) -> Dict[str, Any]:
     One row per finding class (probability), then one per box (score, CAM score, centre and
     size in pixels). Columns: Finding, Kind, Score, Probability, x, y, w, h.
     """
-    cols = [("Finding", "string"), ("Kind", "string"), ("Score", "double"), ("Probability", "double"),
-            ("x", "double"), ("y", "double"), ("w", "double"), ("h", "double")]
+    cols = [
+        ("Finding", "string"),
+        ("Kind", "string"),
+        ("Score", "double"),
+        ("Probability", "double"),
+        ("x", "double"),
+        ("y", "double"),
+        ("w", "double"),
+        ("h", "double"),
+    ]
     nan = float("nan")
     rows: List[List[Any]] = []
     for p in sorted(result.get("prediction") or [], key=lambda p: -float(p["score"])):
         rows.append([str(p["label"]), "class", float(p["score"]), float(p["score"]), nan, nan, nan, nan])
     for b in result.get("boxes") or []:
-        rows.append([str(b["label"]), "box", float(b["score"]), float(b.get("probability", nan)),
-                     float(b["x"]), float(b["y"]), float(b["w"]), float(b["h"])])
+        rows.append([str(b["label"]), "box", float(b["score"]), float(b.get("probability", nan)), float(b["x"]), float(b["y"]), float(b["w"]), float(b["h"])])
     return {"columns": cols, "rows": rows}
 
 
 # ---------------------------------------------------------------------------- training
 @dataclass
 class TrainingProgress:
-    state: str            # NONE, SUBMITTED, RUNNING, DONE, ERROR, STOPPED
+    state: str  # NONE, SUBMITTED, RUNNING, DONE, ERROR, STOPPED
     fraction: Optional[float]  # 0..1 when the log tells, else None
-    message: str          # the last log line (or the state in words)
+    message: str  # the last log line (or the state in words)
     task_id: Optional[str] = None
 
     @property

@@ -24,22 +24,55 @@ import numpy as np
 __all__ = ["NrrdError", "Geometry", "read_nrrd", "parse_header"]
 
 _TYPES = {
-    "signed char": "i1", "int8": "i1", "int8_t": "i1",
-    "uchar": "u1", "unsigned char": "u1", "uint8": "u1", "uint8_t": "u1",
-    "short": "i2", "short int": "i2", "signed short": "i2", "signed short int": "i2", "int16": "i2", "int16_t": "i2",
-    "ushort": "u2", "unsigned short": "u2", "unsigned short int": "u2", "uint16": "u2", "uint16_t": "u2",
-    "int": "i4", "signed int": "i4", "int32": "i4", "int32_t": "i4",
-    "uint": "u4", "unsigned int": "u4", "uint32": "u4", "uint32_t": "u4",
-    "longlong": "i8", "long long": "i8", "long long int": "i8", "signed long long": "i8",
-    "signed long long int": "i8", "int64": "i8", "int64_t": "i8",
-    "ulonglong": "u8", "unsigned long long": "u8", "unsigned long long int": "u8", "uint64": "u8", "uint64_t": "u8",
-    "float": "f4", "double": "f8",
+    "signed char": "i1",
+    "int8": "i1",
+    "int8_t": "i1",
+    "uchar": "u1",
+    "unsigned char": "u1",
+    "uint8": "u1",
+    "uint8_t": "u1",
+    "short": "i2",
+    "short int": "i2",
+    "signed short": "i2",
+    "signed short int": "i2",
+    "int16": "i2",
+    "int16_t": "i2",
+    "ushort": "u2",
+    "unsigned short": "u2",
+    "unsigned short int": "u2",
+    "uint16": "u2",
+    "uint16_t": "u2",
+    "int": "i4",
+    "signed int": "i4",
+    "int32": "i4",
+    "int32_t": "i4",
+    "uint": "u4",
+    "unsigned int": "u4",
+    "uint32": "u4",
+    "uint32_t": "u4",
+    "longlong": "i8",
+    "long long": "i8",
+    "long long int": "i8",
+    "signed long long": "i8",
+    "signed long long int": "i8",
+    "int64": "i8",
+    "int64_t": "i8",
+    "ulonglong": "u8",
+    "unsigned long long": "u8",
+    "unsigned long long int": "u8",
+    "uint64": "u8",
+    "uint64_t": "u8",
+    "float": "f4",
+    "double": "f8",
 }
 # NRRD space names -> sign flips from that space to LPS (per axis)
 _SPACES = {
-    "left-posterior-superior": (1, 1, 1), "lps": (1, 1, 1),
-    "right-anterior-superior": (-1, -1, 1), "ras": (-1, -1, 1),
-    "left-anterior-superior": (1, -1, 1), "las": (1, -1, 1),
+    "left-posterior-superior": (1, 1, 1),
+    "lps": (1, 1, 1),
+    "right-anterior-superior": (-1, -1, 1),
+    "ras": (-1, -1, 1),
+    "left-anterior-superior": (1, -1, 1),
+    "las": (1, -1, 1),
 }
 
 
@@ -82,16 +115,19 @@ class Geometry:
 
     def as_dict(self) -> Dict[str, list]:
         """The server's ``geometry`` JSON layout: ``{size, spacing, origin, direction}``."""
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
-                "direction": list(self.direction)}
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
 
     @classmethod
     def from_dict(cls, g: Dict[str, list]) -> "Geometry":
         size = tuple(int(v) for v in g["size"])
         d = len(size)
         direction = tuple(float(v) for v in g.get("direction") or np.eye(d).ravel())
-        return cls(spacing=tuple(float(v) for v in g.get("spacing") or [1.0] * d),
-                   origin=tuple(float(v) for v in g.get("origin") or [0.0] * d), direction=direction, size=size)
+        return cls(
+            spacing=tuple(float(v) for v in g.get("spacing") or [1.0] * d),
+            origin=tuple(float(v) for v in g.get("origin") or [0.0] * d),
+            direction=direction,
+            size=size,
+        )
 
 
 def _vector(text: str) -> Union[List[float], None]:
@@ -214,6 +250,10 @@ def read_nrrd(source: Union[bytes, bytearray, str]) -> Tuple[np.ndarray, Geometr
         if o is None or len(o) != dim:
             raise NrrdError(f"NRRD space origin {h['space origin']!r} does not have {dim} values")
         origin = np.asarray(o) * flip
-    geom = Geometry(spacing=tuple(float(v) for v in spacing), origin=tuple(float(v) for v in origin),
-                    direction=tuple(float(v) for v in direction.ravel()), size=tuple(sizes))
+    geom = Geometry(
+        spacing=tuple(float(v) for v in spacing),
+        origin=tuple(float(v) for v in origin),
+        direction=tuple(float(v) for v in direction.ravel()),
+        size=tuple(sizes),
+    )
     return arr, geom, h

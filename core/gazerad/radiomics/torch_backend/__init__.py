@@ -27,8 +27,18 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["pad_batch", "CLASS_MODULES", "roi_box", "flat_nonzero", "cpu_fast_path", "CPU_FAST_PATHS", "EPS", "single_torch_thread",
-           "cpu_threads", "batched_paths"]
+__all__ = [
+    "pad_batch",
+    "CLASS_MODULES",
+    "roi_box",
+    "flat_nonzero",
+    "cpu_fast_path",
+    "CPU_FAST_PATHS",
+    "EPS",
+    "single_torch_thread",
+    "cpu_threads",
+    "batched_paths",
+]
 
 EPS = 2.220446049250313e-16  # numpy.spacing(1): pyradiomics' epsilon in logs and denominators
 
@@ -91,6 +101,7 @@ def cpu_fast_path(t: torch.Tensor) -> bool:
     not inside :func:`batched_paths`)."""
     return CPU_FAST_PATHS and t.device.type == "cpu" and not t.requires_grad and not getattr(_STATE, "batched", False)
 
+
 # feature class -> module name in this package (imported lazily by the extractor)
 CLASS_MODULES: dict[str, str] = {
     "firstorder": "firstorder",
@@ -103,9 +114,7 @@ CLASS_MODULES: dict[str, str] = {
 }
 
 
-def pad_batch(
-    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 2-D pairs into ``(B, H, W)`` float64 / bool tensors, zero-padded to the largest size."""
     h = max(int(np.shape(im)[0]) for im in images)
     w = max(int(np.shape(im)[1]) for im in images)

@@ -123,9 +123,7 @@ def _sorted_compact(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     return torch.sort(buf, dim=1).values
 
 
-def order_statistics(
-    x: torch.Tensor, m: torch.Tensor, ranks: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_buckets: int = 1024
-) -> torch.Tensor:
+def order_statistics(x: torch.Tensor, m: torch.Tensor, ranks: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_buckets: int = 1024) -> torch.Tensor:
     """The ``ranks``-th smallest ROI value of each row (0-based), without sorting whole rows.
 
     The ROI values go into monotone buckets; only the buckets that hold a requested rank are
@@ -230,9 +228,7 @@ def numpy_constant_sum(value: float, n: int, buffer: int = 8192) -> float:
     return total
 
 
-def _use_numpy_flat_moments(
-    mo: dict[str, torch.Tensor], flat: torch.Tensor, value: torch.Tensor, n: torch.Tensor
-) -> None:
+def _use_numpy_flat_moments(mo: dict[str, torch.Tensor], flat: torch.Tensor, value: torch.Tensor, n: torch.Tensor) -> None:
     """Overwrite the moments of constant ROIs with pyradiomics' (numpy's) rounding, in place.
 
     For a constant ROI pyradiomics' ``X - mean X`` is one constant ``d`` (0 unless numpy's
@@ -353,9 +349,7 @@ def _features_cpu(x: np.ndarray, lev: np.ndarray, spacing: Sequence[float]) -> n
     return np.array([out[name] for name in CLASS_FEATURES["firstorder"]], np.float64)
 
 
-def features(
-    image: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)
-) -> torch.Tensor:
+def features(image: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
     """First-order features of each sample.
 
     Args:

@@ -85,7 +85,6 @@ FOUR_ANGLES: tuple[tuple[int, int], ...] = ((1, 1), (1, 0), (1, -1), (0, 1))
 DEFAULT_ANGLES: tuple[tuple[int, int], ...] = FOUR_ANGLES
 
 
-
 def resolve_angles(angles: Angles | None) -> tuple[tuple[int, int], ...]:
     """Validate angles (``None``: :data:`DEFAULT_ANGLES`).
 
@@ -161,10 +160,10 @@ def glcm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> torch.Tensor
     sample = (torch.arange(b, device=lev.device, dtype=dtype) * (ext * ext)).view(b, 1, 1)
     first = lev * ext + sample  # (sample, i) part of the flat (sample, i, j) index
     # one bincount per angle over the pair views' sum (no concatenation of the index tensors)
-    counts = torch.stack([
-        torch.bincount((_pair_views(first, dy, dx)[0] + _pair_views(lev, dy, dx)[1]).reshape(-1), minlength=n_bins).view(b, ext, ext)
-        for dy, dx in angles
-    ], dim=1)[:, :, 1:, 1:]
+    counts = torch.stack(
+        [torch.bincount((_pair_views(first, dy, dx)[0] + _pair_views(lev, dy, dx)[1]).reshape(-1), minlength=n_bins).view(b, ext, ext) for dy, dx in angles],
+        dim=1,
+    )[:, :, 1:, 1:]
     p = counts.to(torch.float64)
     return p + p.transpose(-1, -2)
 
@@ -476,9 +475,7 @@ def _per_angle_features_np(p: np.ndarray, ng: np.ndarray) -> list[np.ndarray]:
         r = np.arange(g)
         p_sum = np.bincount((rows * (2 * g - 1) + (r[:, None] + r).ravel()).ravel(), pf.ravel(), n * (2 * g - 1))
         p_diff = np.bincount((rows * g + np.abs(r[:, None] - r).ravel()).ravel(), pf.ravel(), n * g)
-        lin = np.concatenate(
-            [p.sum(axis=2), p.sum(axis=1), p_sum.reshape(n, -1), p_diff.reshape(n, -1), ((p @ i) * i).sum(axis=1)[:, None]], axis=1
-        )
+        lin = np.concatenate([p.sum(axis=2), p.sum(axis=1), p_sum.reshape(n, -1), p_diff.reshape(n, -1), ((p @ i) * i).sum(axis=1)[:, None]], axis=1)
     px, py, p_sum, p_diff = lin[:, :g], lin[:, g : 2 * g], lin[:, 2 * g : 4 * g - 1], lin[:, 4 * g - 1 : 5 * g - 1]
     ux, uy = px @ i, py @ i
     dx_i, dy_j = i - ux[:, None], i - uy[:, None]

@@ -63,11 +63,17 @@ Offsets = Sequence[tuple[int, int]]
 ROW_NEIGHBOURS: tuple[tuple[int, int], ...] = ((0, -1), (0, 1))
 # pyradiomics with force2D=False on a 2-D array (or a (1, H, W) volume with force2Ddimension=0):
 EIGHT_NEIGHBOURS: tuple[tuple[int, int], ...] = (
-    (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1),
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
 )
 # the neighbourhood of gazerad.radiomics.reference ((1, H, W) slices, force2Ddimension=0)
 DEFAULT_NEIGHBOURHOOD: tuple[tuple[int, int], ...] = EIGHT_NEIGHBOURS
-
 
 
 def resolve_neighbourhood(neighbourhood: Offsets | None) -> tuple[tuple[int, int], ...]:
@@ -196,9 +202,7 @@ def prepare_levels_np(mask: torch.Tensor, levels: torch.Tensor) -> np.ndarray:
     """
     m = mask.numpy()
     lev = levels.numpy()
-    tight = m.ndim == 3 and m.size and all(
-        edge.any() for edge in (m[:, 0, :], m[:, -1, :], m[:, :, 0], m[:, :, -1])
-    )
+    tight = m.ndim == 3 and m.size and all(edge.any() for edge in (m[:, 0, :], m[:, -1, :], m[:, :, 0], m[:, :, -1]))
     if not tight or lev.dtype != np.uint8:
         return prepare_levels(mask, levels).numpy()
     return np.multiply(lev, m.view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8))
@@ -292,9 +296,14 @@ def _features_from_matrix(p: torch.Tensor) -> torch.Tensor:
 
 
 _EMPHASES = (
-    "HighGrayLevelEmphasis", "LargeDependenceEmphasis", "LargeDependenceHighGrayLevelEmphasis",
-    "LargeDependenceLowGrayLevelEmphasis", "LowGrayLevelEmphasis", "SmallDependenceEmphasis",
-    "SmallDependenceHighGrayLevelEmphasis", "SmallDependenceLowGrayLevelEmphasis",
+    "HighGrayLevelEmphasis",
+    "LargeDependenceEmphasis",
+    "LargeDependenceHighGrayLevelEmphasis",
+    "LargeDependenceLowGrayLevelEmphasis",
+    "LowGrayLevelEmphasis",
+    "SmallDependenceEmphasis",
+    "SmallDependenceHighGrayLevelEmphasis",
+    "SmallDependenceLowGrayLevelEmphasis",
 )
 
 

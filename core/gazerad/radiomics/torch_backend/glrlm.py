@@ -162,10 +162,9 @@ def glrlm_matrices(levels: torch.Tensor, ng: int, angles: Angles) -> tuple[torch
         keys.append((row, run_len))
         lines_of.append(lines)
     n_bins = b * (ng + 1) * (nr + 1)
-    counts = torch.stack([
-        torch.bincount(row.mul_(nr + 1).add_(run_len), minlength=n_bins).view(b, ng + 1, nr + 1)[:, 1:, 1:]
-        for row, run_len in keys
-    ], dim=1)  # (B, Na, ng, nr)
+    counts = torch.stack(
+        [torch.bincount(row.mul_(nr + 1).add_(run_len), minlength=n_bins).view(b, ng + 1, nr + 1)[:, 1:, 1:] for row, run_len in keys], dim=1
+    )  # (B, Na, ng, nr)
     # a run of >= 2 pixels proves the angle has a line with two ROI pixels; only samples
     # without one need the exact (full-layout) count
     multi = counts[..., 1:].sum(dim=(2, 3)) > 0

@@ -77,9 +77,7 @@ def _runs(levels: torch.Tensor, horizontal: bool) -> tuple[torch.Tensor, torch.T
     return start, torch.nonzero(start.reshape(-1)).flatten(), torch.nonzero(end.reshape(-1)).flatten()
 
 
-def _run_edges(
-    levels: torch.Tensor, start: torch.Tensor, offsets: Sequence[tuple[int, int]]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_edges(levels: torch.Tensor, start: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges ``(a, b)`` (run numbers) between runs holding equal-level neighbour pixels a row apart.
 
     Along a row, consecutive pixels joining the same pair of runs give one edge: a pixel
@@ -139,9 +137,7 @@ def _scipy_components(n: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     graph = coo_matrix((np.ones(u.numel(), dtype=np.int8), (u.numpy(), v.numpy())), shape=(n, n))
     _, label = connected_components(graph, directed=False)
     label_t = torch.from_numpy(label.astype(np.int64))
-    smallest = torch.full((int(label.max()) + 1,), n, dtype=torch.int64).scatter_reduce_(
-        0, label_t, torch.arange(n), reduce="amin"
-    )
+    smallest = torch.full((int(label.max()) + 1,), n, dtype=torch.int64).scatter_reduce_(0, label_t, torch.arange(n), reduce="amin")
     return smallest[label_t]
 
 
@@ -160,9 +156,7 @@ def _components(n: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None
     return _hook_until_stable(n, u, v)
 
 
-def _run_components(
-    levels: torch.Tensor, offsets: Sequence[tuple[int, int]]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _run_components(levels: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Runs and the zone each belongs to: ``(first, last, comp)``, ``comp`` = the zone's first run
     (``None``: every run is a zone)."""
     start, first, last = _runs(levels, (0, 1) in set(offsets))
@@ -259,9 +253,7 @@ def _box_zones_np(levels: np.ndarray, mask: np.ndarray, connectivity: int) -> tu
 LABEL_THREADS: int | None = None
 
 
-def _zones_np(
-    levels: np.ndarray, mask: np.ndarray | None, connectivity: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _zones_np(levels: np.ndarray, mask: np.ndarray | None, connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zone list ``(sample, level, size)`` (int64) of a ``(B, H, W)`` numpy batch.
 
     Each sample is cropped to the bounding box of its ROI (``mask``, or ``levels > 0`` if

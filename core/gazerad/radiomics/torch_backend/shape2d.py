@@ -79,8 +79,22 @@ __all__ = [
 _CASE_AREA = (0.0, 0.125, 0.125, 0.5, 0.125, 0.25, 0.5, 0.875, 0.125, 0.5, 0.25, 0.875, 0.5, 0.875, 0.875, 1.0)
 # per case: (number of cut-corner diagonals, horizontal lines, vertical lines)
 _CASE_LINES = (
-    (0, 0, 0), (1, 0, 0), (1, 0, 0), (0, 1, 0), (1, 0, 0), (2, 0, 0), (0, 0, 1), (1, 0, 0),
-    (1, 0, 0), (0, 0, 1), (2, 0, 0), (1, 0, 0), (0, 1, 0), (1, 0, 0), (1, 0, 0), (0, 0, 0),
+    (0, 0, 0),
+    (1, 0, 0),
+    (1, 0, 0),
+    (0, 1, 0),
+    (1, 0, 0),
+    (2, 0, 0),
+    (0, 0, 1),
+    (1, 0, 0),
+    (1, 0, 0),
+    (0, 0, 1),
+    (2, 0, 0),
+    (1, 0, 0),
+    (0, 1, 0),
+    (1, 0, 0),
+    (1, 0, 0),
+    (0, 0, 0),
 )
 _PAIR_BUDGET = 1 << 22  # max elements of one chunk of pairwise squared distances
 _CASE_GROUP = 2047  # samples per bincount (int16 keys)
@@ -512,15 +526,20 @@ def _features_cpu(mask: torch.Tensor, sy: float, sx: float) -> torch.Tensor | No
 
 # column order of the rows built by _features_cpu, and its permutation to CLASS_FEATURES["shape2D"]
 _NP_ORDER = (
-    "Elongation", "MajorAxisLength", "MaximumDiameter", "MeshSurface", "MinorAxisLength",
-    "Perimeter", "PerimeterSurfaceRatio", "PixelSurface", "Sphericity",
+    "Elongation",
+    "MajorAxisLength",
+    "MaximumDiameter",
+    "MeshSurface",
+    "MinorAxisLength",
+    "Perimeter",
+    "PerimeterSurfaceRatio",
+    "PixelSurface",
+    "Sphericity",
 )
 _NP_TO_CLASS = [_NP_ORDER.index(name) for name in CLASS_FEATURES["shape2D"]]
 
 
-def features(
-    image: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)
-) -> torch.Tensor:
+def features(image: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
     """2-D shape features of each ROI (``image`` and ``levels`` are not used).
 
     Args:
