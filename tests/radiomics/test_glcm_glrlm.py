@@ -18,12 +18,12 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
-from radiomics_cases import assert_parity, parity_cases, reference_matrix
 
 from gazerad.radiomics import torch_backend
 from gazerad.radiomics.discretize import discretize
 from gazerad.radiomics.names import CLASS_FEATURES, feature_names
 from gazerad.radiomics.torch_backend import glcm, glrlm, pad_batch
+from tests.support.radiomics_cases import assert_parity, parity_cases, reference_matrix
 
 # pyradiomics' own numpy warnings on empty angles (nanmean of empty/NaN slices)
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")

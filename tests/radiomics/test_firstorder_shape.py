@@ -13,7 +13,6 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
-from radiomics_cases import assert_parity, parity_cases, reference_matrix
 from scipy import ndimage, stats
 
 from gazerad.radiomics import torch_backend
@@ -21,6 +20,7 @@ from gazerad.radiomics.discretize import _discretize_dense, discretize
 from gazerad.radiomics.names import CLASS_FEATURES
 from gazerad.radiomics.reference import pyradiomics_features
 from gazerad.radiomics.torch_backend import firstorder, pad_batch, shape2d
+from tests.support.radiomics_cases import assert_parity, parity_cases, reference_matrix
 
 MODULES = {"firstorder": firstorder, "shape2D": shape2d}
 ANISO = (0.7, 1.3)  # (row, col) spacing

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,15 +135,13 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_gaze_relation import CentroidScheme, _records
+        from tests.gaze.test_relation import CentroidScheme, _records
         from gazerad.gaze.relation import compute_relation_distributed
         compute_relation_distributed({str(tmp_path / "rel.npz")!r}, gaze=_records(15), scheme=CentroidScheme(),
                                      block_size=4, workers=1, progress=False)
     """)
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))  # the repo: tests.gaze
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517", str(script)],
         capture_output=True,

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from mass_studies import SIZE, mass_studies, simulated_gaze_csv
 from PIL import Image
-from server_helpers import Server, run_threads
+
+from tests.support.server import Server, run_threads
+from tests.support.studies import SIZE, mass_studies, simulated_gaze_csv
 
 pytestmark = pytest.mark.slow
 
@@ -451,9 +452,6 @@ def test_auth_token_is_required_and_login_works(auth_server: Server) -> None:
 
 
 def test_slicer_module_logs_in(auth_server: Server) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slicer_extension" / "GazeRad"))
     from GazeRadLib.client import GazeRadClient, ServerError
 
     c = GazeRadClient(auth_server.url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,7 @@ import torch
 
 from gazerad.errors import InputError
 from gazerad.radiomics import FEATURE_CLASSES, FeatureStandardizer, RadiomicsExtractor, feature_names, torch_features
-
-sys.path.insert(0, str(Path(__file__).parent))
-from radiomics_cases import parity_cases  # noqa: E402
+from tests.support.radiomics_cases import parity_cases
 
 
 def test_feature_names_match_pyradiomics() -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import requests
 import SimpleITK as sitk
-from mass_studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
-from server_helpers import Server
 
 from gazerad.localize.boxes import iou
+from tests.support.server import Server
+from tests.support.studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
 
 pytestmark = pytest.mark.slow
 
@@ -327,7 +327,7 @@ def test_monailabel_client_works_unchanged(server: Server, tmp_path: Path) -> No
 def test_concurrent_requests_share_the_models_safely(server: Server, tmp_path: Path) -> None:
     """Requests run in the server's thread pool now: concurrent Grad-CAM on one model used to
     corrupt libtorch's memory (segfault) until model calls were serialised."""
-    from server_helpers import run_threads
+    from tests.support.server import run_threads
 
     errors: list[str] = []
     gaze = simulated_gaze_csv(tmp_path / "g.csv", None)

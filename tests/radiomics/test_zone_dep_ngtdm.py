@@ -17,13 +17,13 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
-from radiomics_cases import assert_parity, parity_cases, reference_matrix
 from scipy import ndimage
 
 from gazerad.radiomics import torch_backend
 from gazerad.radiomics.discretize import discretize
 from gazerad.radiomics.names import feature_names
 from gazerad.radiomics.torch_backend import gldm, glszm, ngtdm, pad_batch
+from tests.support.radiomics_cases import assert_parity, parity_cases, reference_matrix
 
 MODULES = {"glszm": glszm, "gldm": gldm, "ngtdm": ngtdm}
 CLASSES = tuple(MODULES)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from mass_studies import SIZE
-from mass_studies import mass_studies as _mass_studies
 
 from gazerad.cli import main as cli
 from gazerad.kacl import KACLConfig, cam_classes, evaluate_kacl, load_kacl, train_kacl
+from tests.support.studies import SIZE
+from tests.support.studies import mass_studies as _mass_studies
 
 
 @pytest.fixture(scope="module")

@@ -146,9 +146,8 @@ def test_markups_roi() -> None:
 def test_pretrain_then_classifier_fine_tuning_under_torchrun(tmp_path: Path) -> None:
     """The server's training jobs in-process: McGIP pre-training from stored gaze, then the
     classifier fine-tuned from its encoder with ``multi_gpu`` (2 gloo processes on the CPU)."""
-    from mass_studies import mass_boxes, mass_studies, simulated_gaze_csv
-
     from gazerad.serving.train import read_stats, run_job
+    from tests.support.studies import mass_boxes, mass_studies, simulated_gaze_csv
 
     root = mass_studies(tmp_path / "m", n=32, seed=5)
     store = DatastoreView(root / "images").gaze_store
@@ -195,10 +194,10 @@ def test_gazerad_serve_starts_the_app(tmp_path: Path) -> None:
     import time
 
     import requests
-    from mass_studies import mass_studies
-    from server_helpers import REPO, free_port
 
     from gazerad.serving.launch import datastore_dir, prepare_models
+    from tests.support.server import REPO, free_port
+    from tests.support.studies import mass_studies
 
     root = mass_studies(tmp_path / "m", n=8, seed=1)
     assert datastore_dir(root) == root / "images" and datastore_dir(root / "images") == root / "images"

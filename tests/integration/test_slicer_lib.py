@@ -23,13 +23,16 @@ import jsonschema
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from mass_studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
-from server_helpers import Server, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.server import (
+    REPO,  # noqa: E402 - GazeRadLib comes from pytest's pythonpath (pyproject.toml)
+    Server,
+    free_port,
+)
+from tests.support.studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
+
 EXT = REPO / "slicer_extension"
 MODULE = EXT / "GazeRad"
-sys.path.insert(0, str(MODULE))
 
 from GazeRadLib import (  # noqa: E402
     AuthRequired,
