@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from gazerad.attention import train_attention
+from gazerad.data.inputs import encoder_inputs
 from gazerad.gaze import load_gaze
 from gazerad.gaze.relation import compute_relation
 from gazerad.pretrain import PretrainConfig, evaluate_encoder, pretrain, read_study_table
-from gazerad.pretrain.data import load_image_tensor
 from gazerad.synth import generate_studies
 
 METHODS = ("plain", "focuscontrast", "mcgip", "gzpt")
@@ -70,7 +70,7 @@ def main() -> None:
     )
     att = train_attention(studies, work / "attention", epochs=8, batch_size=16, input_size=a.size, progress=False)
     print("attention predictor held-out:", {k: v for k, v in att.items() if isinstance(v, (int, float))})
-    images = load_image_tensor(table.paths, a.size)
+    images = encoder_inputs(table.paths, a.size)
 
     rows = []
     for fw in a.frameworks:

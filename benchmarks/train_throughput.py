@@ -13,8 +13,9 @@ excluded: it runs once per epoch, not per step) and supervised fine-tuning (ResN
 
     python benchmarks/train_throughput.py [--sizes 64 128] [--batch 32] [--steps 3] [--reps 3]
 
-Writes ``benchmarks/results/train_throughput.json``: rows ``{trainer, size, fp32_img_s,
-fast_img_s, ratio}`` plus the machine and the runtime used, and a PNG of the ratios.
+Writes ``benchmarks/results/train_throughput.json``: a list of rows ``{trainer, size,
+fp32_img_s, fast_img_s, ratio, ...}``, each with the machine and both runtimes, and a PNG
+of the ratios.
 """
 
 from __future__ import annotations
@@ -188,18 +189,17 @@ def main() -> int:
                 }
             )
             print(f"{name:20s} {size:4d} px  fp32 NCHW {a:7.1f} img/s  fast {b:7.1f} img/s  x{b / a:5.2f}", flush=True)
-    out = {
-        "rows": rows,
+    run = {
         "fast_runtime": fast.describe(),
         "reference_runtime": ref.describe(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "cpu_bf16": cpu_has_bf16(),
-        "batch": args.batch,
         "steps": args.steps,
         "reps": args.reps,
     }
+    out = [{**r, **run} for r in rows]  # a list of rows, each carrying how it was measured
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     _plot(rows, Path(args.json).with_suffix(".png"))

@@ -11,30 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gazerad.data.inputs import attention_input
 from gazerad.data.study import StudyFolder, find_image
 from gazerad.errors import InputError
+
+prepare_images = attention_input  # the former name
 
 __all__ = ["prepare_images", "read_splits", "AttentionDataset"]
 
 PathLike = str | os.PathLike
-
-
-def prepare_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, 1, H, W)`` radiographs -> ``(B, 1, size, size)`` float32 model input.
-
-    Each image is min-max scaled to ``[0, 1]`` (a constant image becomes 0), then resized
-    with bilinear, antialiased interpolation.
-    """
-    x = images.float()
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, H, W), got shape {tuple(x.shape)}")
-    flat = x.reshape(x.shape[0], -1)
-    lo = flat.min(1).values.view(-1, 1, 1, 1)
-    rng = (flat.max(1).values.view(-1, 1, 1, 1) - lo).clamp_min(1e-12)
-    x = (x - lo) / rng
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.clamp_(0.0, 1.0)
 
 
 def _resize_maps(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -142,7 +127,7 @@ class AttentionDataset(torch.utils.data.Dataset):
                 self.skipped["no_image"] += 1
                 continue
             img, _ = read_xray(path)
-            x = prepare_images(torch.from_numpy(img)[None, None], s)[0]
+            x = attention_input(torch.from_numpy(img)[None, None], s)[0]
             heat = np.zeros((s, s), dtype=np.float64)
             fm = np.zeros((s, s), dtype=bool)
             fx_all = []

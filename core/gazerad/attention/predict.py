@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gazerad.attention.data import _resize_maps, prepare_images
+from gazerad.attention.data import _resize_maps
 from gazerad.attention.network import AttentionPredictor
+from gazerad.data.inputs import attention_input
 
 __all__ = ["predict_attention"]
 
@@ -30,7 +31,7 @@ def _model_maps(model: AttentionPredictor, batch: torch.Tensor, batch_size: int)
     was = model.training
     model.eval()
     try:
-        outs = [model.predict(prepare_images(batch[i : i + batch_size].to(dev), model.input_size)).cpu() for i in range(0, len(batch), batch_size)]
+        outs = [model.predict(attention_input(batch[i : i + batch_size].to(dev), model.input_size)).cpu() for i in range(0, len(batch), batch_size)]
     finally:
         model.train(was)
     return torch.cat(outs) if outs else torch.zeros((0, 1, model.input_size, model.input_size))

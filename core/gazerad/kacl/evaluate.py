@@ -117,10 +117,11 @@ def evaluate_kacl(
         ``{"auc": {class: auc, "macro": ...}, "localization": {...}, "baseline_centred": {...}, "n_images": N}``;
         also written to ``OUT/metrics.json`` when ``out`` is given.
     """
+    from gazerad.data.inputs import encoder_inputs
     from gazerad.data.nih import read_bbox_list
     from gazerad.io.xray import read_xray
     from gazerad.kacl.trainer import load_kacl
-    from gazerad.pretrain.data import load_image_tensor, read_study_table
+    from gazerad.pretrain.data import read_study_table
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, state = load_kacl(model_path, dev)
@@ -131,7 +132,7 @@ def evaluate_kacl(
     if len(rows) == 0:
         raise InputError(Path(data) / "labels.csv", f"no images in splits {list(splits)}")
     size = int(state["config"]["image_size"])
-    images = load_image_tensor([table.paths[i] for i in rows], size)
+    images = encoder_inputs([table.paths[i] for i in rows], size)
     with torch.no_grad():
         probs = torch.cat([torch.sigmoid(model(images[b : b + 64].to(dev))).cpu() for b in range(0, len(rows), 64)]).numpy()
     result: dict[str, Any] = {"n_images": int(len(rows)), "auc": _auc(table.labels[rows], probs, table.classes)}

@@ -152,8 +152,8 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) KACL / supervised training; returns ``{"history", "model", "seconds"}``."""
     from torch.utils.data import TensorDataset
 
+    from gazerad.data.inputs import encoder_inputs
     from gazerad.kacl.model import KACLModel
-    from gazerad.pretrain.data import load_image_tensor
     from gazerad.radiomics import FeatureStandardizer, RadiomicsExtractor
     from gazerad.ssl import MultiPositiveNTXentLoss
 
@@ -161,7 +161,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     run = start_run(cfg)
     rt, dev, rank, world = run.runtime, run.device, run.rank, run.world
     table, rows = training_rows(cfg)
-    images = load_image_tensor([table.paths[i] for i in rows], cfg.image_size, progress=cfg.progress and run.is_main)
+    images = encoder_inputs([table.paths[i] for i in rows], cfg.image_size, progress=cfg.progress and run.is_main)
     labels = torch.from_numpy(table.labels[rows]).float()
     n = len(rows)
     rng = np.random.default_rng(cfg.seed)

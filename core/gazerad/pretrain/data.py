@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gazerad.data.inputs import encoder_input, encoder_inputs
 from gazerad.data.study import METADATA_COLUMNS, StudyFolder
+
+prepare_xray, load_image_tensor = encoder_input, encoder_inputs  # the former names
 
 __all__ = ["StudyTable", "read_study_table", "load_image_tensor", "prepare_xray", "ViewAugment", "TwoViewDataset", "view_seed"]
 
@@ -80,29 +83,6 @@ def read_study_table(studies: str | os.PathLike) -> StudyTable:
     t = folder.table.require(split=True, classes=True, rows=True)
     paths = folder.image_paths()
     return StudyTable(folder.root, list(t.names), paths, list(t.splits), list(t.classes), t.labels.copy())
-
-
-def load_image_tensor(paths: Sequence[str | os.PathLike], size: int, progress: bool = False) -> torch.Tensor:
-    """Read X-rays, scale each to ``[0, 1]`` by its 0.5/99.5 percentiles and area-resize to
-    ``size x size`` -> ``(N, 1, size, size)`` float32."""
-    from tqdm.auto import tqdm
-
-    from gazerad.io.xray import read_xray
-
-    out = torch.empty(len(paths), 1, size, size)
-    for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
-        img, _ = read_xray(p)
-        out[i] = prepare_xray(img, size)[0]
-    return out
-
-
-def prepare_xray(img: np.ndarray, size: int) -> torch.Tensor:
-    """One ``(H, W)`` X-ray -> ``(1, 1, size, size)`` float32 model input: scaled to ``[0, 1]``
-    by its 0.5/99.5 percentiles, area-resized (what training and serving both feed a model)."""
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    x = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-    t = torch.from_numpy(x)[None, None]
-    return F.interpolate(t, size=(size, size), mode="area") if t.shape[-2:] != (size, size) else t
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:

@@ -153,13 +153,21 @@ def evaluate_encoder(
     seed: int = 0,
     device: str | torch.device | None = None,
     images: torch.Tensor | None = None,
+    train_rows: np.ndarray | None = None,
+    test_rows: np.ndarray | None = None,
+    features: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``encoder`` on ``data`` (see the module docstring) -> metrics dict.
 
-    ``images`` may pass the study's images preloaded by :func:`gazerad.pretrain.data.load_image_tensor`
+    ``images`` may pass the study's images preloaded by :func:`gazerad.data.inputs.encoder_inputs`
     (all rows of ``labels.csv``, at any square size) to skip reading them again.
+    ``train_rows`` / ``test_rows`` (row indices of ``labels.csv``) replace the ``train`` split
+    and ``test_splits`` (e.g. a labelled fraction of the training split, or the validation
+    split for choosing hyper-parameters); ``features`` (all rows, from :func:`extract_features`
+    of this encoder) skip the forward passes of the linear and k-NN protocols.
     """
-    from gazerad.pretrain.data import load_image_tensor, read_study_table
+    from gazerad.data.inputs import encoder_inputs
+    from gazerad.pretrain.data import read_study_table
     from gazerad.pretrain.trainer import load_encoder
     from gazerad.ssl import build_backbone
 
@@ -175,19 +183,20 @@ def evaluate_encoder(
         net, cfg = load_encoder(encoder, dev)
     size = image_size or int(cfg["image_size"])
     table = read_study_table(data)
-    tr, te = table.subset("train"), table.subset(test_splits)
+    tr = table.subset("train") if train_rows is None else np.asarray(train_rows, dtype=np.int64)
+    te = table.subset(test_splits) if test_rows is None else np.asarray(test_rows, dtype=np.int64)
     if len(tr) < 4 or len(te) < 2:
         raise ValueError(f"{data}: need >= 4 train and >= 2 held-out images, found {len(tr)} and {len(te)}")
     y = table.targets(task)
     n_out = y.shape[1] if task == "multilabel" else int(y.max()) + 1
     if images is None:
-        images = load_image_tensor(table.paths, size)
+        images = encoder_inputs(table.paths, size)
     with torch.no_grad():
         fdim = int(net.to(dev).eval()(torch.zeros(1, 1, size, size, device=dev)).shape[1])
     if protocol == "finetune":
         prob = _finetune(net, fdim, task, images[tr], y[tr], images[te], n_out, size, epochs, seed, dev)
     else:
-        feats = extract_features(net, images, size, device=dev)
+        feats = extract_features(net, images, size, device=dev) if features is None else features
         prob = _fit_sklearn(task, protocol, feats[tr], y[tr], feats[te], n_out)
     res = score(task, y[te], prob)
     res.update(protocol=protocol, task=task, n_train=int(len(tr)), n_test=int(len(te)), encoder=None if encoder is None else os.fspath(encoder))

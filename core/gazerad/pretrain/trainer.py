@@ -89,7 +89,8 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     See the module docstring for what is written under ``cfg.out``.
     """
     from gazerad.attention import AttentionRandResizedCrop
-    from gazerad.pretrain.data import TwoViewDataset, load_image_tensor
+    from gazerad.data.inputs import encoder_inputs
+    from gazerad.pretrain.data import TwoViewDataset
     from gazerad.pretrain.frameworks import build_framework
     from gazerad.ssl import GazePositives
 
@@ -99,7 +100,7 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     table, rows = training_rows(cfg)
     ids = [table.ids[i] for i in rows]
     base = cfg.base_size or min(2 * cfg.image_size, 512)
-    images = load_image_tensor([table.paths[i] for i in rows], base, progress=cfg.progress and run.is_main)
+    images = encoder_inputs([table.paths[i] for i in rows], base, progress=cfg.progress and run.is_main)
 
     attention = _attention_maps(cfg, ids, images) if cfg.attention else None
     positives = None

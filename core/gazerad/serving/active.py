@@ -74,9 +74,9 @@ def novelty_scores(features: np.ndarray, reference: Sequence[int]) -> np.ndarray
 
 def _thumbnails(paths: Sequence, side: int = 16) -> np.ndarray:
     """Model-free embedding: each image as the models see it (percentile-scaled), area-resized to ``side x side``."""
-    from gazerad.pretrain.data import load_image_tensor
+    from gazerad.data.inputs import encoder_inputs
 
-    return load_image_tensor(list(paths), side).reshape(len(paths), -1).numpy()
+    return encoder_inputs(list(paths), side).reshape(len(paths), -1).numpy()
 
 
 def score_datastore(method: str, root, model_dir, device: str | None = None, mc_passes: int = 20) -> dict[str, float]:
@@ -91,8 +91,8 @@ def score_datastore(method: str, root, model_dir, device: str | None = None, mc_
     """
     from pathlib import Path
 
+    from gazerad.data.inputs import encoder_inputs
     from gazerad.kacl.trainer import load_kacl
-    from gazerad.pretrain.data import load_image_tensor
     from gazerad.serving.data import DatastoreView
     from gazerad.serving.infer import ModelNotReady
 
@@ -109,7 +109,7 @@ def score_datastore(method: str, root, model_dir, device: str | None = None, mc_
         raise ModelNotReady(f"score {method!r} needs a trained classifier: train 'classification' or 'localization' first")
     if model_file is not None:
         model, state = load_kacl(model_file, dev)
-        x = load_image_tensor([imgs[i] for i in ids], int(state["config"]["image_size"]))
+        x = encoder_inputs([imgs[i] for i in ids], int(state["config"]["image_size"]))
         res = embed_and_predict(model, x, device=dev, mc_passes=mc_passes if method == "mc_dropout" else 0)
         feats = res["features"]
     else:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from gazerad.data.inputs import encoder_input
 from gazerad.errors import InputError
-from gazerad.pretrain.data import prepare_xray
 
 __all__ = [
     "ModelNotReady",
@@ -276,7 +276,7 @@ class ClassificationService:
     def probabilities(self, image_path: str | os.PathLike) -> tuple[np.ndarray, torch.Tensor, np.ndarray, Geometry, dict]:
         model, state = self.slot.get()
         img, geom = load_input(image_path)
-        x = prepare_xray(img, int(state["config"]["image_size"])).to(self.device)
+        x = encoder_input(img, int(state["config"]["image_size"])).to(self.device)
         with torch.no_grad():
             p = torch.sigmoid(model(x))[0].cpu().numpy()
         return p, x, img, geom, state
