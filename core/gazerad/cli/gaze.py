@@ -30,6 +30,12 @@ def _add_relation(s: argparse.ArgumentParser) -> None:
     s.add_argument("--gaze", required=True, help="gaze data: REFLACX main_data folder, study folder, EGD-CXR/McGIP/generic file")
     s.add_argument("--scheme", default="tima", help="tima, moment, dhash, multimatch, cc, kl, dtw (default tima)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="scheme parameter (JSON value), repeatable")
+    s.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="rendering preset of moment, dhash and tima: 'mcgip' draws the maps as the McGIP authors' code does (default: ours)",
+    )
     s.add_argument("--out", required=True, help="output .npz")
     s.add_argument("--images", default=None, help="labels CSV whose 'Image Index' order gives the rows (default: gaze order)")
     s.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="over reader pairs (default mean)")
@@ -46,6 +52,14 @@ def _relation(args: argparse.Namespace) -> int:
     from gazerad.gaze.importers import load_gaze
     from gazerad.gaze.relation import compute_relation, compute_relation_distributed
 
+    params = parse_params(args.param)
+    if args.preset is not None:
+        from gazerad.gaze.similarity_core import preset_options
+
+        preset_options(args.scheme, args.preset)  # an unknown preset, or one without this scheme: ValueError before loading
+        if params.get("preset", args.preset) != args.preset:
+            raise ValueError(f"--preset {args.preset} and --param preset={params['preset']} disagree")
+        params["preset"] = args.preset
     gaze = load_gaze(args.gaze)
     if len(gaze) == 0:
         raise ValueError(f"{args.gaze}: no usable gaze records")
@@ -65,7 +79,7 @@ def _relation(args: argparse.Namespace) -> int:
         workers=args.workers,
         cache_dir=args.cache,
         progress=not args.quiet,
-        **parse_params(args.param),
+        **params,
     )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         rel = compute_relation_distributed(args.out, **kw)

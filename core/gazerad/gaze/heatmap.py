@@ -25,6 +25,13 @@ Two sampling modes (our addition):
   and area-resizing (``INTER_AREA``) to the coarse grid, without the full-size render,
   and it never loses a fixation whose kernel is narrower than a pixel.
 
+Canvas rendering (our addition, for the ``mcgip`` preset of the similarity schemes):
+:func:`canvas_heatmap` draws the full-size map the way McGIP's code does, on a pixel canvas
+(the image's own or an ``N x N`` one) with each fixation snapped to its pixel, optionally
+each marked pixel counted once and each kernel cut to a window; :func:`resize_area` and
+:func:`resize_bilinear` (OpenCV's ``INTER_AREA`` and ``INTER_LINEAR``) take it to a coarse
+grid.
+
 The MONAI transforms :class:`GazeHeatmap` and :class:`GazeHeatmapd` (record -> ``(1, h, w)``
 heatmap) are defined in :mod:`gazerad.gaze.heatmap_transforms` and importable from here;
 this module itself does not import MONAI.
@@ -55,6 +62,9 @@ __all__ = [
     "gaze_heatmaps",
     "record_shape",
     "resize_area",
+    "resize_bilinear",
+    "canvas_pixels",
+    "canvas_heatmap",
     "HeatmapOptions",
     "save_heatmap_overlay",
     *_TRANSFORMS,
@@ -289,6 +299,125 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     lo = np.arange(n_in, dtype=np.float64)
     ov = np.clip(np.minimum(edges[1:, None], lo[None, :] + 1) - np.maximum(edges[:-1, None], lo[None, :]), 0.0, None)
     return ov / (n_in / n_out)
+
+
+def resize_bilinear(image: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(..., H, W)`` to ``(..., h, w)`` as OpenCV's ``INTER_LINEAR`` does it.
+
+    Output pixel ``j`` samples the input at ``(j + 0.5) W / w - 0.5`` (pixel centres aligned),
+    interpolating its two neighbours; positions outside ``[0, W - 1]`` take the edge pixel.
+    No antialiasing: shrinking samples the input at ``w`` points (nearly point sampling
+    from 800 px to 9). Float result (round it for an 8-bit image).
+    """
+    a = np.asarray(image, dtype=np.float64)
+    h_in, w_in = a.shape[-2:]
+    ry = _bilinear_matrix(h_in, int(out_shape[0]))
+    rx = _bilinear_matrix(w_in, int(out_shape[1]))
+    return ry @ a @ rx.T
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` two-tap interpolation matrix of :func:`resize_bilinear` (rows sum to 1)."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    i0 = np.floor(src).astype(np.int64)
+    t = src - i0
+    t = np.where(i0 < 0, 0.0, t)
+    i0 = np.clip(i0, 0, n_in - 1)
+    t = np.where(i0 >= n_in - 1, 0.0, t)
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    m[rows, i0] += 1.0 - t
+    m[rows, np.minimum(i0 + 1, n_in - 1)] += t
+    return m
+
+
+def canvas_pixels(fixations: np.ndarray, shape: tuple[int, int], canvas: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canvas pixel ``(rows, cols)`` of each fixation inside the image, and which fixations those are.
+
+    A fixation ``(x, y)`` of an ``(H, W)`` image with ``0 <= x < W`` and ``0 <= y < H`` lands in
+    canvas pixel ``row = floor(y Hc / H)``, ``col = floor(x Wc / W)`` (``canvas = (Hc, Wc)``,
+    default the image's own grid); fixations outside the image are dropped (our choice).
+
+    Returns:
+        ``(rows, cols, keep)``: int64 pixel indices and the boolean mask of kept fixations.
+    """
+    f = np.asarray(fixations, dtype=np.float64)
+    if f.size == 0:
+        f = f.reshape(0, 2)
+    h, w = int(shape[0]), int(shape[1])
+    hc, wc = (h, w) if canvas is None else (int(canvas[0]), int(canvas[1]))
+    x, y = f[:, 0], f[:, 1]
+    keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    rows = np.clip(np.floor(y[keep] * hc / h), 0, hc - 1).astype(np.int64)
+    cols = np.clip(np.floor(x[keep] * wc / w), 0, wc - 1).astype(np.int64)
+    return rows, cols, keep
+
+
+def canvas_heatmap(
+    fixations: np.ndarray,
+    shape: tuple[int, int],
+    canvas: tuple[int, int] | None = None,
+    sigma: float | tuple[float, float] = 1.0,
+    window: int | None = None,
+    weight: str = "count",
+    mark_once: bool = False,
+) -> np.ndarray:
+    """Full-size heatmap drawn on a pixel canvas, the way McGIP's code draws it.
+
+    Each fixation inside the image is snapped to its canvas pixel ``(r0, c0)``
+    (:func:`canvas_pixels`) and adds ``w exp(-((r - r0)^2 / sy^2 + (c - c0)^2 / sx^2) / 2)``
+    (a unit-peak Gaussian sampled at pixel centres) to every canvas pixel ``(r, c)``. The sum
+    is returned as is (not normalised; an image without fixations inside gives zeros).
+
+    Args:
+        fixations: ``(N, 4)`` ``[x, y, t_start, t_end]`` (or ``(N, 2)``) in image pixels.
+        shape: image ``(H, W)`` the coordinates refer to.
+        canvas: ``(Hc, Wc)`` canvas (default the image's own grid).
+        sigma: kernel sigma in *canvas* pixels, one value or ``(sigma_y, sigma_x)``.
+        window: cut each kernel to a ``window x window`` square, rows ``r0 - window // 2``
+            to ``r0 - window // 2 + window - 1`` (and likewise columns); ``None``: no cut.
+        weight: ``"duration"`` or ``"count"`` per fixation (:func:`fixation_weights`).
+        mark_once: a canvas pixel holding several fixations counts once (a point canvas
+            whose pixels are set, not added); needs ``weight="count"``.
+
+    Returns:
+        ``(Hc, Wc)`` float64 map.
+    """
+    f = np.asarray(fixations, dtype=np.float64)
+    if f.size == 0:
+        f = f.reshape(0, 4)
+    if f.ndim != 2 or f.shape[1] not in (2, 4):
+        raise ValueError(f"fixations must be (N, 4) [x, y, t_start, t_end] or (N, 2), got {f.shape}")
+    hc, wc = (int(shape[0]), int(shape[1])) if canvas is None else (int(canvas[0]), int(canvas[1]))
+    if min(hc, wc, int(shape[0]), int(shape[1])) <= 0:
+        raise ValueError(f"shape and canvas must be positive, got {shape} and {canvas}")
+    sy, sx = (float(v) for v in np.broadcast_to(np.asarray(sigma, dtype=np.float64), (2,)))
+    if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
+        raise ValueError(f"canvas sigma must be positive, got {sigma}")
+    if mark_once and weight != "count":
+        raise ValueError("mark_once counts each marked pixel once; it needs weight='count'")
+    if window is not None and int(window) < 1:
+        raise ValueError(f"kernel window must be at least 1 pixel, got {window}")
+    rows, cols, keep = canvas_pixels(f, shape, (hc, wc))
+    w = fixation_weights(f, weight)[keep]
+    if mark_once and len(rows):
+        flat = np.unique(rows * wc + cols)
+        rows, cols, w = flat // wc, flat % wc, np.ones(len(flat))
+    if len(rows) == 0:
+        return np.zeros((hc, wc))
+    gy = _canvas_factors(rows, hc, sy, window)
+    gx = _canvas_factors(cols, wc, sx, window)
+    return (gy * w[:, None]).T @ gx
+
+
+def _canvas_factors(centres: np.ndarray, n: int, sigma: float, window: int | None) -> np.ndarray:
+    """``(K, n)`` unit-peak Gaussian factors around integer pixel ``centres``, cut to ``window``."""
+    d = np.arange(n, dtype=np.int64)[None, :] - centres[:, None]
+    g = np.exp(-0.5 * (d / sigma) ** 2)
+    if window is not None:
+        lo = -(int(window) // 2)
+        g = np.where((d >= lo) & (d < lo + int(window)), g, 0.0)
+    return g
 
 
 def save_heatmap_overlay(

@@ -22,6 +22,11 @@ Shared choices (ours, where METHODS leaves them open):
   resolution and area-resizing, without the full-size render. Non-square images are
   stretched to the square grid, as a resize would.
 - **8-bit quantisation**: ``round(255 * h / max(h))``.
+- **Presets**: ``preset="mcgip"`` (``moment``, ``dhash``, ``tima``) draws the maps as
+  McGIP's public code does instead (full-size canvas, each fixation or marked pixel once,
+  their kernels, 8-bit before the resize, DBSCAN order for TIMA); only rendering changes.
+  Options and measured figures: :class:`~gazerad.gaze.similarity_core.Rendering`,
+  :data:`~gazerad.gaze.similarity_core.PRESETS`.
 - **Empty records** (no fixations; for the heatmap schemes also no heatmap mass inside
   the image) are similar to nothing: every pair involving one scores 0 in every scheme
   (``matrix`` still puts 1 on the diagonal).

@@ -15,7 +15,7 @@ import numpy as np
 
 from gazerad.gaze.base import SimilarityScheme, register_scheme
 from gazerad.gaze.record import GazeRecord
-from gazerad.gaze.similarity_core import Rendering, as_grid, dhash_bits, moment_features, quantise_8bit, rd, valid_pairs
+from gazerad.gaze.similarity_core import Rendering, as_grid, dhash_bits, moment_features, rd, valid_pairs
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -44,7 +44,8 @@ class MomentScheme(Rendering, SimilarityScheme):
         weights: ``(w1, w2)`` on ``rd(Hu1)`` and ``rd(M00)``; non-negative, summing to 1.
             0.5/0.5 (mammography, default) or 0.8/0.2 (dental) in the authors' configs.
         grid: heatmap grid (32).
-        **rendering: ``sigma``, ``sigma_deg``, ``sigma_frac``, ``image_size``, ``weight``
+        **rendering: ``preset`` (``"mcgip"``: the authors' maps), ``sigma``, ``sigma_deg``,
+            ``sigma_frac``, ``image_size``, ``weight`` and the canvas options
             (:class:`~gazerad.gaze.similarity_core.Rendering`).
     """
 
@@ -65,7 +66,7 @@ class MomentScheme(Rendering, SimilarityScheme):
         """``(N, 2)`` float64 ``[M00, Hu1]`` (``[0, NaN]`` for an empty record)."""
         if not len(records):
             return np.zeros((0, 2))
-        m00, hu1 = moment_features(quantise_8bit(self._heatmaps(records, self.grid)))
+        m00, hu1 = moment_features(np.stack([self._levels(r, r.fixations, self.grid) for r in records]))
         return np.column_stack([m00, hu1])
 
     def block(self, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
@@ -80,20 +81,24 @@ class DHashScheme(Rendering, SimilarityScheme):
     """Difference-hash similarity of heatmaps (McGIP): cosine of the two 64-bit vectors.
 
     Features per record: ``(65,)`` uint8, the 64 bits of :func:`~gazerad.gaze.similarity_core.dhash_bits` of its heatmap
-    rendered directly at 8 rows x 9 columns (``"area"`` mode), then a flag (1 = non-empty).
-    ``sim = |a & b| / sqrt(|a| |b|)``; our rule for all-zero hashes (a flat map, or mass
-    only at the right edge): two all-zero hashes give 1, one gives 0.
+    rendered directly at 8 rows x 9 columns (``"area"`` mode), then a flag (1 = non-empty:
+    heatmap mass inside the image). ``sim = |a & b| / sqrt(|a| |b|)``; our rule for all-zero
+    hashes (a flat map, or mass only at the right edge): two all-zero hashes give 1, one
+    gives 0. With ``preset="mcgip"`` the bits are taken on the authors' 8-bit map (the
+    800 px canvas floored to 8 bit, bilinear to 9 x 8, rounded), where empty regions are 0
+    and equal neighbours give bit 0.
 
-    Args: the rendering ones only, ``sigma``, ``sigma_deg``, ``sigma_frac``, ``image_size``,
-    ``weight`` (:class:`~gazerad.gaze.similarity_core.Rendering`).
+    Args: the rendering ones only, ``preset``, ``sigma``, ``sigma_deg``, ``sigma_frac``,
+    ``image_size``, ``weight`` and the canvas options
+    (:class:`~gazerad.gaze.similarity_core.Rendering`).
     """
 
     def features(self, records: Sequence[GazeRecord]) -> np.ndarray:
-        heat = self._heatmaps(records, (8, 9))
+        heat, mass = self._heatmaps_mass(records, (8, 9))
         out = np.zeros((len(records), 65), dtype=np.uint8)
         if len(records):
             out[:, :64] = dhash_bits(heat)
-            out[:, 64] = heat.reshape(len(records), -1).sum(1) > 0
+            out[:, 64] = mass
         return out
 
     def block(self, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:

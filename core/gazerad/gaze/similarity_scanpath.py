@@ -10,14 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gazerad.gaze.base import SimilarityScheme, register_scheme
 from gazerad.gaze.heatmap import record_shape
 from gazerad.gaze.record import GazeRecord
-from gazerad.gaze.similarity_core import Rendering, as_grid, moment_features, quantise_8bit, rd_nonneg, same_chunk
+from gazerad.gaze.similarity_core import Rendering, as_grid, moment_features, preset_options, rd_nonneg, same_chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -109,12 +109,16 @@ class TIMAScheme(Rendering, SimilarityScheme):
        ``(x_k / W, y_k / H, k / L)``.
     2. scikit-learn DBSCAN, ``eps`` 0.2, ``min_samples = floor(L / 10) + 1``; noise dropped.
        Each cluster is a temporal "moment"; moments are ordered by their mean fixation
-       index (our choice). A record whose fixations are all noise is one moment made of
+       index (our choice; ``order="dbscan"``: DBSCAN's label order, by first core point, as
+       the authors' code takes them). A record whose fixations are all noise is one moment made of
        all its fixations (our choice), so it still compares; a record without fixations has
        no moment and scores 0 against everything.
     3. Each moment's fixations are rendered (in memory, duration-weighted) at 32 x 32 in
        ``"area"`` mode, quantised to 8 bits, and give ``(M00, Hu1)``; a moment with no mass
-       inside the image is dropped.
+       inside the image is dropped. ``preset="mcgip"`` draws them as the authors do: each
+       fixation once, on the image's own grid, a window of ``floor(H / 10)`` px with sigma
+       window / 6, floored to 8 bit before the area resize to 32 x 32, and sets
+       ``order="dbscan"`` (:class:`~gazerad.gaze.similarity_core.Rendering`).
     4. Moment distance ``d = w_m00 rd(M00) + w_hu1 rd(Hu1)`` (0.7 / 0.3).
     5. DTW over the two moment sequences (:func:`~gazerad.gaze.similarity_core.dtw_path_cost`; among minimal paths the
        shortest); ``sim = 1 - D / len(path)``.
@@ -132,11 +136,14 @@ class TIMAScheme(Rendering, SimilarityScheme):
 
     Args:
         eps, min_samples: DBSCAN (step 2; ``None``: ``floor(L / 10) + 1``).
+        order: moment order, ``"time"`` (mean fixation index; ours) or ``"dbscan"`` (label
+            order); ``None``: the preset's, else ``"time"``.
         w_m00, w_hu1: moment-distance weights (step 4); non-negative, summing to 1.
         grid: heatmap grid of a moment (32).
         chunk_pairs: pairs per numpy batch in :meth:`block` (bounds memory; the result does
             not depend on it).
-        **rendering: ``sigma``, ``sigma_deg``, ``sigma_frac``, ``image_size``, ``weight``
+        **rendering: ``preset`` (``"mcgip"``: the authors' maps and order), ``sigma``,
+            ``sigma_deg``, ``sigma_frac``, ``image_size``, ``weight`` and the canvas options
             (:class:`~gazerad.gaze.similarity_core.Rendering`).
     """
 
@@ -144,6 +151,7 @@ class TIMAScheme(Rendering, SimilarityScheme):
         self,
         eps: float = 0.2,
         min_samples: int | None = None,
+        order: str | None = None,
         w_m00: float = 0.7,
         w_hu1: float = 0.3,
         grid: int | tuple[int, int] = 32,
@@ -158,10 +166,21 @@ class TIMAScheme(Rendering, SimilarityScheme):
         self.w_hu1 = float(w_hu1)
         self.grid = as_grid(grid)
         super().__init__(**rendering)
+        if order is None:
+            order = str(preset_options(self.name, self.preset).get("order", "time"))
+        if order not in ("time", "dbscan"):
+            raise ValueError(f"TIMA order must be 'time' or 'dbscan', got {order!r}")
+        self.order = order
         self._chunk_pairs = int(chunk_pairs)
 
+    def params(self) -> dict[str, Any]:
+        p = super().params()
+        if p.get("order") == "time":  # ours; left out so cache keys made before the option still hold
+            p.pop("order")
+        return p
+
     def moments(self, record: GazeRecord) -> list[np.ndarray]:
-        """Fixation indices of each temporal moment, in time order."""
+        """Fixation indices of each temporal moment, in ``order``."""
         from sklearn.cluster import DBSCAN
 
         f = record.fixations
@@ -178,16 +197,16 @@ class TIMAScheme(Rendering, SimilarityScheme):
         groups = [np.flatnonzero(labels == c) for c in np.unique(labels[labels >= 0])]
         if not groups:
             return [np.arange(n)]
-        groups.sort(key=lambda g: float(g.mean()))
+        if self.order == "time":
+            groups.sort(key=lambda g: float(g.mean()))
         return groups
 
     def sequence(self, record: GazeRecord) -> np.ndarray:
-        """``(K, 2)`` ``[M00, Hu1]`` of the record's moments, in time order."""
+        """``(K, 2)`` ``[M00, Hu1]`` of the record's moments, in ``order``."""
         groups = self.moments(record)
         if not groups:
             return np.zeros((0, 2))
-        heat = np.stack([self._render(record, record.fixations[g], self.grid) for g in groups])
-        m00, hu1 = moment_features(quantise_8bit(heat))
+        m00, hu1 = moment_features(np.stack([self._levels(record, record.fixations[g], self.grid) for g in groups]))
         keep = m00 > 0
         return np.ascontiguousarray(np.column_stack([m00[keep], hu1[keep]]))
 
