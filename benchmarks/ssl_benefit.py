@@ -47,6 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FRAMEWORKS = ("simclr", "moco", "byol", "simsiam")
 METHODS = ("plain", "mcgip", "gzpt", "focuscontrast", "mcgip+focuscontrast")
 PROTOCOLS = ("linear", "finetune")
+MIN_LABELLED = 8  # the smallest labelled subset (1 % of 300 would be 3 images)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,9 +109,10 @@ class Bench:
 
     # ------------------------------------------------------------------ splits
     def labelled(self, seed: int, fraction: float) -> np.ndarray:
-        """Nested labelled subsets of the training split: the first ``fraction`` of a per-seed order."""
+        """Nested labelled subsets of the training split: the first ``fraction`` of a per-seed order
+        (at least :data:`MIN_LABELLED` images)."""
         order = np.random.default_rng(1000 + seed).permutation(self.train)[: self.a.labelled]
-        return np.sort(order[: max(2, int(round(fraction * len(order))))])
+        return np.sort(order[: max(MIN_LABELLED, int(round(fraction * len(order))))])
 
     # ------------------------------------------------------------------ gaze assets
     def relations(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from gazerad.data.study import METADATA_COLUMNS
 from gazerad.io.atomic import atomic_path, atomic_write_text
 from gazerad.synth.phantom import FINDING_CLASSES, render, sample_spec
 from gazerad.synth.readers import ReaderProfile, reader_pool, simulate_reading
@@ -100,17 +101,7 @@ REFLACX_METADATA_COLUMNS = [
     "radiologist",
 ]
 #: Columns of ``labels.csv``.
-LABEL_COLUMNS = [
-    "Image Index",
-    "Finding Labels",
-    "Patient ID",
-    "View Position",
-    "Width",
-    "Height",
-    "PixelSpacing",
-    "split",
-    *FINDING_CLASSES,
-]
+LABEL_COLUMNS = [*METADATA_COLUMNS, *FINDING_CLASSES]
 #: Header of NIH ``BBox_List_2017.csv`` exactly as NIH ships it (rows end in three empty fields).
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 
