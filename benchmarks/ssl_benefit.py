@@ -34,6 +34,7 @@ Writes ``OUT.json`` (one row per framework, method, label fraction and protocol 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -191,31 +192,22 @@ class Bench:
             extra.update(relation=str(self.relation), threshold=hp["threshold"], drop_p=hp["drop_p"] if method == "gzpt" else 0.0)
         if "focuscontrast" in method:
             extra.update(attention=str(self.attention_model), q=hp["q"])
-        tag = "-".join(
-            f"{k}{v}"
-            for k, v in sorted(hp.items())
-            if (k == "threshold" and "relation" in extra) or (k == "drop_p" and method == "gzpt") or (k == "q" and "attention" in extra)
+        settings = dict(
+            framework=framework,
+            backbone=a.backbone,
+            image_size=a.image_size,
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            lr=a.lr,
+            proj_dim=64,
+            hidden_dim=256,
+            queue_size=512,
+            seed=seed,
+            **extra,
         )
-        out = self.work / "runs" / f"{framework}-{method}-{tag}-s{seed}"
-        res = pretrain(
-            PretrainConfig(
-                data=str(self.studies),
-                out=str(out),
-                framework=framework,
-                backbone=a.backbone,
-                image_size=a.image_size,
-                epochs=a.epochs,
-                batch_size=a.batch_size,
-                lr=a.lr,
-                proj_dim=64,
-                hidden_dim=256,
-                queue_size=512,
-                seed=seed,
-                device=a.device,
-                progress=False,
-                **extra,
-            )
-        )
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]  # a run folder per distinct run
+        out = self.work / "runs" / f"{framework}-{method}-s{seed}-{key}"
+        res = pretrain(PretrainConfig(data=str(self.studies), out=str(out), device=a.device, progress=False, **settings))
         return out / "encoder.pt", res["history"]
 
     def score(

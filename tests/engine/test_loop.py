@@ -92,21 +92,21 @@ def test_checkpoint_saver_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
     cut_model, cut_opt, _ = _problem()
     cut = _loop(cut_model, cut_opt, 4, max_steps=10)  # "killed" after epoch 2
-    saver = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", cut_model, {"n": 3}, ("n",))
+    saver = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", cut_model, {"n": 3})
     cut.add(saver)
     cut.run(data)
 
     res_model, res_opt, _ = _problem(seed=9)  # other initial weights: all must come from the file
     resumed = _loop(res_model, res_opt, 4)
-    saver = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", res_model, {"n": 3}, ("n",))
+    saver = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", res_model, {"n": 3})
     assert saver.resume(resumed, "cpu") == {}
     assert resumed.state.epoch == 2 and resumed.state.iteration == 10
     state = resumed.run(data)
     assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
     for a, b in zip(model.parameters(), res_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    other = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", res_model, {"n": 4}, ("n",))
-    with pytest.raises(InputError, match="use another --out"):
+    other = CheckpointSaver(tmp_path / "checkpoint.pt", "toy", res_model, {"n": 4})
+    with pytest.raises(InputError, match="another run.*n 3 there, 4 here.*use another --out"):
         other.resume(_loop(*_problem()[:2], 4), "cpu")
 
 

@@ -179,7 +179,7 @@ def test_checkpoint_restores_every_generator_and_refuses_other_runs(tmp_path: Pa
     assert (epoch, step, history) == (2, 7, [{"epoch": 1}]) and torch.equal(extra["queue"], torch.ones(4))
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == want
     assert load_checkpoint(tmp_path / "none.pt", "pretrain", "cpu", {}) is None
-    with pytest.raises(InputError, match="this run is simclr/resnet10: use another --out"):
+    with pytest.raises(InputError, match=r"another run \(framework 'moco' there, 'simclr' here\): use another --out"):
         load_checkpoint(path, "pretrain", "cpu", {"framework": "simclr", "backbone": "resnet10"})
     with pytest.raises(InputError, match="use another --out"):
         load_checkpoint(path, "kacl", "cpu", {})

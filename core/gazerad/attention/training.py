@@ -115,7 +115,7 @@ def train_attention(
             model.train()
 
         loop = TrainLoop(step, optimizer=opt, scheduler=sched, scaler=rt.scaler(), max_epochs=cfg.epochs, max_steps=cfg.max_steps)
-        saver = CheckpointSaver(out / "checkpoint.pt", "attention", model, cfg.to_dict(), ("image_size", "features"))
+        saver = CheckpointSaver(out / "checkpoint.pt", "attention", model, cfg.to_dict())
         saver.resume(loop, dev)
 
         def epoch_started(lp: TrainLoop) -> None:

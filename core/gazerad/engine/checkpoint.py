@@ -115,10 +115,16 @@ def load_checkpoint(path: str | os.PathLike, kind: str, device: torch.device | s
         raise InputError(
             p, f"a {state.get('kind')} checkpoint of format version {state.get('version')}; this {kind} run reads version {VERSION}: use another --out"
         )
-    saved = {k: state["config"].get(k) for k in match}
-    if saved != dict(match):
-        raise InputError(p, f"checkpoint is a {'/'.join(map(str, saved.values()))} run; this run is {'/'.join(map(str, match.values()))}: use another --out")
+    differ = {k: (state["config"].get(k), v) for k, v in match.items() if _plain(state["config"].get(k)) != _plain(v)}
+    if differ:
+        what = "; ".join(f"{k} {old!r} there, {new!r} here" for k, (old, new) in differ.items())
+        raise InputError(p, f"checkpoint is of another run ({what}): use another --out")
     return state
+
+
+def _plain(v: Any) -> Any:
+    """Tuples and lists compare equal (a config read back from a file has lists)."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 def restore_checkpoint(

@@ -17,7 +17,7 @@ import torch
 from gazerad.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from gazerad.engine.loop import Events, TrainLoop
 
-__all__ = ["ProgressBar", "EpochPrinter", "TensorBoardLogger", "CheckpointSaver", "RunSummary"]
+__all__ = ["RESUME_MAY_CHANGE", "ProgressBar", "EpochPrinter", "TensorBoardLogger", "CheckpointSaver", "RunSummary"]
 
 
 class ProgressBar:
@@ -80,6 +80,10 @@ class TensorBoardLogger:
         self.writer.add_scalar("loss/epoch", loop.state.metrics["loss"], loop.state.epoch)
 
 
+#: settings a run may change when it resumes (everything else must match the checkpoint)
+RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "max_steps", "device", "progress", "workers"})
+
+
 class CheckpointSaver:
     """The run's resumable state in ``path`` (:mod:`gazerad.engine.checkpoint`) after every epoch.
 
@@ -87,7 +91,9 @@ class CheckpointSaver:
         path: ``OUT/checkpoint.pt``.
         kind: the trainer's tag (``pretrain``, ``kacl``, ``attention``, ...).
         model, scaler: saved with the loop's optimiser and scheduler.
-        config: the run's settings; ``match`` names the keys a resumed run must share.
+        config: the run's settings. A resumed run must agree on every setting but
+            :data:`RESUME_MAY_CHANGE` (more epochs, another device, a moved folder), so a
+            checkpoint of another image size, framework, learning rate ... is refused.
         extra: ``() -> dict`` of the method's own state (queues, caches, generators).
         save: ``False`` on ranks other than 0 (they still resume).
     """
@@ -98,17 +104,17 @@ class CheckpointSaver:
         kind: str,
         model: torch.nn.Module,
         config: Mapping[str, Any],
-        match: tuple[str, ...],
         extra: Callable[[], dict[str, Any]] | None = None,
         save: bool = True,
     ) -> None:
         self.path, self.kind, self.model, self.config = Path(path), kind, model, dict(config)
-        self.match, self.extra, self.save = match, extra, save
+        self.extra, self.save = extra, save
 
     def resume(self, loop: TrainLoop, device: torch.device | str) -> dict[str, Any] | None:
         """Restore the loop, model, optimiser, scheduler, scaler and generators from ``path``;
         returns the method's ``extra`` state, or ``None`` when there is no checkpoint."""
-        state = load_checkpoint(self.path, self.kind, device, {k: self.config.get(k) for k in self.match})
+        match = {k: v for k, v in self.config.items() if k not in RESUME_MAY_CHANGE}
+        state = load_checkpoint(self.path, self.kind, device, match)
         if state is None:
             return None
         epoch, step, history, extra = restore_checkpoint(state, self.model, loop.optimizer, loop.scheduler, loop.scaler)

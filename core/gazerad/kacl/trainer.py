@@ -238,7 +238,6 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         "kacl",
         model,
         cfg.to_dict(),
-        ("method", "backbone"),
         extra=lambda: {"radiomics": raw, "labelled": labelled},
         save=run.is_main,
     )

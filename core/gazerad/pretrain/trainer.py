@@ -135,7 +135,6 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
         "pretrain",
         model,
         cfg.to_dict(),
-        ("framework", "backbone"),
         extra=lambda: {"positives_rng": None if positives is None else positives.generator.get_state()},
         save=run.is_main,
     )
