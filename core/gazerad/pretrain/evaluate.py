@@ -191,9 +191,9 @@ def evaluate_encoder(
     n_out = y.shape[1] if task == "multilabel" else int(y.max()) + 1
     if images is None:
         images = encoder_inputs(table.paths, size)
-    with torch.no_grad():
-        fdim = int(net.to(dev).eval()(torch.zeros(1, 1, size, size, device=dev)).shape[1])
     if protocol == "finetune":
+        with torch.no_grad():  # the head's input size (only the fine-tune builds a head)
+            fdim = int(net.to(dev).eval()(torch.zeros(1, 1, size, size, device=dev)).shape[1])
         prob = _finetune(net, fdim, task, images[tr], y[tr], images[te], n_out, size, epochs, seed, dev)
     else:
         feats = extract_features(net, images, size, device=dev) if features is None else features
