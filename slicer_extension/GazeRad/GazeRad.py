@@ -252,8 +252,9 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         res = self.run("Localisation", lambda: self.logic.showLocalization(self.currentImage(), classes, self.ui.minScoreSlider.value))
         if res is None:
             return
-        _, _, table, _ = res
+        rois, _, table, answer = res
         self.fillScoreTable(table)
+        self.ui.statusLabel.text = answer.get("message") or f"{len(rois)} finding box(es) at probability >= {self.ui.minScoreSlider.value:.2f}"
 
     def fillScoreTable(self, table):
         cols = table["columns"]

@@ -67,6 +67,7 @@ def test_info_lists_models_trainers_strategies(server: Server) -> None:
     assert all(m["dimension"] == 2 for m in info["models"].values())
     assert info["models"]["localization"]["labels"] == ["Mass", "Nodule"]
     assert all(m["weights"].startswith("missing") for m in info["models"].values())
+    assert all(m["model_card"]["status"].startswith("no statistics") and "clinical" in m["model_card"]["intended_use"] for m in info["models"].values())
     assert set(info["trainers"]) == {"attention", "localization", "classification", "pretrain"}
     assert {"random", "entropy", "mc_dropout", "gaze_novelty", "diversity"} <= set(info["strategies"])
     assert {"entropy", "mc_dropout", "gaze_novelty", "diversity"} <= set(info["scoring"])
@@ -206,8 +207,15 @@ def test_new_training_is_published_and_used_without_restart(server: Server) -> N
 def test_localization_finds_obvious_masses(server: Server, studies: Path) -> None:
     task = server.train("localization", {"epochs": 6, "batch_size": 16, "device": "cpu"})
     assert task["status"] == "DONE", "\n".join(task.get("details", []))
-    stats = requests.get(server.url + "/info/", timeout=30).json()["train_stats"]["localization"]
+    info = requests.get(server.url + "/info/", timeout=30).json()
+    stats = info["train_stats"]["localization"]
     assert stats["key_metric"] == "heldout_macro_auc" and stats["auc"]["Mass"] > 0.8
+    card = info["models"]["localization"]["model_card"]
+    assert card["status"] == "trained" and "not for" in card["intended_use"] and card["gazerad_version"]
+    assert card["training_data"]["kind"] == "datastore" and card["training_data"]["n_images"] == len(list((studies / "images").iterdir()))
+    m = card["heldout_metrics"]
+    assert m["heldout_macro_auc"] == pytest.approx(stats["best_metric"]) and m["auc_per_class"]["Mass"] == pytest.approx(stats["auc"]["Mass"])
+    assert set(m["t_iou"]) >= {"0.1", "0.3", "0.5"} and m["calibration"]["temperature"] > 0 and card["trained"] == stats["finished"]
     best = {}
     for name, box in mass_boxes(studies).items():
         if int(name[:5]) < int(0.7 * N):

@@ -198,3 +198,33 @@ def test_kacl_ddp_synchronises_both_branches(tmp_path: Path) -> None:
     assert set(ddp) == set(expected)
     worst = max(float((ddp[n] - expected[n]).abs().max() / (expected[n].abs().max() + 1e-12)) for n in expected)
     assert worst < 1e-4, worst
+
+
+def test_localization_service_honours_min_score_and_top_k(kacl_run, masses: Path) -> None:
+    """No box scores below ``min_score``; nothing above it: no boxes and a message; ``top_k`` and
+    named classes localise below it, flagged."""
+    from gazerad.serving.infer import LocalizationService
+
+    out, _ = kacl_run
+    svc = LocalizationService(out / "kacl.pt", device="cpu")
+    image = masses / "images" / "00000.png"
+    allc = svc(image, min_score=0.0)
+    probs = {p["label"]: p["score"] for p in allc["prediction"]}
+    assert allc["finding"] and {b["label"] for b in allc["boxes"]} == set(probs)
+    assert all(b["score"] == pytest.approx(probs[b["label"]]) and not b["below_min_score"] for b in allc["boxes"])
+    assert [b["score"] for b in allc["boxes"]] == sorted((b["score"] for b in allc["boxes"]), reverse=True)
+    cut = (max(probs.values()) + min(probs.values())) / 2
+    mid = svc(image, min_score=cut)
+    assert {b["label"] for b in mid["boxes"]} == {c for c, p in probs.items() if p >= cut}
+    assert all(b["score"] >= cut for b in mid["boxes"])
+    none = svc(image, min_score=1.0)
+    assert none["boxes"] == [] and none["box"] == [] and not none["finding"]
+    top = max(probs, key=probs.get)
+    assert "no finding with probability >= 1.00" in none["message"] and top in none["message"]
+    assert none["prediction"] == allc["prediction"]
+    explore = svc(image, min_score=1.0, top_k=1)
+    assert {b["label"] for b in explore["boxes"]} == {top} and all(b["below_min_score"] for b in explore["boxes"])
+    named = svc(image, min_score=1.0, classes=["Nodule"])
+    assert {b["label"] for b in named["boxes"]} <= {"Nodule"} and all(b["below_min_score"] for b in named["boxes"])
+    with pytest.raises(Exception, match="unknown classes"):
+        svc(image, classes=["Pneumonia"])

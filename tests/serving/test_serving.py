@@ -287,3 +287,65 @@ def test_training_parameters_are_cast_and_checked() -> None:
     assert _params("attention", {})["precision"] == "auto" and _params("pretrain", {"precision": "fp32"})["precision"] == "fp32"
     with pytest.raises(ValueError, match="'precision' must be one of"):
         _params("attention", {"precision": "int8"})
+
+
+def test_model_card_names_training_data_and_heldout_metrics(studies: Path, tmp_path: Path) -> None:
+    from gazerad.serving.model_card import model_card, training_data
+    from tests.support.studies import mass_studies
+
+    synth = training_data(studies / "images", 24)  # a gazerad synth set: its dataset.json sits above images/
+    manifest = json.loads((studies / "dataset.json").read_text())
+    assert synth["kind"] == "synthetic" and synth["n_images"] == manifest["n_images"] == 24
+    assert "no patient data" in synth["description"] and synth["generator_version"] == manifest["generator_version"]
+    own = training_data(mass_studies(tmp_path / "m", n=4, seed=2) / "images", 4)
+    assert own == {"kind": "datastore", "description": "the server's datastore images (4)", "n_images": 4}
+    stats = {
+        "key_metric": "heldout_macro_auc",
+        "best_metric": 0.71,
+        "auc": {"Mass": 0.8, "Nodule": 0.62, "macro": 0.71},
+        "calibration": {"temperature": 1.7, "fitted_on": "validate", "ece": 0.04, "ece_uncalibrated": 0.11, "n_images": 40, "reliability": []},
+        "localization": {"overall": {"0.3": 0.4}, "per_class": {"Mass": {"0.1": 0.9, "0.3": 0.6}}, "mean_best_iou": 0.33},
+        "baseline_centred": {"overall": {"0.3": 0.07}},
+        "training_data": synth,
+        "finished": "2026-12-02 07:00:00",
+        "gazerad_version": "0.1.0",
+        "params": {"epochs": 6},
+        "history": [{"loss": 1.0}],
+    }
+    card = model_card("localization", stats, "ready")
+    assert card["status"] == "trained" and card["training_data"] is synth and card["trained"] == stats["finished"]
+    m = card["heldout_metrics"]
+    assert m["heldout_macro_auc"] == 0.71 and m["auc_per_class"] == {"Mass": 0.8, "Nodule": 0.62}
+    assert m["t_iou_0.3_per_class"] == {"Mass": 0.6} and m["centred_box_t_iou"] == {"0.3": 0.07}
+    assert m["calibration"]["ece"] == 0.04 and "reliability" not in m["calibration"] and "history" not in json.dumps(card)
+    blank = model_card("attention", {})
+    assert blank["status"].startswith("no statistics") and "clinical" in blank["intended_use"]
+
+
+def test_serve_prepare_only_readies_all_three_models(studies: Path, tmp_path: Path) -> None:
+    """``gazerad serve --prepare-only`` on a synth study set: attention, localisation and
+    classification trained, published with stats and a model card, each able to answer."""
+    import subprocess
+    import sys
+
+    from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
+    from gazerad.serving.model_card import model_card
+    from gazerad.serving.train import read_stats
+    from tests.support.server import REPO
+
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("model", "__pycache__"))
+    cmd = [sys.executable, "-m", "gazerad", "serve", "--studies", str(studies), "--app-dir", str(app), "--prepare-only", "--prepare-epochs", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    md = app / "model"
+    for name in ("attention", "localization", "classification"):
+        assert (md / f"{name}.pt").is_file(), r.stdout[-2000:]
+        assert f"[gazerad serve] {name}: trained" in r.stdout
+        card = model_card(name, read_stats(md, name), "ready")
+        assert card["training_data"]["kind"] == "synthetic" and card["heldout_metrics"], card
+    assert json.loads((md / "classification.stats.json").read_text())["calibration"]["fitted_on"] == "validate"
+    image = next((studies / "images").glob("*.png"))
+    assert AttentionService(md / "attention.pt", "cpu")(image)[0].shape == (512, 512)
+    assert len(ClassificationService(md / "classification.pt", "cpu")(image)["prediction"]) == 5
+    assert "finding" in LocalizationService(md / "localization.pt", "cpu")(image)

@@ -18,6 +18,7 @@ import torch
 
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_write_text
+from gazerad.kacl.calibration import calibrated_probabilities, expected_calibration_error, reliability_bins, temperature_of
 from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
 
 __all__ = ["localize_images", "evaluate_kacl", "save_overlay"]
@@ -99,6 +100,21 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict[str, floa
     return out
 
 
+def _calibration_report(state: dict[str, Any], table: Any, rows: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    """ECE and reliability bins of the evaluated images the temperature was *not* fitted on."""
+    fit = state.get("calibration") or {}
+    t = temperature_of(state)
+    fitted = set(table.subset(fit["split"]).tolist()) if fit.get("split") and "skipped" not in fit else set()
+    keep = np.array([k for k, i in enumerate(rows) if int(i) not in fitted], dtype=int)
+    out: dict[str, Any] = {"temperature": t, "fitted_on": None if not fitted else fit["split"], "n_images": int(len(keep))}
+    if len(keep):
+        y = table.labels[rows][keep]
+        out["ece"] = expected_calibration_error(calibrated_probabilities(logits[keep], t), y)
+        out["ece_uncalibrated"] = expected_calibration_error(calibrated_probabilities(logits[keep]), y)
+        out["reliability"] = reliability_bins(calibrated_probabilities(logits[keep], t), y)
+    return out
+
+
 def evaluate_kacl(
     model_path: str | Path,
     data: str | Path,
@@ -114,13 +130,14 @@ def evaluate_kacl(
     """AUC and T(IoU) localisation of a trained model on held-out studies (see module docstring).
 
     Returns:
-        ``{"auc": {class: auc, "macro": ...}, "localization": {...}, "baseline_centred": {...}, "n_images": N}``;
-        also written to ``OUT/metrics.json`` when ``out`` is given.
+        ``{"auc": {class: auc, "macro": ...}, "calibration": {temperature, ece, ece_uncalibrated,
+        reliability} (on the images the temperature was not fitted on), "localization": {...},
+        "baseline_centred": {...}, "n_images": N}``; probabilities are calibrated; also written to ``OUT/metrics.json`` when ``out`` is given.
     """
     from gazerad.data.inputs import encoder_inputs
     from gazerad.data.nih import read_bbox_list
     from gazerad.io.xray import read_xray
-    from gazerad.kacl.trainer import load_kacl
+    from gazerad.kacl.trainer import load_kacl, model_logits
     from gazerad.pretrain.data import read_study_table
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -133,9 +150,10 @@ def evaluate_kacl(
         raise InputError(Path(data) / "labels.csv", f"no images in splits {list(splits)}")
     size = int(state["config"]["image_size"])
     images = encoder_inputs([table.paths[i] for i in rows], size)
-    with torch.no_grad():
-        probs = torch.cat([torch.sigmoid(model(images[b : b + 64].to(dev))).cpu() for b in range(0, len(rows), 64)]).numpy()
+    logits = model_logits(model, images, dev)
+    probs = calibrated_probabilities(logits, temperature_of(state))
     result: dict[str, Any] = {"n_images": int(len(rows)), "auc": _auc(table.labels[rows], probs, table.classes)}
+    result["calibration"] = _calibration_report(state, table, rows, logits)
 
     bpath = Path(boxes_csv) if boxes_csv else Path(data) / "BBox_List_2017.csv"
     if bpath.is_file():

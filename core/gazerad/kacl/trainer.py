@@ -43,7 +43,7 @@ from gazerad.engine.run import start_run, training_rows
 from gazerad.errors import InputError
 from gazerad.kacl.config import KACLConfig
 
-__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn"]
+__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn", "fit_calibration", "model_logits"]
 
 
 class _TrainForward(torch.nn.Module):
@@ -288,6 +288,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     state = loop.run(loader)
     result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration}
     if run.is_main:
+        result["calibration"] = calibration = fit_calibration(model, table, cfg, dev)
         result["model"] = str(
             save_model_file(
                 run.out / "kacl.pt",
@@ -297,10 +298,43 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                 classes=list(table.classes),
                 feature_names=list(extractor.names),
                 standardizer=standardizer.state_dict(),
+                calibration=calibration,
             )
         )
     run.barrier()
     return result
+
+
+def model_logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch: int = 64) -> np.ndarray:
+    """Eval-mode logits ``(N, C)`` of ``images`` ``(N, 1, S, S)``, in batches."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(images[b : b + batch].to(device)).float().cpu() for b in range(0, len(images), batch)]).numpy()
+
+
+def fit_calibration(model: torch.nn.Module, table: Any, cfg: KACLConfig, device: torch.device | str = "cpu", split: str = "validate") -> dict[str, Any]:
+    """Temperature scaling on the ``split`` rows of ``table`` (:mod:`gazerad.kacl.calibration`).
+
+    Returns ``{"temperature", "split", "n_images", "nll_before", "nll_after", "ece_before",
+    "ece_after"}``; ``temperature`` 1 with a ``"skipped"`` reason when the split is empty or
+    was trained on (its probabilities would not be held out).
+    """
+    from gazerad.data.inputs import encoder_inputs
+    from gazerad.kacl.calibration import binary_nll, calibrated_probabilities, expected_calibration_error, fit_temperature
+
+    rows = table.subset(split)
+    if split in cfg.splits:
+        return {"temperature": 1.0, "split": split, "skipped": f"the {split} split was trained on"}
+    if len(rows) < 2:
+        return {"temperature": 1.0, "split": split, "skipped": f"fewer than 2 images in the {split} split"}
+    z = model_logits(model, encoder_inputs([table.paths[i] for i in rows], cfg.image_size), device)
+    y = table.labels[rows].astype(np.float64)
+    t = fit_temperature(z, y)
+    out = {"temperature": t, "split": split, "n_images": int(len(rows))}
+    for tag, temp in (("before", 1.0), ("after", t)):
+        out[f"nll_{tag}"] = binary_nll(z, y, temp)
+        out[f"ece_{tag}"] = expected_calibration_error(calibrated_probabilities(z, temp), y)
+    return out
 
 
 def load_kacl(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

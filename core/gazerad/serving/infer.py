@@ -23,6 +23,7 @@ import torch
 
 from gazerad.data.inputs import encoder_input
 from gazerad.errors import InputError
+from gazerad.kacl.calibration import calibrated_probabilities, temperature_of
 
 __all__ = [
     "ModelNotReady",
@@ -278,8 +279,8 @@ class ClassificationService:
         img, geom = load_input(image_path)
         x = encoder_input(img, int(state["config"]["image_size"])).to(self.device)
         with torch.no_grad():
-            p = torch.sigmoid(model(x))[0].cpu().numpy()
-        return p, x, img, geom, state
+            logits = model(x)[0].float().cpu().numpy()
+        return calibrated_probabilities(logits, temperature_of(state)), x, img, geom, state
 
     def __call__(self, image_path: str | os.PathLike) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -289,10 +290,18 @@ class ClassificationService:
 
 
 class LocalizationService(ClassificationService):
-    """Grad-CAM boxes per class (KACL's localisation) plus class probabilities.
+    """Grad-CAM boxes per class (KACL's localisation) plus calibrated class probabilities.
 
-    A class is localised when its probability is at least ``min_score`` (default 0.5), or
-    when the request names it; at least the top class is always localised.
+    Which classes get boxes:
+
+    - by default, every class whose (calibrated) probability is at least ``min_score``; a
+      box's ``score`` is its class's probability, so no box scores below ``min_score``.
+      When no class reaches it the answer has no boxes, ``finding: false`` and a
+      ``message`` saying so (with the most probable class), never a guess;
+    - ``classes``: the named classes, whatever their probability;
+    - ``top_k``: also the ``k`` most probable classes, for exploration.
+
+    Boxes of classes below ``min_score`` (named or top-k) carry ``below_min_score: true``.
     """
 
     name = "localization"
@@ -306,6 +315,7 @@ class LocalizationService(ClassificationService):
         max_boxes: int = 3,
         cam_out: str | os.PathLike | None = None,
         cam_layer: str | None = None,
+        top_k: int = 0,
     ) -> dict[str, Any]:
         """Boxes (pixels and LPS mm) with scores, class probabilities, optionally the CAM.
 
@@ -320,21 +330,26 @@ class LocalizationService(ClassificationService):
             raise InputError(None, f"cam_layer {cam_layer!r:.60} is not a feature layer of this model (e.g. backbone.layer2)")
         p, x, img, geom, state = self.probabilities(image_path)
         names = list(state["classes"])
-        if classes:
-            unknown = [c for c in classes if c not in names]
-            if unknown:
-                raise InputError(None, f"unknown classes {unknown}; the model knows {names}")
-            want = [names.index(c) for c in classes]
-        else:
-            want = [i for i in range(len(names)) if p[i] >= min_score] or [int(np.argmax(p))]
+        unknown = [c for c in classes or () if c not in names]
+        if unknown:
+            raise InputError(None, f"unknown classes {unknown}; the model knows {names}")
+        if not 0.0 <= min_score <= 1.0 or top_k < 0:
+            raise InputError(None, f"min_score must be in [0, 1] and top_k >= 0, got {min_score} and {top_k}")
+        above = [i for i in range(len(names)) if p[i] >= min_score]
+        want = [names.index(c) for c in classes] if classes else list(above)
+        for i in np.argsort(-p, kind="stable")[:top_k]:
+            if int(i) not in want:
+                want.append(int(i))
         model, _ = self.slot.get()
         if cam_layer and cam_layer not in dict(model.named_modules()):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
         if not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
         t1 = time.perf_counter()
-        boxes, maps = localize_images(
-            model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer
+        boxes, maps = (
+            localize_images(model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer)
+            if want
+            else ([[]], [{}])
         )
         t2 = time.perf_counter()
         size = x.shape[-1]
@@ -356,13 +371,15 @@ class LocalizationService(ClassificationService):
                     "y": bb.y,
                     "w": bb.w,
                     "h": bb.h,
-                    "score": float(b.score * prob),
+                    "score": prob,
                     "cam_score": float(b.score),
                     "probability": prob,
+                    "below_min_score": prob < min_score,
                     "center_mm": list(c0),
                     "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
                 }
             )
+        out_boxes.sort(key=lambda b: (b["below_min_score"], -b["score"], -b["cam_score"]))  # the top box first
         result = {
             "boxes": out_boxes,
             # MONAI Label's detection result: centre + size in physical (LPS) mm
@@ -370,11 +387,17 @@ class LocalizationService(ClassificationService):
             "label": [b["label"] for b in out_boxes],
             "score": [b["score"] for b in out_boxes],
             "prediction": [{"idx": i, "label": c, "score": float(p[i])} for i, c in enumerate(names)],
+            "finding": bool(above),
+            "min_score": min_score,
+            "calibration": {"temperature": temperature_of(state)},
             "size": [w, h],
             "geometry": geom.to_dict(),
             "model_version": self.slot.version,
             "latencies": {"classify": round(t1 - t0, 4), "cam": round(t2 - t1, 4)},
         }
+        if not above:
+            top = int(np.argmax(p))
+            result["message"] = f"no finding with probability >= {min_score:.2f} (most probable: {names[top]} {p[top]:.2f})"
         if cam_out is not None and maps[0]:
             import torch.nn.functional as F
 

@@ -3,9 +3,11 @@
 1. Studies: ``--studies DIR`` (a ``gazerad synth`` study set, or any folder of X-rays with an
    optional ``labels.csv``); without it ``studies/sample`` is generated (200 synthetic
    chests with simulated gaze) unless it exists.
-2. Models: every model missing from the app's ``model/`` folder is prepared, with progress:
+2. Models: every served model (``attention``, ``localization``, ``classification``) missing
+   from the app's ``model/`` folder is prepared, with progress:
    copied from shipped ``pretrained_*.pt`` weights when present, else trained now with the
-   project's own training jobs (``--quick``: a few minutes on a laptop CPU). ``--no-prepare``
+   project's own training jobs (:data:`QUICK`: a few minutes on a laptop CPU;
+   ``--prepare-epochs`` overrides their epochs). ``--no-prepare``
    skips this; the server then answers 503 "train first" for models without weights.
 3. ``monailabel start_server --app ... --studies ... --host ... --port ...`` runs in the
    foreground (its launcher runs ``python`` from PATH: this venv's ``bin`` is put first).
@@ -33,6 +35,7 @@ DEFAULT_TOKEN_FILE = Path("~/.gazerad/token")
 QUICK = {
     "attention": {"epochs": 6, "input_size": 96},
     "localization": {"epochs": 6},
+    "classification": {"epochs": 6},
 }
 
 
@@ -59,7 +62,7 @@ def datastore_dir(studies: Path) -> Path:
 
 
 def prepare_models(
-    datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization"), params: dict[str, dict] | None = None
+    datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization", "classification"), params: dict[str, dict] | None = None
 ) -> dict[str, str]:
     """Make sure each model has weights: shipped ``pretrained_*`` copy, else a training run now."""
     from gazerad.serving.train import PUBLISHED, publish, run_job
@@ -150,7 +153,8 @@ def run_serve(args: argparse.Namespace) -> int:
     model_dir = Path(dict(conf).get("model_dir") or app_dir / "model")
     model_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_prepare:
-        prepare_models(store, model_dir)
+        epochs = getattr(args, "prepare_epochs", None)
+        prepare_models(store, model_dir, params={k: {**v, "epochs": epochs} for k, v in QUICK.items()} if epochs else None)
     if args.prepare_only:
         return 0
     env = dict(os.environ)
@@ -180,6 +184,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, default=200, help="sample studies to generate when --studies is not given")
     s.add_argument("--no-prepare", dest="no_prepare", action="store_true", help="do not train missing models before starting")
     s.add_argument("--prepare-only", dest="prepare_only", action="store_true", help="prepare studies and models, do not start the server")
+    quick = ", ".join(f"{k} {v['epochs']}" for k, v in QUICK.items())
+    s.add_argument("--prepare-epochs", dest="prepare_epochs", type=int, default=None, help=f"epochs of each first model trained before the start ({quick})")
     s.add_argument("--auth", action="store_true", help="require a bearer token on every request (POST /auth/token logs in with it)")
     s.add_argument(
         "--auth-token-file",

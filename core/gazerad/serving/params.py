@@ -103,6 +103,7 @@ class InferParams:
     min_score: float = 0.5
     cam_threshold: float = 0.5
     max_boxes: int = 3
+    top_k: int = 0
     output: str = "json"
     cam_layer: str | None = None
 
@@ -129,6 +130,7 @@ class InferParams:
             min_score=parse_number(p.get("min_score", 0.5), "min_score", 0.0, 1.0),
             cam_threshold=parse_number(p.get("cam_threshold", 0.5), "cam_threshold", 0.0, 1.0),
             max_boxes=parse_number(p.get("max_boxes", 3), "max_boxes", 1, 100, integer=True),
+            top_k=parse_number(p.get("top_k", 0), "top_k", 0, 64, integer=True),
             output=parse_choice(p.get("output", "json"), "output", ("json", "slicer", "cam")),
             cam_layer=parse_text(p["cam_layer"], "cam_layer") if p.get("cam_layer") else None,
         )

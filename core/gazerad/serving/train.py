@@ -46,9 +46,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+import gazerad
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path, atomic_write_text
 from gazerad.serving.data import DatastoreView
+from gazerad.serving.model_card import training_data
 
 __all__ = ["JOBS", "DEFAULTS", "run_job", "read_stats", "publish", "check_params"]
 
@@ -280,7 +282,7 @@ def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
         m = evaluate_kacl(model_file, work, splits=("test", "validate"), overlays=0, device=dev)
     except InputError as exc:
         return {"evaluation": f"skipped: {exc}"}
-    out: dict[str, Any] = {"auc": m["auc"]}
+    out: dict[str, Any] = {"auc": m["auc"], "calibration": m["calibration"]}
     if "localization" in m:
         loc = m["localization"]
         out["localization"] = loc
@@ -456,6 +458,8 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
     stats.update(
         name=name,
         published=str(dest),
+        training_data=training_data(datastore, len(view.images())),
+        gazerad_version=gazerad.__version__,
         seconds=round(time.perf_counter() - t0, 2),
         device=dev,
         finished=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -8,7 +8,10 @@ first request and reloaded when training publishes new ones. Request params:
   ``heatmap`` (default true; false: JSON only, no file written).
   Returns the heatmap (``.nrrd``, float32, the input's size, spacing, origin and direction,
   sums to 1) and JSON ``{peaks, regions, entropy, max, geometry, model_version}``.
-- ``localization``: ``classes`` (optional list), ``min_score`` (0.5), ``cam_threshold`` (0.5),
+- ``localization``: ``classes`` (optional list: localise these whatever their probability),
+  ``min_score`` (0.5: boxes only for classes whose calibrated probability reaches it; none
+  reaches it: no boxes, ``finding: false`` and a ``message``), ``top_k`` (0: also localise
+  the k most probable classes, flagged ``below_min_score``), ``cam_threshold`` (0.5),
   ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json`` (default: MONAI Label detection JSON,
   also with pixel boxes and class probabilities), ``slicer`` (the file returned is a Slicer
   markups ROI JSON) or ``cam`` (the file returned is the Grad-CAM heatmap).
@@ -26,7 +29,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
 from gazerad.serving.markups import roi_markups
+from gazerad.serving.model_card import model_card
 from gazerad.serving.params import InferParams
+from gazerad.serving.train import read_stats
 
 # requests run in FastAPI's thread pool; a model's forward/Grad-CAM (hooks, autograd) must not
 # run twice at once on the same modules (it crashed libtorch under 8 concurrent clients), and
@@ -62,6 +67,9 @@ class _Task(InferTask):
         i = super().info()
         cur = self.service.slot.current()
         i["weights"] = ("ready" if cur == self.service.slot.path else f"shipped ({cur.name})") if cur else "missing: train this model first"
+        slot = self.service.slot
+        stats = read_stats(slot.path.parent, slot.name) if cur == slot.path else {}
+        i["model_card"] = model_card(slot.name, stats, i["weights"])
         return i
 
 
@@ -96,7 +104,7 @@ class LocalizationInfer(_Task):
             InferType.DETECTION,
             "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
             labels=labels,
-            config={"min_score": 0.5, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"},
+            config={"min_score": 0.5, "top_k": 0, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"},
             fallback=fallback,
         )
 
@@ -110,9 +118,13 @@ class LocalizationInfer(_Task):
                 min_score=p.min_score,
                 cam_threshold=p.cam_threshold,
                 max_boxes=p.max_boxes,
+                top_k=p.top_k,
                 cam_out=cam,
                 cam_layer=p.cam_layer,
             )
+        if cam is not None and not os.path.getsize(cam):  # no class was localised: no CAM to return
+            os.remove(cam)
+            cam = None
         if p.output == "slicer":
             path = _tmp(".json")
             with open(path, "w") as fh:
