@@ -57,9 +57,11 @@ def test_bad_input_is_refused() -> None:
         calibrated_probabilities(z, 0.0)
 
 
-def test_train_kacl_fits_temperature_on_validation(tmp_path: Path) -> None:
+def test_train_kacl_fits_temperature_and_box_extraction_on_validation(tmp_path: Path) -> None:
     from gazerad.kacl import KACLConfig, evaluate_kacl, load_kacl, train_kacl
-    from tests.support.studies import mass_studies
+    from gazerad.kacl.evaluate import BLUR_GRID, THRESHOLD_GRID
+    from gazerad.serving.infer import LocalizationService
+    from tests.support.studies import mass_boxes, mass_studies
 
     src = mass_studies(tmp_path / "src", n=48, seed=11)
     data = tmp_path / "set"
@@ -71,15 +73,24 @@ def test_train_kacl_fits_temperature_on_validation(tmp_path: Path) -> None:
             r[2] = "validate"
     with (data / "labels.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
+    os.symlink(src / "BBox_List_2017.csv", data / "BBox_List_2017.csv")
     cfg = KACLConfig(data=str(data), out=str(tmp_path / "run"), method="supervised", backbone="resnet10", image_size=64, epochs=2, batch_size=8, progress=False)
     res = train_kacl(cfg)
     cal = load_kacl(tmp_path / "run")[1]["calibration"]
     assert cal == res["calibration"] and cal["split"] == "validate" and cal["n_images"] == 10
     assert 0.05 <= cal["temperature"] <= 20 and cal["nll_after"] <= cal["nll_before"] + 1e-9
+    box = load_kacl(tmp_path / "run")[1]["box_extraction"]
+    assert box["split"] == "validate" and box["n_boxes"] == sum(24 <= int(k[:5]) < 34 for k in mass_boxes(src))
+    assert len(box["grid"]) == len(THRESHOLD_GRID) * len(BLUR_GRID) and box["cam_threshold"] in THRESHOLD_GRID and box["blur"] in BLUR_GRID
+    assert (box["t_iou_0.3"], box["mean_best_iou"]) == max((g["t_iou_0.3"], g["mean_best_iou"]) for g in box["grid"])
+    served = LocalizationService(tmp_path / "run" / "kacl.pt", device="cpu")(data / "images" / "00040.png", min_score=0.0)
+    assert served["box_extraction"] == {"cam_threshold": box["cam_threshold"], "blur": box["blur"]}
     m = evaluate_kacl(tmp_path / "run", data, splits=("test", "validate"), overlays=0)
+    assert m["box_extraction"] == {"cam_threshold": box["cam_threshold"], "blur": box["blur"], "tuned_on": "validate"}
     # reported on the held-out images the temperature was not fitted on
     assert m["calibration"]["fitted_on"] == "validate" and m["calibration"]["n_images"] == 14
     assert m["calibration"]["temperature"] == pytest.approx(cal["temperature"])
     # trained on the validation split too: nothing is held out, no temperature is fitted
     res2 = train_kacl(KACLConfig(**{**cfg.to_dict(), "out": str(tmp_path / "run2"), "splits": ("train", "validate"), "epochs": 1}))
     assert res2["calibration"]["temperature"] == 1.0 and "trained on" in res2["calibration"]["skipped"]
+    assert "trained on" in res2["box_extraction"]["skipped"] and res2["box_extraction"]["cam_threshold"] == 0.5

@@ -33,12 +33,16 @@ def _add_evaluate_localization(s: argparse.ArgumentParser) -> None:
     s.add_argument("--model", required=True, help="kacl.pt or its run folder")
     s.add_argument("--data", required=True, help="study folder")
     s.add_argument("--boxes", default=None, help="BBox_List_2017.csv (default: DATA/BBox_List_2017.csv)")
-    s.add_argument("--splits", nargs="+", default=["test", "validate"], help="labels.csv splits to score (default test validate)")
+    s.add_argument(
+        "--splits", nargs="+", default=["test"], help="labels.csv splits to score (default test: validate tunes the temperature and the CAM threshold)"
+    )
     s.add_argument("--out", default=None, help="folder for metrics.json and overlays/")
     s.add_argument("--overlays", type=int, default=8, help="overlay PNGs to write (default 8)")
     s.add_argument("--cam-method", dest="cam_method", default="gradcam", choices=CAM_METHODS, help="default gradcam")
     s.add_argument("--cam", dest="cam_method", choices=CAM_METHODS, help=argparse.SUPPRESS)  # the old name
-    s.add_argument("--cam-threshold", dest="cam_threshold", type=float, default=0.5, help="CAM threshold after normalisation and blur (default 0.5)")
+    s.add_argument(
+        "--cam-threshold", dest="cam_threshold", type=float, default=None, help="CAM threshold after blur (default: the model's, tuned on validation)"
+    )
     s.add_argument("--threshold", dest="cam_threshold", type=float, help=argparse.SUPPRESS)  # the old name
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
 
@@ -64,6 +68,11 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
         print("T(IoU)        " + "  ".join(f"{t:>5}" for t in loc))
         print("accuracy      " + "  ".join(f"{v:5.3f}" for v in loc.values()))
         print("centred box   " + "  ".join(f"{v:5.3f}" for v in base.values()))
+        for c, acc in res["localization"]["per_class"].items():
+            print(f"{c[:13]:13s} " + "  ".join(f"{v:5.3f}" for v in acc.values()) + f"   ({res['localization']['n_boxes'][c]} boxes)")
+    cal = res.get("calibration") or {}
+    if "ece" in cal:
+        print(f"calibration: T {cal['temperature']:.2f}, ECE {cal['ece']:.3f} (uncalibrated {cal['ece_uncalibrated']:.3f}) on {cal['n_images']} images")
     if args.out:
         print(f"metrics and overlays in {args.out}")
     return 0

@@ -21,7 +21,7 @@ from gazerad.io.atomic import atomic_write_text
 from gazerad.kacl.calibration import calibrated_probabilities, expected_calibration_error, reliability_bins, temperature_of
 from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
 
-__all__ = ["localize_images", "evaluate_kacl", "save_overlay"]
+__all__ = ["localize_images", "evaluate_kacl", "save_overlay", "box_requests", "box_settings", "tune_box_extraction", "DEFAULT_BOX_SETTINGS"]
 
 
 def localize_images(
@@ -100,6 +100,83 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict[str, floa
     return out
 
 
+def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: int) -> tuple[dict[str, list], list[list[int]], list[tuple[float, float]]]:
+    """Ground truth of ``rows`` for localisation scoring.
+
+    Returns:
+        ``truth`` (image id -> ``[(label, (x, y, w, h))]`` in image pixels, boxed images only),
+        per row the class indices to localise (its boxes' classes), and per row the scale
+        ``(sx, sy)`` from the ``size`` model input back to image pixels.
+    """
+    from gazerad.data.nih import read_bbox_list
+    from gazerad.io.xray import read_xray
+
+    all_boxes = read_bbox_list(boxes_csv)
+    unknown = sorted(set(all_boxes) - set(table.ids))
+    if unknown:
+        raise InputError(boxes_csv, f"{len(unknown)} boxed images are not in labels.csv, e.g. {unknown[:3]}")
+    truth, requests, scales = {}, [], []
+    for i in rows:
+        gts = [(lab, box) for lab, box in all_boxes.get(table.ids[i], []) if lab in table.classes]
+        if gts:
+            truth[table.ids[i]] = gts
+        requests.append(sorted({table.classes.index(lab) for lab, _ in gts}))
+        h, w = read_xray(table.paths[i])[0].shape if gts else (size, size)
+        scales.append((w / size, h / size))
+    return truth, requests, scales
+
+
+DEFAULT_BOX_SETTINGS = {"cam_threshold": 0.5, "blur": 5}
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+BLUR_GRID = (1, 3, 5)
+
+
+def box_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The CAM threshold and blur a saved model localises with: tuned on its validation split
+    (``box_extraction`` in ``kacl.pt``) or :data:`DEFAULT_BOX_SETTINGS`."""
+    tuned = state.get("box_extraction") or {}
+    if "cam_threshold" in tuned and "skipped" not in tuned:
+        return {"cam_threshold": float(tuned["cam_threshold"]), "blur": int(tuned["blur"]), "split": tuned.get("split")}
+    return dict(DEFAULT_BOX_SETTINGS)
+
+
+def tune_box_extraction(
+    model: torch.nn.Module,
+    table: Any,
+    rows: Sequence[int],
+    boxes_csv: str | Path,
+    image_size: int,
+    cam_method: str = "gradcam",
+    thresholds: Sequence[float] = THRESHOLD_GRID,
+    blurs: Sequence[int] = BLUR_GRID,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """The CAM threshold and blur that localise ``rows``' boxes best (T(IoU=0.3), then mean best IoU).
+
+    One CAM per (image, boxed class); every (threshold, blur) pair re-boxes the same maps.
+    Returns ``{"cam_threshold", "blur", "n_boxes", "t_iou_0.3", "mean_best_iou", "grid"}``.
+    """
+    from gazerad.data.inputs import encoder_inputs
+
+    truth, requests, scales = box_requests(table, rows, boxes_csv, image_size)
+    keep = [k for k, r in enumerate(requests) if r]
+    if not keep:
+        return {**DEFAULT_BOX_SETTINGS, "skipped": "no boxed images"}
+    ids = [table.ids[rows[k]] for k in keep]
+    images = encoder_inputs([table.paths[rows[k]] for k in keep], image_size)
+    _, maps = localize_images(model, images, [requests[k] for k in keep], table.classes, cam_method, device=device, return_maps=True)
+    grid = []
+    for t in thresholds:
+        for b in blurs:
+            pred = {}
+            for j, k in enumerate(keep):
+                pred[ids[j]] = [bx.scaled(*scales[k]) for c, m in maps[j].items() for bx in map_to_boxes(m, t, b, label=table.classes[c])]
+            acc = localization_accuracy(pred, truth, (0.3,))
+            grid.append({"cam_threshold": float(t), "blur": int(b), "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"]})
+    best = max(grid, key=lambda g: (g["t_iou_0.3"], g["mean_best_iou"]))
+    return {**best, "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+
+
 def _calibration_report(state: dict[str, Any], table: Any, rows: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """ECE and reliability bins of the evaluated images the temperature was *not* fitted on."""
     fit = state.get("calibration") or {}
@@ -124,10 +201,14 @@ def evaluate_kacl(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     overlays: int = 8,
     cam_method: str = "gradcam",
-    cam_threshold: float = 0.5,
+    cam_threshold: float | None = None,
     device: str | None = None,
+    blur: int | None = None,
 ) -> dict[str, Any]:
     """AUC and T(IoU) localisation of a trained model on held-out studies (see module docstring).
+
+    ``cam_threshold`` and ``blur`` default to the model's own (:func:`box_settings`: tuned on
+    the validation split at the end of training, else 0.5 and 5).
 
     Returns:
         ``{"auc": {class: auc, "macro": ...}, "calibration": {temperature, ece, ece_uncalibrated,
@@ -135,8 +216,6 @@ def evaluate_kacl(
         "baseline_centred": {...}, "n_images": N}``; probabilities are calibrated; also written to ``OUT/metrics.json`` when ``out`` is given.
     """
     from gazerad.data.inputs import encoder_inputs
-    from gazerad.data.nih import read_bbox_list
-    from gazerad.io.xray import read_xray
     from gazerad.kacl.trainer import load_kacl, model_logits
     from gazerad.pretrain.data import read_study_table
 
@@ -157,22 +236,15 @@ def evaluate_kacl(
 
     bpath = Path(boxes_csv) if boxes_csv else Path(data) / "BBox_List_2017.csv"
     if bpath.is_file():
-        all_boxes = read_bbox_list(bpath)
         ids = [table.ids[i] for i in rows]
-        unknown = sorted(set(all_boxes) - set(table.ids))
-        if unknown:
-            raise InputError(bpath, f"{len(unknown)} boxed images are not in labels.csv, e.g. {unknown[:3]}")
-        truth, requests, scales = {}, [], []
-        for k, i in enumerate(rows):
-            gts = [(lab, box) for lab, box in all_boxes.get(table.ids[i], []) if lab in table.classes]
-            truth[table.ids[i]] = gts
-            requests.append(sorted({table.classes.index(lab) for lab, _ in gts}))
-            h, w = read_xray(table.paths[i])[0].shape if gts else (size, size)
-            scales.append((w / size, h / size))
-        boxes, maps = localize_images(model, images, requests, table.classes, cam_method, cam_threshold, device=dev, return_maps=overlays > 0)
+        truth, requests, scales = box_requests(table, rows, bpath, size)
+        tuned = box_settings(state)
+        cam_threshold = tuned["cam_threshold"] if cam_threshold is None else cam_threshold
+        blur = tuned["blur"] if blur is None else blur
+        boxes, maps = localize_images(model, images, requests, table.classes, cam_method, cam_threshold, blur, device=dev, return_maps=overlays > 0)
         pred = {ids[k]: [b.scaled(*scales[k]) for b in bs] for k, bs in enumerate(boxes)}
-        truth = {k: v for k, v in truth.items() if v}
         result["localization"] = localization_accuracy(pred, truth, thresholds)
+        result["box_extraction"] = {"cam_threshold": cam_threshold, "blur": blur, "tuned_on": tuned.get("split")}
         base = {}
         for k, i in enumerate(rows):
             h_, w_ = size * scales[k][1], size * scales[k][0]

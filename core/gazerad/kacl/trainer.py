@@ -43,7 +43,7 @@ from gazerad.engine.run import start_run, training_rows
 from gazerad.errors import InputError
 from gazerad.kacl.config import KACLConfig
 
-__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn", "fit_calibration", "model_logits"]
+__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn", "fit_calibration", "fit_box_extraction", "model_logits"]
 
 
 class _TrainForward(torch.nn.Module):
@@ -289,6 +289,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration}
     if run.is_main:
         result["calibration"] = calibration = fit_calibration(model, table, cfg, dev)
+        result["box_extraction"] = box_extraction = fit_box_extraction(model, table, cfg, dev)
         result["model"] = str(
             save_model_file(
                 run.out / "kacl.pt",
@@ -299,6 +300,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                 feature_names=list(extractor.names),
                 standardizer=standardizer.state_dict(),
                 calibration=calibration,
+                box_extraction=box_extraction,
             )
         )
     run.barrier()
@@ -335,6 +337,30 @@ def fit_calibration(model: torch.nn.Module, table: Any, cfg: KACLConfig, device:
         out[f"nll_{tag}"] = binary_nll(z, y, temp)
         out[f"ece_{tag}"] = expected_calibration_error(calibrated_probabilities(z, temp), y)
     return out
+
+
+def fit_box_extraction(model: torch.nn.Module, table: Any, cfg: KACLConfig, device: torch.device | str = "cpu", split: str = "validate") -> dict[str, Any]:
+    """CAM threshold and blur tuned on the ``split`` rows' boxes (``BBox_List_2017.csv`` in
+    ``cfg.data``; :func:`gazerad.kacl.evaluate.tune_box_extraction`), with a ``"skipped"``
+    reason (and the defaults) when there are none or the split was trained on."""
+    from gazerad.kacl.evaluate import DEFAULT_BOX_SETTINGS, tune_box_extraction
+
+    bpath = Path(cfg.data) / "BBox_List_2017.csv"
+    rows = table.subset(split)
+    why = (
+        "no BBox_List_2017.csv in the study folder"
+        if not bpath.is_file()
+        else f"the {split} split was trained on"
+        if split in cfg.splits
+        else f"no images in the {split} split"
+        if len(rows) == 0
+        else None
+    )
+    if why:
+        return {**DEFAULT_BOX_SETTINGS, "split": split, "skipped": why}
+    out = tune_box_extraction(model, table, rows, bpath, cfg.image_size, cfg.cam_method, device=device)
+    model.zero_grad(set_to_none=True)
+    return {**out, "split": split}
 
 
 def load_kacl(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

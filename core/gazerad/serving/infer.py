@@ -311,7 +311,7 @@ class LocalizationService(ClassificationService):
         image_path: str | os.PathLike,
         classes: Sequence[str] | None = None,
         min_score: float = 0.5,
-        cam_threshold: float = 0.5,
+        cam_threshold: float | None = None,
         max_boxes: int = 3,
         cam_out: str | os.PathLike | None = None,
         cam_layer: str | None = None,
@@ -320,9 +320,10 @@ class LocalizationService(ClassificationService):
         """Boxes (pixels and LPS mm) with scores, class probabilities, optionally the CAM.
 
         ``cam_layer`` overrides the layer Grad-CAM hooks (default: the model's own, the one
-        its KACL training used); ``cam_threshold`` is on the normalised, blurred map.
+        its KACL training used); ``cam_threshold`` is on the normalised, blurred map (default:
+        the model's, tuned on its validation split; :func:`gazerad.kacl.evaluate.box_settings`).
         """
-        from gazerad.kacl.evaluate import localize_images
+        from gazerad.kacl.evaluate import box_settings, localize_images
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()
@@ -343,14 +344,15 @@ class LocalizationService(ClassificationService):
         model, _ = self.slot.get()
         if cam_layer and cam_layer not in dict(model.named_modules()):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
+        tuned = box_settings(state)
+        cam_threshold = tuned["cam_threshold"] if cam_threshold is None else cam_threshold
         if not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
         t1 = time.perf_counter()
-        boxes, maps = (
-            localize_images(model, x.cpu(), [want], names, threshold=cam_threshold, device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer)
-            if want
-            else ([[]], [{}])
-        )
+        boxes, maps = [[]], [{}]
+        if want:
+            kw = dict(threshold=cam_threshold, blur=tuned["blur"], device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer)
+            boxes, maps = localize_images(model, x.cpu(), [want], names, **kw)
         t2 = time.perf_counter()
         size = x.shape[-1]
         h, w = img.shape
@@ -390,6 +392,7 @@ class LocalizationService(ClassificationService):
             "finding": bool(above),
             "min_score": min_score,
             "calibration": {"temperature": temperature_of(state)},
+            "box_extraction": {"cam_threshold": cam_threshold, "blur": tuned["blur"]},
             "size": [w, h],
             "geometry": geom.to_dict(),
             "model_version": self.slot.version,

@@ -101,7 +101,7 @@ class InferParams:
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     classes: tuple[str, ...] = ()
     min_score: float = 0.5
-    cam_threshold: float = 0.5
+    cam_threshold: float | None = None  # None: the model's own (tuned on its validation split)
     max_boxes: int = 3
     top_k: int = 0
     output: str = "json"
@@ -128,7 +128,7 @@ class InferParams:
             boxes=tuple(bx),
             classes=tuple(parse_text(c, "classes") for c in classes),
             min_score=parse_number(p.get("min_score", 0.5), "min_score", 0.0, 1.0),
-            cam_threshold=parse_number(p.get("cam_threshold", 0.5), "cam_threshold", 0.0, 1.0),
+            cam_threshold=parse_number(p["cam_threshold"], "cam_threshold", 0.0, 1.0) if p.get("cam_threshold") is not None else None,
             max_boxes=parse_number(p.get("max_boxes", 3), "max_boxes", 1, 100, integer=True),
             top_k=parse_number(p.get("top_k", 0), "top_k", 0, 64, integer=True),
             output=parse_choice(p.get("output", "json"), "output", ("json", "slicer", "cam")),

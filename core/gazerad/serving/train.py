@@ -279,7 +279,7 @@ def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
     from gazerad.kacl.evaluate import evaluate_kacl
 
     try:
-        m = evaluate_kacl(model_file, work, splits=("test", "validate"), overlays=0, device=dev)
+        m = evaluate_kacl(model_file, work, splits=("test",), overlays=0, device=dev)  # validate tuned T and the CAM threshold
     except InputError as exc:
         return {"evaluation": f"skipped: {exc}"}
     out: dict[str, Any] = {"auc": m["auc"], "calibration": m["calibration"]}

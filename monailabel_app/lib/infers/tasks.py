@@ -11,7 +11,8 @@ first request and reloaded when training publishes new ones. Request params:
 - ``localization``: ``classes`` (optional list: localise these whatever their probability),
   ``min_score`` (0.5: boxes only for classes whose calibrated probability reaches it; none
   reaches it: no boxes, ``finding: false`` and a ``message``), ``top_k`` (0: also localise
-  the k most probable classes, flagged ``below_min_score``), ``cam_threshold`` (0.5),
+  the k most probable classes, flagged ``below_min_score``), ``cam_threshold`` (default: the
+  model's, tuned on its validation split's boxes),
   ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json`` (default: MONAI Label detection JSON,
   also with pixel boxes and class probabilities), ``slicer`` (the file returned is a Slicer
   markups ROI JSON) or ``cam`` (the file returned is the Grad-CAM heatmap).
@@ -104,7 +105,7 @@ class LocalizationInfer(_Task):
             InferType.DETECTION,
             "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
             labels=labels,
-            config={"min_score": 0.5, "top_k": 0, "cam_threshold": 0.5, "max_boxes": 3, "output": "json"},
+            config={"min_score": 0.5, "top_k": 0, "max_boxes": 3, "output": "json"},
             fallback=fallback,
         )
 
