@@ -1,168 +1,324 @@
-"""KACL vs a supervised classifier on the synthetic studies: AUC and T(IoU) localisation.
+"""KACL against the supervised classifier at scarce labels: AUC and T(IoU) localisation, paired by seed.
 
-For labelled fractions (default 10 % and 100 %), methods ``supervised`` (BCE only) and
-``kacl`` (BCE + NT-Xent against radiomics of the Grad-CAM ROI, feedback loop every
-epoch), and seeds (default 0 1 2): train with ``gazerad.kacl.train_kacl`` and score the
-held-out split (test + validate) with ``evaluate_kacl``: macro ROC AUC, localisation
-accuracy at T(IoU) 0.1 ... 0.7 and the mean best IoU, beside the centred-box baseline.
-Also reports the radiomics share of KACL's epoch time. Writes ``OUT.md``, ``OUT.json`` and
-``OUT.png`` (default ``benchmarks/results/kacl_table``).
+Protocol (README, *KACL table*):
 
-Usage: python benchmarks/kacl_table.py [--n 240] [--epochs 10] [--size 128] [--seeds 0 1 2]
+1. One synthetic study set (``--n`` studies; the generator's 70 / 10 / 20 % train /
+   validate / test split). Per label fraction (``--fractions``, default 10 % and 100 % of the
+   training images labelled; KACL trains its contrastive term on every training image,
+   the supervised classifier sees only the labelled ones) and seed: ``supervised`` and
+   ``kacl`` with the same labelled subset and initialisation (``seed``).
+2. Each run's temperature (calibration) and CAM threshold / blur (box extraction) are
+   chosen on the **validation** split by the trainer; the table scores the **test** split
+   only: macro ROC AUC, T(IoU) at 0.1 ... 0.7 overall and per class, mean best IoU.
+3. Baselines on the same test boxes: the centred box (half of each side) and the
+   *attention box*: boxes of the FocusContrast attention predictor's map (trained on the
+   training split's gaze; threshold and blur chosen on validation the same way), labelled
+   with each true box's class (it knows where readers look, not which finding is there).
+4. Statistics: mean, std (ddof 1) over seeds; for KACL the paired difference to the
+   supervised run of the same fraction and seed with a 95 % t interval
+   (:func:`gazerad.pretrain.diagnostics.paired_summary`), on AUC and on T(IoU=0.3).
+
+    python benchmarks/kacl_table.py            # the table (about 1 h on 2 cores)
+    python benchmarks/kacl_table.py --quick    # minutes: the pipeline's structure (CI)
+    python benchmarks/kacl_table.py --device cuda --n 4000 --image-size 256 --epochs 30 --seeds 0 1 2 3 4
+
+Writes ``OUT.json`` (rows with ``labelled``, ``method``, ``auc``, ``t_iou`` per threshold,
+``mean_iou``, ``per_class``, stds, per-seed values and ``ci_low`` / ``ci_high`` of the paired
+differences), ``OUT.md`` and ``OUT.png`` (default ``benchmarks/results/kacl_table``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gazerad.kacl import evaluate_kacl, train_kacl
-from gazerad.synth import generate_studies
-
 RESULTS = Path(__file__).resolve().parent / "results"
-TS = (0.1, 0.3, 0.5)
+METHODS = ("supervised", "kacl")
+TS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--studies", default=None)
-    ap.add_argument("--n", type=int, default=240)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the result")
+    ap.add_argument("--studies", default=None, help="an existing study folder (default: generate --n studies)")
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--synth-size", type=int, default=512)
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.1, 1.0])
-    ap.add_argument("--methods", nargs="+", default=["supervised", "kacl"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--backbone", default="resnet10")
-    ap.add_argument("--cam-layer", default="backbone.layer3")
+    ap.add_argument("--cam-layer", default="backbone.layer2")
+    ap.add_argument("--attention-epochs", type=int, default=10)
+    ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(RESULTS / "kacl_table"))
-    a = ap.parse_args()
+    ap.add_argument("--work", default=None, help="folder for studies and runs (default: a temporary one; runs there are resumed)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n, a.synth_size, a.fractions, a.seeds, a.epochs, a.image_size, a.batch_size, a.attention_epochs = 40, 128, [0.5, 1.0], a.seeds[:2], 1, 64, 8, 1
+    if len(a.seeds) < 2:
+        ap.error("need >= 2 seeds for a std and a paired interval")
+    return a
 
-    work = Path(tempfile.mkdtemp(prefix="gazerad-kacl-"))
+
+def _studies(a: argparse.Namespace, work: Path) -> Path:
+    from gazerad.synth.study import generate_studies
+
     studies = Path(a.studies) if a.studies else work / "studies"
-    if not a.studies:
-        generate_studies(studies, n=a.n, seed=0, workers=2, progress=True)
-    runs = []
+    if not a.studies and not (studies / "labels.csv").is_file():
+        generate_studies(studies, n=a.n, seed=0, size=a.synth_size, workers=2, progress=not a.quick)
+    return studies
+
+
+def run_one(a: argparse.Namespace, studies: Path, work: Path, method: str, frac: float, seed: int) -> dict[str, Any]:
+    """Train one run (resumed when its folder holds a checkpoint) and score the test split."""
+    from gazerad.kacl import evaluate_kacl, train_kacl
+
+    out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep"
+    t = time.perf_counter()
+    cfg = dict(
+        data=str(studies),
+        out=str(out),
+        method=method,
+        backbone=a.backbone,
+        image_size=a.image_size,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        labelled_fraction=frac,
+        seed=seed,
+        cam_layer=a.cam_layer,
+        bin_width=16.0,
+        device=a.device,
+        progress=False,
+    )
+    res = train_kacl(cfg) if not (out / "kacl.pt").is_file() else {"history": json.loads((out / "history.json").read_text())["history"]}
+    m = evaluate_kacl(out, studies, splits=("test",), out=out / "eval", overlays=4 if seed == a.seeds[0] else 0, device=a.device)
+    hist = res["history"]
+    ep = sum(h["epoch_seconds"] for h in hist) or 1.0
+    loc = m["localization"]
+    return {
+        "method": method,
+        "labelled": frac,
+        "seed": seed,
+        "auc": m["auc"]["macro"],
+        "auc_per_class": {k: v for k, v in m["auc"].items() if k != "macro"},
+        "t_iou": {str(k): v for k, v in loc["overall"].items()},
+        "t_iou_per_class": {c: {str(k): v for k, v in acc.items()} for c, acc in loc["per_class"].items()},
+        "mean_iou": loc["mean_best_iou"],
+        "n_boxes": loc["n_boxes"],
+        "baseline_centred": {"t_iou": {str(k): v for k, v in m["baseline_centred"]["overall"].items()}, "mean_iou": m["baseline_centred"]["mean_best_iou"]},
+        "calibration": {k: m["calibration"].get(k) for k in ("temperature", "ece", "ece_uncalibrated")},
+        "box_extraction": m["box_extraction"],
+        "radiomics_share": sum(h.get("radiomics_seconds", 0.0) for h in hist) / ep,
+        "history": [{k: h[k] for k in ("epoch", "loss", "bce", "contrastive") if k in h} for h in hist],
+        "seconds": time.perf_counter() - t,
+    }
+
+
+def attention_baseline(a: argparse.Namespace, studies: Path, work: Path) -> dict[str, Any]:
+    """Boxes of the attention predictor's map, threshold and blur chosen on validation, scored on test."""
+    from gazerad.attention import load_attention_model, predict_attention, train_attention
+    from gazerad.io.xray import read_xray
+    from gazerad.kacl.evaluate import best_box_settings, box_requests
+    from gazerad.localize import localization_accuracy, map_to_boxes
+    from gazerad.pretrain.data import read_study_table
+
+    model_file = work / "attention" / "attention.pt"
+    if not model_file.is_file():
+        size = min(a.image_size, 128)
+        train_attention(studies, work / "attention", epochs=a.attention_epochs, batch_size=16, image_size=size, progress=False, device=a.device)
+    model = load_attention_model(model_file)
+    table = read_study_table(studies)
+    bpath = studies / "BBox_List_2017.csv"
+
+    def maps_of(split: str) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, list]]:
+        rows = table.subset(split)
+        truth, requests, _ = box_requests(table, rows, bpath, 1)
+        maps = {}
+        for k, i in enumerate(rows):
+            if requests[k]:
+                heat = predict_attention(model, read_xray(table.paths[i])[0].astype(np.float32))
+                maps[table.ids[i]] = {c: heat for c in requests[k]}
+        return maps, truth
+
+    vmaps, vtruth = maps_of("validate")
+    chosen = best_box_settings(vmaps, vtruth, table.classes)
+    tmaps, ttruth = maps_of("test")
+    pred = {i: [b for c, m in by.items() for b in map_to_boxes(m, chosen["cam_threshold"], chosen["blur"], label=table.classes[c])] for i, by in tmaps.items()}
+    acc = localization_accuracy(pred, ttruth, TS)
+    return {
+        "t_iou": {str(k): v for k, v in acc["overall"].items()},
+        "t_iou_per_class": {c: {str(k): v for k, v in x.items()} for c, x in acc["per_class"].items()},
+        "mean_iou": acc["mean_best_iou"],
+        "threshold": chosen["cam_threshold"],
+        "blur": chosen["blur"],
+    }
+
+
+def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (labelled, method): means, stds, per-seed values; KACL rows paired to supervised."""
+    from gazerad.pretrain.diagnostics import paired_summary
+
+    def by_seed(rs: list[dict], get) -> dict[int, float]:  # noqa: ANN001
+        return {r["seed"]: float(get(r)) for r in rs}
+
+    rows = []
     for frac in a.fractions:
+        sup = [r for r in runs if r["labelled"] == frac and r["method"] == "supervised"]
         for method in a.methods:
-            for seed in a.seeds:
-                out = work / f"{method}-{frac}-{seed}"
-                t = time.perf_counter()
-                res = train_kacl(
-                    dict(
-                        data=str(studies),
-                        out=str(out),
-                        method=method,
-                        backbone=a.backbone,
-                        image_size=a.size,
-                        epochs=a.epochs,
-                        batch_size=a.batch,
-                        lr=a.lr,
-                        labelled_fraction=frac,
-                        seed=seed,
-                        cam_layer=a.cam_layer,
-                        progress=False,
-                    )
-                )
-                m = evaluate_kacl(out, studies, out=out / "eval", overlays=4 if seed == a.seeds[0] else 0)
-                hist = res["history"]
-                rad = sum(h["radiomics_seconds"] for h in hist)
-                cam = sum(h["cam_seconds"] for h in hist)
-                ep = sum(h["epoch_seconds"] for h in hist)
-                run = {
+            rs = [r for r in runs if r["labelled"] == frac and r["method"] == method]
+            if not rs:
+                continue
+            paired = method != "supervised" and bool(sup)
+            auc = paired_summary(by_seed(rs, lambda r: r["auc"]), by_seed(sup, lambda r: r["auc"]) if paired else None)
+            t03 = paired_summary(by_seed(rs, lambda r: r["t_iou"]["0.3"]), by_seed(sup, lambda r: r["t_iou"]["0.3"]) if paired else None)
+            t_iou = {str(t): paired_summary(by_seed(rs, lambda r, t=t: r["t_iou"][str(t)])) for t in TS}
+            classes = sorted(rs[0]["t_iou_per_class"])
+            rows.append(
+                {
+                    "labelled": frac,
                     "method": method,
-                    "fraction": frac,
-                    "seed": seed,
-                    "auc": m["auc"]["macro"],
-                    "loc": m["localization"]["overall"],
-                    "iou": m["localization"]["mean_best_iou"],
-                    "base_loc": m["baseline_centred"]["overall"],
-                    "base_iou": m["baseline_centred"]["mean_best_iou"],
-                    "radiomics_share": rad / ep,
-                    "cam_share": cam / ep,
-                    "seconds": time.perf_counter() - t,
-                    "per_class_auc": m["auc"],
+                    "seeds": auc["seeds"],
+                    "auc": auc["mean"],
+                    "auc_std": auc["std"],
+                    "t_iou": {t: s["mean"] for t, s in t_iou.items()},
+                    "t_iou_std": {t: s["std"] for t, s in t_iou.items()},
+                    "mean_iou": float(np.mean([r["mean_iou"] for r in rs])),
+                    "mean_iou_std": float(np.std([r["mean_iou"] for r in rs], ddof=1)),
+                    "per_class": {
+                        c: {
+                            "auc": float(np.mean([r["auc_per_class"].get(c, np.nan) for r in rs])),
+                            "t_iou_0.3": float(np.mean([r["t_iou_per_class"][c]["0.3"] for r in rs])),
+                            "n_boxes": rs[0]["n_boxes"].get(c),
+                        }
+                        for c in classes
+                    },
+                    "diff_auc": auc["diff_vs_plain"],
+                    "ci_low": auc["ci_low"],
+                    "ci_high": auc["ci_high"],
+                    "diff_t_iou_0.3": t03["diff_vs_plain"],
+                    "ci_low_t_iou_0.3": t03["ci_low"],
+                    "ci_high_t_iou_0.3": t03["ci_high"],
+                    "values": {str(r["seed"]): {"auc": r["auc"], "t_iou_0.3": r["t_iou"]["0.3"], "mean_iou": r["mean_iou"]} for r in rs},
+                    "ece": float(np.mean([r["calibration"]["ece"] for r in rs if r["calibration"].get("ece") is not None] or [np.nan])),
+                    "radiomics_share": float(np.mean([r["radiomics_share"] for r in rs])),
                 }
-                runs.append(run)
-                print(
-                    f"{method:10s} frac {frac:4.2f} seed {seed}: AUC {run['auc']:.3f}  T(0.1/0.3/0.5) "
-                    + "/".join(f"{run['loc'][t]:.2f}" for t in TS)
-                    + f"  IoU {run['iou']:.3f}  radiomics {run['radiomics_share']:.1%}"
-                    f" of epoch time  ({run['seconds']:.0f} s)",
-                    flush=True,
-                )
-
-    def agg(rs, key, sub=None):
-        v = np.array([r[key][sub] if sub is not None else r[key] for r in rs], dtype=np.float64)
-        return float(v.mean()), float(v.std())
-
-    lines = [
-        f"# KACL vs supervised on the synthetic studies ({len(a.seeds)} seeds, {a.epochs} epochs, {a.backbone} at {a.size} px, CAM on {a.cam_layer})",
-        "",
-        "Held-out split (test + validate); localisation accuracy = share of ground-truth boxes whose best same-class predicted box reaches the IoU.",
-        "",
-        "| labelled | method | macro AUC | T(IoU)=0.1 | T(IoU)=0.3 | T(IoU)=0.5 | mean best IoU | radiomics share of epoch |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    summary = []
-    for frac in a.fractions:
-        for method in a.methods:
-            rs = [r for r in runs if r["fraction"] == frac and r["method"] == method]
-            row = {
-                "fraction": frac,
-                "method": method,
-                "auc": agg(rs, "auc"),
-                "iou": agg(rs, "iou"),
-                **{f"t{t}": agg(rs, "loc", t) for t in TS},
-                "radiomics_share": agg(rs, "radiomics_share"),
-            }
-            summary.append(row)
-            share = f"{row['radiomics_share'][0]:.1%}" if method == "kacl" else "-"
-            lines.append(
-                f"| {frac:.0%} | {method} | {row['auc'][0]:.3f} +- {row['auc'][1]:.3f} | "
-                + " | ".join(f"{row[f't{t}'][0]:.3f} +- {row[f't{t}'][1]:.3f}" for t in TS)
-                + f" | {row['iou'][0]:.3f} +- {row['iou'][1]:.3f} | {share} |"
             )
-    base = runs[0]
-    lines += [
-        "",
-        "Centred-box baseline (half of each side): T(IoU) " + " / ".join(f"{base['base_loc'][t]:.3f}" for t in TS) + f", mean best IoU {base['base_iou']:.3f}.",
-    ]
+    return rows
+
+
+def write(rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[str, Any], a: argparse.Namespace, n_test: int) -> None:
+    from matplotlib.figure import Figure
+
+    from gazerad.io.atomic import atomic_write_text
+
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(a), "runs": runs, "summary": summary}, indent=1))
+    settings = {k: v for k, v in vars(a).items() if k not in ("out", "work")}
+    payload = {"rows": rows, "baselines": {"centred_box": base, "attention_box": att}, "settings": settings, "runs": runs, "n_test_images": n_test}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
 
-    import matplotlib
+    def pm(m: float, s: float) -> str:
+        return f"{m:.3f} ± {s:.3f}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def ci(d: float | None, lo: float | None, hi: float | None) -> str:
+        return "-" if d is None or lo is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
-    labels = [f"{r['method']}\n{r['fraction']:.0%}" for r in summary]
-    x = np.arange(len(summary))
-    axes[0].bar(x, [r["auc"][0] for r in summary], yerr=[r["auc"][1] for r in summary], color=["#999", "#d62"] * len(a.fractions), capsize=3)
-    axes[0].set_ylim(0.4, 1.0)
-    axes[0].set_title("macro ROC AUC", fontsize=9)
-    for k, t in enumerate(TS):
-        axes[1].bar(x + (k - 1) * 0.25, [r[f"t{t}"][0] for r in summary], 0.25, yerr=[r[f"t{t}"][1] for r in summary], label=f"T(IoU)={t}", capsize=2)
-    axes[1].set_title("localisation accuracy (held-out boxes)", fontsize=9)
-    axes[1].legend(fontsize=7)
-    for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
+    show = ("0.1", "0.3", "0.5", "0.7")
+    lines = [
+        f"# KACL vs supervised ({len(a.seeds)} seeds {a.seeds}; {a.epochs} epochs, {a.backbone} at {a.image_size} px, "
+        f"CAM on {a.cam_layer}; {n_test} test images)",
+        "",
+        "Test split only (validation chose each run's temperature and CAM threshold). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
+        "Paired columns: KACL minus supervised at the same labels and seed, mean [95 % CI].",
+        "",
+        "| labelled | method | macro AUC | " + " | ".join(f"T(IoU)={t}" for t in show) + " | mean best IoU | ECE | AUC diff | T(0.3) diff |",
+        "|---" * (8 + len(show) - 2) + "|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['labelled']:.0%} | {r['method']} | {pm(r['auc'], r['auc_std'])} | "
+            + " | ".join(pm(r["t_iou"][t], r["t_iou_std"][t]) for t in show)
+            + f" | {pm(r['mean_iou'], r['mean_iou_std'])} | {r['ece']:.3f} | {ci(r['diff_auc'], r['ci_low'], r['ci_high'])} | "
+            + f"{ci(r['diff_t_iou_0.3'], r['ci_low_t_iou_0.3'], r['ci_high_t_iou_0.3'])} |"
+        )
+    lines += ["| - | centred box | - | " + " | ".join(f"{base['t_iou'][t]:.3f}" for t in show) + f" | {base['mean_iou']:.3f} | - | - | - |"]
+    lines += [
+        f"| - | attention box (threshold {att['threshold']}, blur {att['blur']}) | - | "
+        + " | ".join(f"{att['t_iou'][t]:.3f}" for t in show)
+        + f" | {att['mean_iou']:.3f} | - | - | - |"
+    ]
+    classes = sorted(rows[0]["per_class"]) if rows else []
+    heads = " | ".join(f"{c} (n={rows[0]['per_class'][c]['n_boxes']})" for c in classes)
+    lines += ["", "## Per class: T(IoU=0.3) (AUC)", "", f"| labelled | method | {heads} |"]
+    lines += ["|---" * (len(classes) + 2) + "|"]
+    for r in rows:
+        cells = " | ".join(f"{r['per_class'][c]['t_iou_0.3']:.2f} ({r['per_class'][c]['auc']:.2f})" for c in classes)
+        lines.append(f"| {r['labelled']:.0%} | {r['method']} | {cells} |")
+    lines.append("| - | attention box | " + " | ".join(f"{att['t_iou_per_class'].get(c, {}).get('0.3', float('nan')):.2f}" for c in classes) + " |")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+    fig = Figure(figsize=(10, 3.6))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    x = np.arange(len(rows))
+    names = [f"{r['method']}\n{r['labelled']:.0%}" for r in rows]
+    ax1.bar(x, [r["auc"] for r in rows], yerr=[r["auc_std"] for r in rows], color=["#999" if r["method"] == "supervised" else "#d62" for r in rows], capsize=3)
+    ax1.set_xticks(x, names, fontsize=7)
+    ax1.set_ylim(0.4, 1.0)
+    ax1.set_title("macro ROC AUC (test)", fontsize=9)
+    ts = [float(t) for t in TS]
+    for r in rows:
+        ax2.errorbar(ts, [r["t_iou"][str(t)] for t in TS], yerr=[r["t_iou_std"][str(t)] for t in TS], label=f"{r['method']} {r['labelled']:.0%}", capsize=2)
+    ax2.plot(ts, [base["t_iou"][str(t)] for t in TS], "k--", label="centred box")
+    ax2.plot(ts, [att["t_iou"][str(t)] for t in TS], "g:", label="attention box")
+    ax2.set_xlabel("IoU threshold T", fontsize=8)
+    ax2.set_title("localisation accuracy T(IoU) (test boxes)", fontsize=9)
+    ax2.legend(fontsize=6)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"))
-    print("\n".join(lines))
-    print(f"wrote {out}.md/.json/.png")
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gazerad.pretrain.data import read_study_table
+
+    a = parse_args(argv)
+    work = Path(a.work or tempfile.mkdtemp(prefix="gazerad-kacl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    studies = _studies(a, work)
+    t0 = time.perf_counter()
+    runs = []
+    total = len(a.fractions) * len(a.methods) * len(a.seeds)
+    for seed in a.seeds:
+        for frac in a.fractions:
+            for method in a.methods:
+                r = run_one(a, studies, work, method, frac, seed)
+                runs.append(r)
+                print(
+                    f"[{len(runs)}/{total}] {method:10s} {frac:4.0%} seed {seed}: AUC {r['auc']:.3f}  T(0.1/0.3/0.5) "
+                    + "/".join(f"{r['t_iou'][t]:.2f}" for t in ("0.1", "0.3", "0.5"))
+                    + f"  IoU {r['mean_iou']:.3f}  ({r['seconds']:.0f} s; elapsed {time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+    att = attention_baseline(a, studies, work)
+    base = runs[0]["baseline_centred"]
+    rows = summarise(runs, a)
+    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")))
+    print(Path(a.out).with_suffix(".md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,16 @@ from gazerad.io.atomic import atomic_write_text
 from gazerad.kacl.calibration import calibrated_probabilities, expected_calibration_error, reliability_bins, temperature_of
 from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
 
-__all__ = ["localize_images", "evaluate_kacl", "save_overlay", "box_requests", "box_settings", "tune_box_extraction", "DEFAULT_BOX_SETTINGS"]
+__all__ = [
+    "localize_images",
+    "evaluate_kacl",
+    "save_overlay",
+    "box_requests",
+    "box_settings",
+    "tune_box_extraction",
+    "best_box_settings",
+    "DEFAULT_BOX_SETTINGS",
+]
 
 
 def localize_images(
@@ -165,12 +174,30 @@ def tune_box_extraction(
     ids = [table.ids[rows[k]] for k in keep]
     images = encoder_inputs([table.paths[rows[k]] for k in keep], image_size)
     _, maps = localize_images(model, images, [requests[k] for k in keep], table.classes, cam_method, device=device, return_maps=True)
+    return best_box_settings(dict(zip(ids, maps)), truth, table.classes, {ids[j]: scales[k] for j, k in enumerate(keep)}, thresholds, blurs)
+
+
+def best_box_settings(
+    maps: dict[str, dict[int, np.ndarray]],
+    truth: dict[str, list],
+    classes: Sequence[str],
+    scales: dict[str, tuple[float, float]] | None = None,
+    thresholds: Sequence[float] = THRESHOLD_GRID,
+    blurs: Sequence[int] = BLUR_GRID,
+) -> dict[str, Any]:
+    """The (threshold, blur) whose boxes of ``maps`` (image id -> {class index: map}) best
+    localise ``truth`` (T(IoU=0.3), then mean best IoU); ``scales`` map each image's map
+    pixels to image pixels (default 1).
+
+    Returns ``{"cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes", "grid"}``.
+    """
     grid = []
     for t in thresholds:
         for b in blurs:
             pred = {}
-            for j, k in enumerate(keep):
-                pred[ids[j]] = [bx.scaled(*scales[k]) for c, m in maps[j].items() for bx in map_to_boxes(m, t, b, label=table.classes[c])]
+            for i, by_class in maps.items():
+                sc = (scales or {}).get(i, (1.0, 1.0))
+                pred[i] = [bx.scaled(*sc) for c, m in by_class.items() for bx in map_to_boxes(m, t, b, label=classes[c])]
             acc = localization_accuracy(pred, truth, (0.3,))
             grid.append({"cam_threshold": float(t), "blur": int(b), "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"]})
     best = max(grid, key=lambda g: (g["t_iou_0.3"], g["mean_best_iou"]))

@@ -1,0 +1,45 @@
+"""``benchmarks/kacl_table.py --quick``: the table's structure (every row, paired CIs, baselines, per class), not its result."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tests.support.server import REPO
+
+
+def _bench():  # noqa: ANN202 - the benchmark script as a module
+    spec = importlib.util.spec_from_file_location("kacl_table", REPO / "benchmarks" / "kacl_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_table_has_every_row_interval_and_baseline(tmp_path: Path) -> None:
+    bench = _bench()
+    out = tmp_path / "res" / "kacl_table"
+    assert bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    a = bench.parse_args(["--quick"])
+    rows = {(r["labelled"], r["method"]): r for r in res["rows"]}
+    assert set(rows) == {(f, m) for f in a.fractions for m in bench.METHODS}
+    ts = {str(t) for t in bench.TS}
+    for (f, m), r in rows.items():
+        assert r["seeds"] == a.seeds and 0.0 <= r["auc"] <= 1.0 and set(r["t_iou"]) == ts and np.isfinite(r["mean_iou"])
+        assert set(r["values"]) == {str(s) for s in a.seeds} and r["per_class"]
+        if m == "kacl":  # paired to the supervised run of the same fraction and seeds
+            sup = rows[(f, "supervised")]
+            diffs = [r["values"][s]["auc"] - sup["values"][s]["auc"] for s in r["values"]]
+            assert abs(r["diff_auc"] - np.mean(diffs)) < 1e-12
+            assert r["ci_low"] <= r["diff_auc"] <= r["ci_high"] and r["ci_low_t_iou_0.3"] <= r["diff_t_iou_0.3"] <= r["ci_high_t_iou_0.3"]
+        else:
+            assert r["diff_auc"] is None and r["ci_low"] is None
+    base = res["baselines"]
+    assert set(base["centred_box"]["t_iou"]) == ts and set(base["attention_box"]["t_iou"]) == ts and base["attention_box"]["threshold"] > 0
+    assert len(res["runs"]) == len(a.seeds) * len(a.fractions) * len(bench.METHODS)
+    assert all(run["box_extraction"]["tuned_on"] == "validate" for run in res["runs"])
+    md = out.with_suffix(".md").read_text()
+    assert "attention box" in md and "Per class" in md and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
