@@ -1,13 +1,13 @@
 """GazeRad: predicted radiologist attention, finding localisation, gaze import and
 retraining for chest X-rays, served by the GazeRad MONAI Label app.
 
-The Slicer layer only: everything that does not need Slicer (HTTP client, NRRD reading,
-markups/table/colour conversions, training progress) is in ``GazeRadLib`` and tested in CI
-against a real server. This file turns GazeRadLib's results into MRML nodes and wires the
-panel (``Resources/UI/GazeRad.ui``).
+The Qt layer only: the HTTP client, NRRD reading and markups/table/colour conversions are in
+``GazeRadLib``; every MRML node the module shows is built by ``GazeRadLib.scene.SceneLogic``
+(no Qt), which the Logic here runs on ``slicer.mrmlScene`` with the application's logics and
+CI runs on Slicer's own MRML core (``slicer-core``) against a real server. The Widget only
+wires the panel (``Resources/UI/GazeRad.ui``) to the Logic.
 """
 
-import json
 import logging
 import os
 import tempfile
@@ -36,11 +36,10 @@ import numpy as np
 
 import GazeRadLib
 from GazeRadLib import GazeRadClient, GazeRadError
+from GazeRadLib.scene import COLOR_MAPS, IMAGE_ID_ATTR, SceneLogic, volume_ijk_to_ras
 
 SETTINGS = "GazeRad"  # QSettings group: GazeRad/serverUrl, GazeRad/strategy, ...
 DEFAULT_URL = "http://127.0.0.1:8000"
-IMAGE_ID_ATTR = "GazeRad.imageId"
-COLOR_MAPS = ["GazeRad heat", "Inferno", "Viridis", "ColdToHotRainbow", "Rainbow"]
 
 
 #
@@ -243,7 +242,7 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
 
     def onOpacity(self, value):
         self.saveSetting("opacity", value)
-        slicer.util.setSliceViewerLayers(foregroundOpacity=value)
+        self.logic.setSliceViewerLayers(foregroundOpacity=value)
 
     # ------------------------------------------------------------------ localisation
     def onLocalize(self):
@@ -326,8 +325,10 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
 #
 
 
-class GazeRadLogic(ScriptedLoadableModuleLogic):
-    """Server calls through GazeRadLib, then MRML nodes. Usable without the widget:
+class GazeRadLogic(ScriptedLoadableModuleLogic, SceneLogic):
+    """:class:`GazeRadLib.scene.SceneLogic` on Slicer's scene with the application's own
+    volumes and markups logics: the same code the tests run on slicer-core's MRML. Usable
+    without the widget:
 
     logic = GazeRadLogic(); logic.connect("http://127.0.0.1:8000")
     image = logic.loadStudy("00000"); heat, info = logic.showAttention(image)
@@ -335,180 +336,18 @@ class GazeRadLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.client = None
-        self.lastStudyInfo = {}
-        self.folder = os.path.join(slicer.app.temporaryPath, "GazeRad")
-        os.makedirs(self.folder, exist_ok=True)
+        SceneLogic.__init__(
+            self,
+            slicer.mrmlScene,
+            os.path.join(slicer.app.temporaryPath, "GazeRad"),
+            volumesLogic=slicer.modules.volumes.logic(),
+            markupsLogic=slicer.modules.markups.logic(),
+        )
 
-    # ------------------------------------------------------------------ server
-    def connect(self, url, token=None):
-        client = GazeRadClient(url, token=token)
-        info = client.info()  # raises with a message when the server is not there
-        self.client = client
-        return info
-
-    def login(self, url, user, password):
-        client = self.client if self.client is not None and self.client.url == url.rstrip("/") else GazeRadClient(url)
-        token = client.login(user, password)
-        self.client = client
-        return token
-
-    def requireClient(self):
-        if self.client is None:
-            raise GazeRadError("not connected: enter the server URL and press Connect")
-        return self.client
-
-    def trainingProgress(self):
-        return GazeRadLib.training_progress(self.requireClient().train_status())
-
-    # ------------------------------------------------------------------ studies
     def loadStudy(self, image_id):
-        client = self.requireClient()
-        self.lastStudyInfo = client.image_info(image_id)
-        path = client.download_image(image_id, os.path.join(self.folder, "images"))
-        node = slicer.util.loadVolume(path, {"name": image_id, "singleFile": True, "show": True})
-        node.SetAttribute(IMAGE_ID_ATTR, image_id)
-        slicer.util.setSliceViewerLayers(background=node, foreground=None, fit=True)
+        node = SceneLogic.loadStudy(self, image_id)
+        slicer.util.resetSliceViews()  # fit the new study in every view
         return node
-
-    def nextStudy(self, strategy, exclude=()):
-        exclude = list(exclude)
-        for _ in range(5):  # MONAI Label's "random" ignores "exclude": ask again for an unseen study
-            nxt = self.requireClient().next_study(strategy, exclude)
-            if not nxt:
-                return False
-            if nxt["id"] not in exclude:
-                break
-        return self.loadStudy(nxt["id"])
-
-    def currentImageNode(self):
-        """The GazeRad study in the background of the red slice view (else the last loaded)."""
-        comp = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode() if slicer.app.layoutManager() else None
-        node = slicer.mrmlScene.GetNodeByID(comp.GetBackgroundVolumeID()) if comp and comp.GetBackgroundVolumeID() else None
-        if node is not None and node.GetAttribute(IMAGE_ID_ATTR):
-            return node
-        nodes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if n.GetAttribute(IMAGE_ID_ATTR) and not n.GetAttribute("GazeRad.overlay")]
-        return nodes[-1] if nodes else None
-
-    @staticmethod
-    def ijkToRAS(volumeNode):
-        m = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(m)
-        return [[m.GetElement(r, c) for c in range(4)] for r in range(4)]
-
-    # ------------------------------------------------------------------ attention
-    def colorNode(self, name):
-        """A built-in colour node by name, or GazeRad's own table (transparent at zero)."""
-        if name != COLOR_MAPS[0]:
-            node = slicer.mrmlScene.GetFirstNodeByName(name)
-            if node is not None and node.IsA("vtkMRMLColorNode"):
-                return node
-        node = slicer.mrmlScene.GetFirstNodeByName("GazeRad heat")
-        if node is None:
-            rows = GazeRadLib.colour_table(256)
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "GazeRad heat")
-            node.SetTypeToUser()
-            node.SetNumberOfColors(len(rows))
-            if hasattr(node, "SetNamesInitialised"):  # older Slicer versions
-                node.SetNamesInitialised(True)
-            for i, (r, g, b, a) in enumerate(rows):
-                node.SetColor(i, str(i), r, g, b, a)
-        return node
-
-    def showAttention(self, imageNode, opacity=0.5, colorMap=COLOR_MAPS[0], boxes=None):
-        image_id = imageNode.GetAttribute(IMAGE_ID_ATTR)
-        nrrd, info = self.requireClient().attention(image_id, boxes=boxes)
-        hv = GazeRadLib.heatmap_volume(nrrd)
-        # the heatmap is on the image's pixel grid: place it with the image's own IJK-to-RAS
-        # (identical to the NRRD's for PNG; robust to how Slicer placed a DICOM)
-        dims = imageNode.GetImageData().GetDimensions() if imageNode.GetImageData() else None
-        same_grid = dims is not None and (dims[0], dims[1]) == (hv.array.shape[2], hv.array.shape[1])
-        ijk = self.ijkToRAS(imageNode) if same_grid else hv.ijk_to_ras
-        name = f"{image_id} attention"
-        old = slicer.mrmlScene.GetFirstNodeByName(name)
-        if old is not None:
-            slicer.mrmlScene.RemoveNode(old)
-        heat = slicer.util.addVolumeFromArray(hv.array, ijkToRAS=np.asarray(ijk), name=name, nodeClassName="vtkMRMLScalarVolumeNode")
-        heat.SetAttribute(IMAGE_ID_ATTR, image_id)
-        heat.SetAttribute("GazeRad.overlay", "attention")
-        heat.SetAttribute("GazeRad.info", json.dumps({k: info[k] for k in ("entropy", "max", "model_version") if k in info}))
-        heat.CreateDefaultDisplayNodes()
-        display = heat.GetDisplayNode()
-        display.SetAndObserveColorNodeID(self.colorNode(colorMap).GetID())
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(*hv.value_range)
-        display.SetApplyThreshold(1)
-        display.SetLowerThreshold(hv.threshold)
-        display.SetUpperThreshold(hv.value_range[1] + 1.0)
-        slicer.util.setSliceViewerLayers(background=imageNode, foreground=heat, foregroundOpacity=opacity)
-        return heat, info
-
-    # ------------------------------------------------------------------ localisation
-    def showLocalization(self, imageNode, classes=None, minScore=0.5):
-        image_id = imageNode.GetAttribute(IMAGE_ID_ATTR)
-        res = self.requireClient().localization(image_id, classes=classes, min_score=minScore)
-        ijk = self.ijkToRAS(imageNode)
-        for old in slicer.util.getNodesByClass("vtkMRMLMarkupsROINode"):
-            if old.GetAttribute(IMAGE_ID_ATTR) == image_id:
-                slicer.mrmlScene.RemoveNode(old)
-        rois = []
-        for k, box in enumerate(res.get("boxes", [])):  # one file per box: one ROI node per box
-            path = os.path.join(self.folder, f"{image_id}_roi{k}.mrk.json")
-            with open(path, "w") as fh:
-                json.dump(GazeRadLib.roi_markups([box], ijk_to_ras=ijk), fh)
-            node = slicer.util.loadMarkups(path)
-            node.SetAttribute(IMAGE_ID_ATTR, image_id)
-            rois.append(node)
-        table = GazeRadLib.score_table(res)
-        tableNode = self.scoreTableNode(f"{image_id} scores", table)
-        tableNode.SetAttribute(IMAGE_ID_ATTR, image_id)
-        return rois, tableNode, table, res
-
-    @staticmethod
-    def scoreTableNode(name, table):
-        node = slicer.mrmlScene.GetFirstNodeByName(name)
-        if node is None or not node.IsA("vtkMRMLTableNode"):
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        t = node.GetTable()
-        t.Initialize()
-        for col, kind in table["columns"]:
-            arr = vtk.vtkStringArray() if kind == "string" else vtk.vtkDoubleArray()
-            arr.SetName(col)
-            t.AddColumn(arr)
-        t.SetNumberOfRows(len(table["rows"]))
-        for r, row in enumerate(table["rows"]):
-            for c, v in enumerate(row):
-                t.SetValue(r, c, vtk.vtkVariant(v))
-        node.Modified()
-        return node
-
-    # ------------------------------------------------------------------ gaze
-    def importGaze(self, imageNode, path, reader=None, replace=False):
-        image_id = imageNode.GetAttribute(IMAGE_ID_ATTR)
-        client = self.requireClient()
-        client.upload_gaze(image_id, path, reader=reader, replace=replace)
-        gaze = client.gaze(image_id)  # the server's parse, whatever the file's format
-        if gaze is None:
-            raise GazeRadError(f"the server accepted the gaze for {image_id!r} but returns none on read-back")
-        return gaze, self.showScanpath(imageNode, gaze)
-
-    def showScanpath(self, imageNode, gaze):
-        image_id = imageNode.GetAttribute(IMAGE_ID_ATTR)
-        for cls in ("vtkMRMLMarkupsCurveNode", "vtkMRMLMarkupsFiducialNode"):
-            for old in slicer.util.getNodesByClass(cls):
-                if old.GetAttribute(IMAGE_ID_ATTR) == image_id and old.GetAttribute("GazeRad.scanpath"):
-                    slicer.mrmlScene.RemoveNode(old)
-        mk = GazeRadLib.scanpath_markups(gaze, ijk_to_ras=self.ijkToRAS(imageNode))
-        nodes = []
-        for k, m in enumerate(mk["markups"]):
-            path = os.path.join(self.folder, f"{image_id}_gaze{k}.mrk.json")
-            with open(path, "w") as fh:
-                json.dump({"@schema": mk["@schema"], "markups": [m]}, fh)
-            node = slicer.util.loadMarkups(path)
-            node.SetAttribute(IMAGE_ID_ATTR, image_id)
-            node.SetAttribute("GazeRad.scanpath", m["type"])
-            nodes.append(node)
-        return nodes
 
 
 #
@@ -601,7 +440,7 @@ class GazeRadTest(ScriptedLoadableModuleTest):
         arr = slicer.util.arrayFromVolume(heat)
         self.assertEqual(arr.shape, (1, dims[1], dims[0]))
         self.assertAlmostEqual(float(arr.sum()), 1.0, places=2)
-        self.assertEqual(logic.ijkToRAS(heat), logic.ijkToRAS(image))
+        np.testing.assert_allclose(volume_ijk_to_ras(heat), volume_ijk_to_ras(image), atol=1e-9)
         comp = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
         self.assertEqual(comp.GetForegroundVolumeID(), heat.GetID())
         self.assertEqual(comp.GetBackgroundVolumeID(), image.GetID())
@@ -612,7 +451,7 @@ class GazeRadTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Localisation")
         rois, tableNode, table, res = logic.showLocalization(image, minScore=0.0)
         self.assertEqual(len(rois), len(res["boxes"]))
-        ijk = np.asarray(logic.ijkToRAS(image))
+        ijk = np.asarray(volume_ijk_to_ras(image))
         for roi, box in zip(rois, res["boxes"]):
             self.assertTrue(roi.IsA("vtkMRMLMarkupsROINode"))
             self.assertTrue(roi.GetName().startswith(box["label"]))

@@ -532,7 +532,7 @@ def test_module_follows_the_scripted_module_template() -> None:
     classes = {c.name: [ast.unparse(b) for b in c.bases] for c in tree.body if isinstance(c, ast.ClassDef)}
     assert classes["GazeRad"] == ["ScriptedLoadableModule"]
     assert classes["GazeRadWidget"][0] == "ScriptedLoadableModuleWidget"
-    assert classes["GazeRadLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes["GazeRadLogic"] == ["ScriptedLoadableModuleLogic", "SceneLogic"]
     assert classes["GazeRadTest"] == ["ScriptedLoadableModuleTest"]
     test_cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "GazeRadTest")
     assert {"setUp", "runTest"} <= {f.name for f in test_cls.body if isinstance(f, ast.FunctionDef)}
@@ -544,7 +544,9 @@ def test_module_follows_the_scripted_module_template() -> None:
         t = ast.parse(f.read_text())
         mods = {n.names[0].name.split(".")[0] for n in ast.walk(t) if isinstance(n, ast.Import)}
         mods |= {n.module.split(".")[0] for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
-        assert mods <= set(sys.stdlib_module_names) | {"numpy", "__future__"}, (f.name, mods)
+        # scene.py builds MRML nodes: Slicer's own 'slicer' and 'vtk' (and pydicom, which Slicer bundles)
+        extra = {"slicer", "vtk", "pydicom"} if f.name == "scene.py" else set()
+        assert mods <= set(sys.stdlib_module_names) | {"numpy", "__future__"} | extra, (f.name, mods)
 
 
 def test_ui_file_has_every_widget_the_module_uses() -> None:

@@ -318,12 +318,14 @@ class GazeRadClient:
         min_score: Optional[float] = None,
         cam_threshold: Optional[float] = None,
         max_boxes: Optional[int] = None,
+        top_k: Optional[int] = None,
     ) -> Dict[str, Any]:
-        """``POST /infer/localization?output=json``: boxes (pixels and LPS mm) with scores, class probabilities."""
+        """``POST /infer/localization?output=json``: boxes (pixels and LPS mm) with scores, class
+        probabilities; ``finding: false`` and a ``message`` when no class reaches ``min_score``."""
         p: Dict[str, Any] = {"output": "json"}
         if classes:
             p["classes"] = list(classes)
-        for k, v in (("min_score", min_score), ("cam_threshold", cam_threshold), ("max_boxes", max_boxes)):
+        for k, v in (("min_score", min_score), ("cam_threshold", cam_threshold), ("max_boxes", max_boxes), ("top_k", top_k)):
             if v is not None:
                 p[k] = v
         return self.request("POST", "/infer/localization", params={"image": image_id, "output": "json"}, fields={"params": json.dumps(p)}).json()
