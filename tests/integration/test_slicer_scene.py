@@ -195,3 +195,30 @@ def test_module_logic_is_the_scene_logic_and_the_widget_only_wires() -> None:
     logic_src = ast.unparse(classes["GazeRadLogic"])
     assert "slicer.mrmlScene" in logic_src and "slicer.modules.volumes.logic()" in logic_src and "slicer.modules.markups.logic()" in logic_src
     assert "slicer-core" in (REPO / "pyproject.toml").read_text()  # the optional extra the test setup installs
+
+
+def test_slice_view_is_drawn_by_slicer_with_heatmap_and_rois(logic: SceneLogic, tmp_path: Path) -> None:
+    """Offscreen slice view: the ROI outline is drawn where the box is; the heatmap changes the picture."""
+    from PIL import Image
+
+    img = logic.loadStudy(PNG)
+    heat, _ = logic.showAttention(img)
+    rois, _, _, res = logic.showLocalization(img, minScore=0.0, topK=1)
+    for r in rois[1:]:
+        r.GetDisplayNode().SetVisibility(0)
+    rois[0].GetDisplayNode().SetPropertiesLabelVisibility(0)  # outline only: the label text lies outside the box
+    size = (256, 256)
+    plain = np.asarray(Image.open(logic.renderSliceView(str(tmp_path / "plain.png"), img, size=size)).convert("RGB")).astype(int)
+    rois[0].GetDisplayNode().SetVisibility(0)
+    bare = np.asarray(Image.open(logic.renderSliceView(str(tmp_path / "bare.png"), img, size=size)).convert("RGB")).astype(int)
+    over = np.asarray(Image.open(logic.renderSliceView(str(tmp_path / "heat.png"), img, heat, opacity=0.6, size=size)).convert("RGB")).astype(int)
+    assert plain.shape == (256, 256, 3) and bare.std() > 5  # the X-ray is drawn
+    b = [0.0] * 6
+    rois[0].GetRASBounds(b)
+    cols, rows = zip(*(logic.sliceViewXY((x, y, 0.0)) for x in b[:2] for y in b[2:4]))
+    diff = np.abs(plain - bare).sum(-1) > 30
+    ys, xs = np.nonzero(diff)
+    assert len(xs) > 20, "the ROI was not drawn"
+    # every changed pixel lies on or inside the ROI's projected box (2 px for line width)
+    assert xs.min() >= min(cols) - 2 and xs.max() <= max(cols) + 2 and ys.min() >= min(rows) - 2 and ys.max() <= max(rows) + 2
+    assert (np.abs(over - bare).sum(-1) > 30).mean() > 0.01  # the heatmap overlay shows

@@ -22,7 +22,9 @@ What it builds (per study, tagged with the ``GazeRad.imageId`` attribute):
   score table as a ``vtkMRMLTableNode``;
 - a gaze recording: scanpath as a curve and fixations as a point list (markups logic);
 - training progress and the next study to read (server calls, no nodes);
-- the scene saved to ``.mrml`` (with its data files) or ``.mrb``, and read back.
+- the scene saved to ``.mrml`` (with its data files) or ``.mrb``, and read back;
+- a slice view as a PNG, drawn offscreen by Slicer's slice logic and markups displayable
+  manager (:meth:`SceneLogic.renderSliceView`).
 """
 
 from __future__ import annotations
@@ -100,7 +102,11 @@ class SceneLogic:
             volumesLogic.SetMRMLApplicationLogic(self.app)
             self.app.SetModuleLogic("Volumes", volumesLogic)
         self.volumes = volumesLogic
-        self.markups = markupsLogic or self._new_logic(slicer.vtkSlicerMarkupsLogic)
+        if markupsLogic is None:
+            markupsLogic = self._new_logic(slicer.vtkSlicerMarkupsLogic)
+            markupsLogic.SetMRMLApplicationLogic(self.app)
+            self.app.SetModuleLogic("Markups", markupsLogic)  # the markups displayable managers find it here
+        self.markups = markupsLogic
         self.client: Optional[GazeRadClient] = None
         self.lastStudyInfo: Dict[str, Any] = {}
 
@@ -336,6 +342,68 @@ class SceneLogic:
             node.SetAttribute("GazeRad.scanpath", m["type"])
             nodes.append(node)
         return nodes
+
+    # ------------------------------------------------------------------ pictures
+    def renderSliceView(self, path: str, background: Any, foreground: Any = None, opacity: float = 0.5, size: Tuple[int, int] = (512, 512)) -> str:
+        """A PNG of one slice view as Slicer draws it, offscreen: Slicer's slice logic reslices and
+        blends ``background`` and ``foreground`` (its colour table, threshold, ``opacity``) and
+        Slicer's markups displayable manager draws the scene's markups (ROIs, scanpaths) on it."""
+        import slicer
+        import vtk
+
+        sl = getattr(self, "_snapshot", None)
+        if sl is None:  # a slice view of its own: the application's views keep their settings
+            sl = slicer.vtkMRMLSliceLogic()
+            sl.SetMRMLApplicationLogic(self.app)
+            sl.SetMRMLScene(self.scene)
+            sl.AddSliceNode("GazeRadSnapshot")
+            self._snapshot = sl
+        view, comp = sl.GetSliceNode(), sl.GetSliceCompositeNode()
+        comp.SetBackgroundVolumeID(background.GetID())
+        comp.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        comp.SetForegroundOpacity(float(opacity))
+        w, h = (int(v) for v in size)
+        view.SetDimensions(w, h, 1)
+        sl.FitSliceToBackground(w, h)
+        window = vtk.vtkRenderWindow()
+        window.SetOffScreenRendering(1)
+        window.SetSize(w, h)
+        renderer = vtk.vtkRenderer()
+        window.AddRenderer(renderer)
+        interactor = vtk.vtkRenderWindowInteractor()  # the displayable managers' widgets need one
+        interactor.SetRenderWindow(window)
+        image = vtk.vtkImageActor()
+        image.GetMapper().SetInputConnection(sl.GetImageDataConnection())
+        renderer.AddActor(image)
+        cam = renderer.GetActiveCamera()  # world units = slice-view pixels, as in a slice view
+        cam.ParallelProjectionOn()
+        cam.SetFocalPoint((w - 1) / 2, (h - 1) / 2, 0.0)
+        cam.SetPosition((w - 1) / 2, (h - 1) / 2, 100.0)
+        cam.SetParallelScale(h / 2)
+        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+        factory.SetMRMLApplicationLogic(self.app)
+        if not factory.IsDisplayableManagerRegistered("vtkMRMLMarkupsDisplayableManager"):
+            factory.RegisterDisplayableManager("vtkMRMLMarkupsDisplayableManager")
+        managers = factory.InstantiateDisplayableManagers(renderer)
+        managers.SetMRMLDisplayableNode(view)
+        window.Render()
+        grab = vtk.vtkWindowToImageFilter()
+        grab.SetInput(window)
+        grab.Update()
+        writer = vtk.vtkPNGWriter()
+        writer.SetFileName(path)
+        writer.SetInputConnection(grab.GetOutputPort())
+        writer.Write()
+        if not os.path.isfile(path):
+            raise GazeRadError(f"could not write {path}")
+        return path
+
+    def sliceViewXY(self, ras: Sequence[float]) -> Tuple[float, float]:
+        """Where a RAS point lands in the last :meth:`renderSliceView` picture: ``(column, row)``, row 0 at the top."""
+        view = self._snapshot.GetSliceNode()
+        m = np.array([[view.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+        x, y, _, _ = np.linalg.solve(m, [ras[0], ras[1], ras[2], 1.0])
+        return float(x), float(view.GetDimensions()[1] - 1 - y)
 
     # ------------------------------------------------------------------ scenes
     def saveScene(self, path: str) -> str:
