@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
-from tests.support.server import REPO
-
-
-def _bench():  # noqa: ANN202 - the benchmark script as a module
-    spec = importlib.util.spec_from_file_location("kacl_table", REPO / "benchmarks" / "kacl_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.support.benchmarks import load_benchmark
 
 
 def test_quick_table_has_every_row_interval_and_baseline(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_benchmark("kacl_table")
     out = tmp_path / "res" / "kacl_table"
     assert bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     res = json.loads(out.with_suffix(".json").read_text())

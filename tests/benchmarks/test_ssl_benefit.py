@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.server import REPO
-
-
-def _bench():  # noqa: ANN202 - the benchmark script as a module
-    spec = importlib.util.spec_from_file_location("ssl_benefit", REPO / "benchmarks" / "ssl_benefit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.support.benchmarks import load_benchmark
 
 
 def test_paired_summary_matches_a_hand_computed_t_interval() -> None:
@@ -43,7 +35,7 @@ def test_relation_class_signal_counts_pairs() -> None:
 
 
 def test_quick_run_has_every_row_and_interval(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_benchmark("ssl_benefit")
     out = tmp_path / "res" / "ssl_benefit"
     assert bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
