@@ -323,10 +323,14 @@ def test_monailabel_client_works_unchanged(server: Server, tmp_path: Path) -> No
     assert requests.get(server.url + "/datastore/image/info", params={"image": "00003"}, timeout=30).json()["gaze"]["readers"] == ["dr_client"]
     back = json.loads(Path(client.download_label("00003", "gaze")).read_text())
     assert back["format"] == "gazerad-gaze" and back["records"][0]["reader_id"] == "dr_client"
-    file, params = client.infer("localization", "00060", {"output": "json"})
-    # MONAILabelClient hands a JSON-only answer back as the raw body (bytes), for any app
+    # as MONAI Label's own Slicer plugin asks (no output): the JSON and a markups ROI file it loads with slicer.util.loadMarkups
+    file, params = client.infer("localization", "00060", {"min_score": 0.0})
     params = json.loads(params) if isinstance(params, (bytes, str)) else params
-    assert file is None and params["label"] and params["prediction"][0]["label"] == "Mass"
+    assert params["label"] and params["prediction"][0]["label"] == "Mass"
+    roi = json.loads(Path(file).read_text())
+    assert Path(file).suffix == ".json" and roi["@schema"].endswith("markups-schema-v1.0.3.json#")
+    assert [m["type"] for m in roi["markups"]] == ["ROI"] * len(params["boxes"]) and params["boxes"]
+    assert [m["name"] for m in roi["markups"]] == [f"{b['label']} {b['score']:.2f}" for b in params["boxes"]]
     file, heat = client.infer("attention", "00060", {})
     assert Path(file).suffix == ".nrrd" and sitk.ReadImage(file).GetSize() == (SIZE, SIZE) and heat["peaks"]
     nxt = client.next_sample("random", {})

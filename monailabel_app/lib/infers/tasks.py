@@ -13,14 +13,17 @@ first request and reloaded when training publishes new ones. Request params:
   reaches it: no boxes, ``finding: false`` and a ``message``), ``top_k`` (0: also localise
   the k most probable classes, flagged ``below_min_score``), ``cam_threshold`` (default: the
   model's, tuned on its validation split's boxes),
-  ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json`` (default: MONAI Label detection JSON,
-  also with pixel boxes and class probabilities), ``slicer`` (the file returned is a Slicer
-  markups ROI JSON) or ``cam`` (the file returned is the Grad-CAM heatmap).
+  ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json``
+  (default) or ``slicer``: MONAI Label detection JSON (also with pixel boxes and class
+  probabilities) and, as the result file, a Slicer markups ROI file (what MONAI Label's
+  own Slicer plugin loads as ROI nodes for a detection model; none when there is no box);
+  ``cam``: the result file is the Grad-CAM heatmap.
 - ``classification``: MONAI Label's classification JSON ``{"prediction": [{idx, label, score}]}``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -126,14 +129,17 @@ class LocalizationInfer(_Task):
         if cam is not None and not os.path.getsize(cam):  # no class was localised: no CAM to return
             os.remove(cam)
             cam = None
-        if p.output == "slicer":
-            path = _tmp(".json")
-            with open(path, "w") as fh:
-                import json
-
-                json.dump(roi_markups(res["boxes"], res["geometry"]), fh)
-            return path, res
-        return cam, res
+        if p.output == "cam":
+            return cam, res
+        if not res["boxes"]:  # nothing to draw: the JSON says why ("finding": false, "message")
+            return None, res
+        # the result file is a Slicer markups ROI file (output "json" and "slicer" alike): what
+        # MONAI Label's own Slicer plugin loads for a detection model (a ".json" result ->
+        # slicer.util.loadMarkups); with the request's output=json the server sends the JSON only
+        path = _tmp(".json")
+        with open(path, "w") as fh:
+            json.dump(roi_markups(res["boxes"], res["geometry"]), fh)
+        return path, res
 
 
 class ClassificationInfer(_Task):
