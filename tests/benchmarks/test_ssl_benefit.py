@@ -34,6 +34,7 @@ def test_relation_class_signal_counts_pairs() -> None:
     assert s["base_rate"] == pytest.approx(1 / 6) and s["lift"] == pytest.approx(3.0)
 
 
+@pytest.mark.timeout(1800)  # ~3 min alone; the CI default of 600 s was hit only on a machine busy with the full table
 def test_quick_run_has_every_row_and_interval(tmp_path: Path) -> None:
     bench = load_benchmark("ssl_benefit")
     out = tmp_path / "res" / "ssl_benefit"
