@@ -81,12 +81,27 @@ def test_train_kacl_fits_temperature_and_box_extraction_on_validation(tmp_path: 
     assert 0.05 <= cal["temperature"] <= 20 and cal["nll_after"] <= cal["nll_before"] + 1e-9
     box = load_kacl(tmp_path / "run")[1]["box_extraction"]
     assert box["split"] == "validate" and box["n_boxes"] == sum(24 <= int(k[:5]) < 34 for k in mass_boxes(src))
-    assert len(box["grid"]) == len(THRESHOLD_GRID) * len(BLUR_GRID) and box["cam_threshold"] in THRESHOLD_GRID and box["blur"] in BLUR_GRID
+    layers = ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4"]
+    assert len(box["grid"]) == len(layers) * len(THRESHOLD_GRID) * len(BLUR_GRID) and {g["cam_layer"] for g in box["grid"]} == set(layers)
+    assert box["cam_threshold"] in THRESHOLD_GRID and box["blur"] in BLUR_GRID and box["cam_layer"] in layers
     assert (box["t_iou_0.3"], box["mean_best_iou"]) == max((g["t_iou_0.3"], g["mean_best_iou"]) for g in box["grid"])
+    # per class: the grid entry best on that class's boxes, never worse there than the overall one
+    overall = next(g for g in box["grid"] if all(g[k] == box[k] for k in ("cam_layer", "cam_threshold", "blur")))
+    assert set(box["per_class"]) == {"Mass"}
+    for c, own in box["per_class"].items():
+        entry = next(g for g in box["grid"] if all(g[k] == own[k] for k in ("cam_layer", "cam_threshold", "blur")))
+        assert (own["t_iou_0.3"], own["mean_best_iou"]) == (entry["per_class"][c]["t_iou_0.3"], entry["per_class"][c]["mean_best_iou"])
+        assert (own["t_iou_0.3"], own["mean_best_iou"]) == max((g["per_class"][c]["t_iou_0.3"], g["per_class"][c]["mean_best_iou"]) for g in box["grid"])
+        assert (own["t_iou_0.3"], own["mean_best_iou"]) >= (overall["per_class"][c]["t_iou_0.3"], overall["per_class"][c]["mean_best_iou"])
+    keys = ("cam_layer", "cam_threshold", "blur")
+    used = {k: box[k] for k in keys} | {"per_class": {c: {k: v[k] for k in keys} for c, v in box["per_class"].items()}}
     served = LocalizationService(tmp_path / "run" / "kacl.pt", device="cpu")(data / "images" / "00040.png", min_score=0.0)
-    assert served["box_extraction"] == {"cam_threshold": box["cam_threshold"], "blur": box["blur"]}
+    assert served["box_extraction"] == used
     m = evaluate_kacl(tmp_path / "run", data, splits=("test", "validate"), overlays=0)
-    assert m["box_extraction"] == {"cam_threshold": box["cam_threshold"], "blur": box["blur"], "tuned_on": "validate"}
+    assert m["box_extraction"] == {**used, "tuned_on": "validate"}
+    # a caller's threshold applies to every class
+    forced = LocalizationService(tmp_path / "run" / "kacl.pt", device="cpu")(data / "images" / "00040.png", min_score=0.0, cam_threshold=0.45)
+    assert forced["box_extraction"]["cam_threshold"] == 0.45 and all("cam_threshold" not in v for v in forced["box_extraction"]["per_class"].values())
     # reported on the held-out images the temperature was not fitted on
     assert m["calibration"]["fitted_on"] == "validate" and m["calibration"]["n_images"] == 14
     assert m["calibration"]["temperature"] == pytest.approx(cal["temperature"])

@@ -86,6 +86,24 @@ def test_each_sample_gets_its_own_class(cam_cls) -> None:
         assert float((maps[i, 0] * q).sum() / maps[i, 0].sum()) > 0.9
 
 
+@pytest.mark.parametrize("cam_cls", [BatchGradCAM, BatchGradCAMpp])
+def test_one_pass_maps_of_several_layers_equal_each_layer_alone(cam_cls) -> None:
+    from monai.networks.nets import resnet10
+
+    torch.manual_seed(0)
+    net = resnet10(spatial_dims=2, n_input_channels=1, num_classes=3).eval()
+    x = torch.randn(3, 1, 64, 64)
+    layers = ["layer1", "layer2", "layer4"]
+    together = cam_cls(net, layers).maps(x, class_idx=[2, 0, 1])
+    assert len(together) == 3
+    for layer, m in zip(layers, together):
+        alone = cam_cls(net, layer)(x, class_idx=[2, 0, 1])
+        assert m.shape == alone.shape == (3, 1, 64, 64)
+        torch.testing.assert_close(m, alone, atol=1e-5, rtol=1e-4)
+    # the layers do give different maps (the test would pass vacuously otherwise)
+    assert float((together[0] - together[2]).abs().max()) > 0.05
+
+
 def test_default_class_is_each_samples_argmax() -> None:
     net = QuadrantNet()
     x = torch.zeros(3, 1, S, S)

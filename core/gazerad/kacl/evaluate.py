@@ -22,6 +22,10 @@ from gazerad.kacl.calibration import calibrated_probabilities, expected_calibrat
 from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
 
 __all__ = [
+    "class_cams",
+    "class_setting",
+    "choose_box_settings",
+    "overridden",
     "localize_images",
     "evaluate_kacl",
     "save_overlay",
@@ -31,6 +35,51 @@ __all__ = [
     "best_box_settings",
     "DEFAULT_BOX_SETTINGS",
 ]
+
+
+def class_cams(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    requests: Sequence[Sequence[int]],
+    layers: Sequence[str],
+    cam_method: str = "gradcam",
+    batch: int = 32,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[dict[int, np.ndarray]]]:
+    """Grad-CAM of every requested (image, class) on every layer in ``layers``, one forward
+    and backward pass per batch of pairs.
+
+    Args:
+        images: ``(N, 1, S, S)``.
+        requests: per image, the class indices to map.
+
+    Returns:
+        ``{layer: per image {class: (S, S) map in [0, 1]}}``.
+    """
+    layers = list(dict.fromkeys(layers))
+    cam = make_cam(model, layers, cam_method)
+    pairs = [(i, c) for i, cs in enumerate(requests) for c in cs]
+    out: dict[str, list[dict[int, np.ndarray]]] = {layer: [{} for _ in requests] for layer in layers}
+    for b0 in range(0, len(pairs), batch):
+        chunk = pairs[b0 : b0 + batch]
+        per_layer = cam.maps(images[[i for i, _ in chunk]].to(device), class_idx=[c for _, c in chunk])
+        for layer, m in zip(layers, per_layer):
+            m = m[:, 0].detach().float().cpu().numpy()
+            for (i, c), mp in zip(chunk, m):
+                out[layer][i][c] = mp
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def class_setting(settings: dict[str, Any], class_name: str) -> tuple[str | None, float, int]:
+    """``(cam_layer, cam_threshold, blur)`` for one class: its own entry in
+    ``settings["per_class"]`` where tuned, else the settings' overall values."""
+    own = (settings.get("per_class") or {}).get(class_name) or {}
+    return (
+        own.get("cam_layer") or settings.get("cam_layer"),
+        float(own.get("cam_threshold", settings.get("cam_threshold", DEFAULT_BOX_SETTINGS["cam_threshold"]))),
+        int(own.get("blur", settings.get("blur", DEFAULT_BOX_SETTINGS["blur"]))),
+    )
 
 
 def localize_images(
@@ -45,6 +94,7 @@ def localize_images(
     device: str | torch.device = "cpu",
     return_maps: bool = False,
     cam_layer: str | None = None,
+    per_class: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[list[Box]], list[dict[int, np.ndarray]]]:
     """Boxes for the requested classes of each image, one CAM per (image, class), batched.
 
@@ -53,25 +103,27 @@ def localize_images(
         images: ``(N, 1, S, S)``.
         requests: per image, the class indices to localise.
         class_names: labels given to the boxes.
-        cam_layer: the layer Grad-CAM hooks (default: ``model.cam_layer``).
+        threshold, blur, cam_layer: box extraction of every class (``cam_layer`` default:
+            ``model.cam_layer``) ...
+        per_class: ... unless a class has its own ``{"cam_layer", "cam_threshold", "blur"}``
+            here (the per-class settings :func:`tune_box_extraction` chooses).
 
     Returns:
         per image the boxes (all classes, best first per class) in ``S``-pixel coordinates,
-        and (if ``return_maps``) per image ``{class: (S, S) map}``.
+        and (if ``return_maps``) per image ``{class: (S, S) map}`` (each class's own layer).
     """
-    cam = make_cam(model, cam_layer or model.cam_layer, cam_method)
-    pairs = [(i, c) for i, cs in enumerate(requests) for c in cs]
-    boxes: list[list[Box]] = [[] for _ in range(len(requests))]
-    maps: list[dict[int, np.ndarray]] = [{} for _ in range(len(requests))]
-    for b0 in range(0, len(pairs), batch):
-        chunk = pairs[b0 : b0 + batch]
-        x = images[[i for i, _ in chunk]].to(device)
-        m = cam(x, class_idx=[c for _, c in chunk])[:, 0].detach().cpu()
-        for (i, c), mp in zip(chunk, m):
-            boxes[i].extend(map_to_boxes(mp, threshold, blur, label=class_names[c]))
+    base = {"cam_layer": cam_layer or model.cam_layer, "cam_threshold": threshold, "blur": blur, "per_class": per_class or {}}
+    chosen = {c: class_setting(base, class_names[c]) for cs in requests for c in cs}
+    cams = class_cams(model, images, requests, [s[0] for s in chosen.values()] or [base["cam_layer"]], cam_method, batch, device)
+    boxes: list[list[Box]] = [[] for _ in requests]
+    maps: list[dict[int, np.ndarray]] = [{} for _ in requests]
+    for i, cs in enumerate(requests):
+        for c in cs:
+            layer, thr, bl = chosen[c]
+            mp = cams[layer][i][c]
+            boxes[i].extend(map_to_boxes(mp, thr, bl, label=class_names[c]))
             if return_maps:
-                maps[i][c] = mp.numpy()
-    model.zero_grad(set_to_none=True)
+                maps[i][c] = mp
     return boxes, maps
 
 
@@ -136,17 +188,27 @@ def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: i
 
 
 DEFAULT_BOX_SETTINGS = {"cam_threshold": 0.5, "blur": 5}
-THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-BLUR_GRID = (1, 3, 5)
+THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+BLUR_GRID = (1, 3, 5, 9)
 
 
 def box_settings(state: dict[str, Any]) -> dict[str, Any]:
-    """The CAM threshold and blur a saved model localises with: tuned on its validation split
-    (``box_extraction`` in ``kacl.pt``) or :data:`DEFAULT_BOX_SETTINGS`."""
+    """How a saved model localises: ``{"cam_threshold", "blur", "cam_layer", "per_class",
+    "split"}`` as tuned on its validation split (``box_extraction`` in ``kacl.pt``), else
+    :data:`DEFAULT_BOX_SETTINGS` on the model's own CAM layer. Models saved before per-class
+    tuning have no ``cam_layer`` / ``per_class`` entries: every class then uses the overall values."""
     tuned = state.get("box_extraction") or {}
+    layer = state.get("config", {}).get("cam_layer")
     if "cam_threshold" in tuned and "skipped" not in tuned:
-        return {"cam_threshold": float(tuned["cam_threshold"]), "blur": int(tuned["blur"]), "split": tuned.get("split")}
-    return dict(DEFAULT_BOX_SETTINGS)
+        per = {c: {k: v[k] for k in ("cam_layer", "cam_threshold", "blur") if k in v} for c, v in (tuned.get("per_class") or {}).items()}
+        return {
+            "cam_threshold": float(tuned["cam_threshold"]),
+            "blur": int(tuned["blur"]),
+            "cam_layer": tuned.get("cam_layer") or layer,
+            "per_class": per,
+            "split": tuned.get("split"),
+        }
+    return {**DEFAULT_BOX_SETTINGS, "cam_layer": layer, "per_class": {}}
 
 
 def tune_box_extraction(
@@ -159,11 +221,19 @@ def tune_box_extraction(
     thresholds: Sequence[float] = THRESHOLD_GRID,
     blurs: Sequence[int] = BLUR_GRID,
     device: str | torch.device = "cpu",
+    layers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The CAM threshold and blur that localise ``rows``' boxes best (T(IoU=0.3), then mean best IoU).
+    """The CAM layer, threshold and blur that localise ``rows``' boxes best, overall and per class.
 
-    One CAM per (image, boxed class); every (threshold, blur) pair re-boxes the same maps.
-    Returns ``{"cam_threshold", "blur", "n_boxes", "t_iou_0.3", "mean_best_iou", "grid"}``.
+    One CAM per (image, boxed class) on each of ``layers`` (default: the model's
+    ``cam_candidates``; a class's best layer depends on its size: coarse for the heart, fine
+    for a mass); every (threshold, blur) pair re-boxes the same maps. Overall: the best
+    (layer, threshold, blur) by T(IoU=0.3) over all boxes, then mean best IoU; per class, the
+    same over that class's boxes, ties going to the overall setting.
+
+    Returns ``{"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes",
+    "per_class": {class: {"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou",
+    "n_boxes"}}, "grid"}``.
     """
     from gazerad.data.inputs import encoder_inputs
 
@@ -173,8 +243,30 @@ def tune_box_extraction(
         return {**DEFAULT_BOX_SETTINGS, "skipped": "no boxed images"}
     ids = [table.ids[rows[k]] for k in keep]
     images = encoder_inputs([table.paths[rows[k]] for k in keep], image_size)
-    _, maps = localize_images(model, images, [requests[k] for k in keep], table.classes, cam_method, device=device, return_maps=True)
-    return best_box_settings(dict(zip(ids, maps)), truth, table.classes, {ids[j]: scales[k] for j, k in enumerate(keep)}, thresholds, blurs)
+    layers = list(layers or getattr(model, "cam_candidates", [model.cam_layer]))
+    cams = class_cams(model, images, [requests[k] for k in keep], layers, cam_method, device=device)
+    sc = {ids[j]: scales[k] for j, k in enumerate(keep)}
+    by_layer = {layer: best_box_settings(dict(zip(ids, m)), truth, table.classes, sc, thresholds, blurs) for layer, m in cams.items()}
+    grid = [{"cam_layer": layer, **g} for layer, r in by_layer.items() for g in r["grid"]]
+    return {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+
+
+def _rank(g: dict[str, Any], key: str = "") -> tuple[float, float]:
+    return (g[f"t_iou_0.3{key}"], g[f"mean_best_iou{key}"])
+
+
+def choose_box_settings(grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The overall best entry of a tuning ``grid`` (T(IoU=0.3), then mean best IoU) and, per
+    class, the entry best on that class's boxes; a class keeps the overall setting unless
+    another one is strictly better on it."""
+    keys = ("cam_layer", "cam_threshold", "blur")
+    best = max(grid, key=_rank)
+    out = {**{k: best[k] for k in keys if k in best}, "t_iou_0.3": best["t_iou_0.3"], "mean_best_iou": best["mean_best_iou"], "per_class": {}}
+    for c, here in best.get("per_class", {}).items():
+        own = max(grid, key=lambda g: _rank(g["per_class"][c]))
+        pick = own if _rank(own["per_class"][c]) > _rank(here) else best
+        out["per_class"][c] = {**{k: pick[k] for k in keys if k in pick}, **pick["per_class"][c]}
+    return out
 
 
 def best_box_settings(
@@ -186,10 +278,11 @@ def best_box_settings(
     blurs: Sequence[int] = BLUR_GRID,
 ) -> dict[str, Any]:
     """The (threshold, blur) whose boxes of ``maps`` (image id -> {class index: map}) best
-    localise ``truth`` (T(IoU=0.3), then mean best IoU); ``scales`` map each image's map
-    pixels to image pixels (default 1).
+    localise ``truth`` (T(IoU=0.3), then mean best IoU), overall and per class; ``scales``
+    map each image's map pixels to image pixels (default 1).
 
-    Returns ``{"cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes", "grid"}``.
+    Returns ``{"cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes", "per_class",
+    "grid"}``; every grid entry carries its per-class T(IoU=0.3), mean best IoU and box count.
     """
     grid = []
     for t in thresholds:
@@ -199,9 +292,23 @@ def best_box_settings(
                 sc = (scales or {}).get(i, (1.0, 1.0))
                 pred[i] = [bx.scaled(*sc) for c, m in by_class.items() for bx in map_to_boxes(m, t, b, label=classes[c])]
             acc = localization_accuracy(pred, truth, (0.3,))
-            grid.append({"cam_threshold": float(t), "blur": int(b), "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"]})
-    best = max(grid, key=lambda g: (g["t_iou_0.3"], g["mean_best_iou"]))
-    return {**best, "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+            per = {
+                c: {"t_iou_0.3": v[0.3], "mean_best_iou": acc["mean_best_iou_per_class"][c], "n_boxes": acc["n_boxes"][c]} for c, v in acc["per_class"].items()
+            }
+            grid.append({"cam_threshold": float(t), "blur": int(b), "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"], "per_class": per})
+    return {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+
+
+def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blur: int | None = None, cam_layer: str | None = None) -> dict[str, Any]:
+    """``settings`` (:func:`box_settings`) with a caller's explicit threshold / blur / layer
+    applied to *every* class (their per-class values dropped)."""
+    out = {**settings, "per_class": {c: dict(v) for c, v in settings.get("per_class", {}).items()}}
+    for key, value in (("cam_threshold", cam_threshold), ("blur", blur), ("cam_layer", cam_layer)):
+        if value is not None:
+            out[key] = value
+            for v in out["per_class"].values():
+                v.pop(key, None)
+    return out
 
 
 def _calibration_report(state: dict[str, Any], table: Any, rows: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
@@ -265,13 +372,23 @@ def evaluate_kacl(
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
         truth, requests, scales = box_requests(table, rows, bpath, size)
-        tuned = box_settings(state)
-        cam_threshold = tuned["cam_threshold"] if cam_threshold is None else cam_threshold
-        blur = tuned["blur"] if blur is None else blur
-        boxes, maps = localize_images(model, images, requests, table.classes, cam_method, cam_threshold, blur, device=dev, return_maps=overlays > 0)
+        tuned = overridden(box_settings(state), cam_threshold, blur)
+        boxes, maps = localize_images(
+            model,
+            images,
+            requests,
+            table.classes,
+            cam_method,
+            tuned["cam_threshold"],
+            tuned["blur"],
+            device=dev,
+            return_maps=overlays > 0,
+            cam_layer=tuned["cam_layer"],
+            per_class=tuned["per_class"],
+        )
         pred = {ids[k]: [b.scaled(*scales[k]) for b in bs] for k, bs in enumerate(boxes)}
         result["localization"] = localization_accuracy(pred, truth, thresholds)
-        result["box_extraction"] = {"cam_threshold": cam_threshold, "blur": blur, "tuned_on": tuned.get("split")}
+        result["box_extraction"] = {**{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")}, "tuned_on": tuned.get("split")}
         base = {}
         for k, i in enumerate(rows):
             h_, w_ = size * scales[k][1], size * scales[k][0]

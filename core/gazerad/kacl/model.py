@@ -83,6 +83,17 @@ class KACLModel(nn.Module):
             return self._cam_layer
         return "backbone.features.norm5" if self.backbone_name == "densenet121" else "backbone.layer4"
 
+    @property
+    def cam_candidates(self) -> list[str]:
+        """The blocks box extraction may pick a class's CAM layer from (coarse to fine
+        resolution trade-off: stride 4 ... 32 on a ResNet), always with :attr:`cam_layer`."""
+        names = dict(self.named_modules())
+        if self.backbone_name == "densenet121":
+            blocks = ["backbone.features.denseblock2", "backbone.features.denseblock3", "backbone.features.norm5"]
+        else:
+            blocks = [f"backbone.layer{k}" for k in (1, 2, 3, 4)]
+        return [b for b in dict.fromkeys([*blocks, self.cam_layer]) if b in names]
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 1, H, W)`` -> logits ``(B, C)``."""
         return self.classifier(self.backbone(x))

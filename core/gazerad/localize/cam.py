@@ -69,9 +69,39 @@ class _PerSample:
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             return super().__call__(x, class_idx=class_idx, layer_idx=layer_idx, retain_graph=retain_graph)  # type: ignore[misc]
 
+    def maps(self, x: Tensor, class_idx: int | Sequence[int] | Tensor | None = None) -> list[Tensor]:
+        """The maps of *every* target layer from one forward and one backward pass.
+
+        Args:
+            x: ``(B, C, H, W)`` input.
+            class_idx: as for ``__call__``.
+
+        Returns:
+            one ``(B, 1, H, W)`` map in ``[0, 1]`` per target layer, in the layers' order.
+        """
+        if class_idx is not None and not isinstance(class_idx, int):
+            class_idx = torch.as_tensor(class_idx, dtype=torch.long, device=x.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            _, actis, grads = self.nn_module(x, class_idx=class_idx)
+        return [self._upsample_and_post_process(self.layer_map(a, g), x) for a, g in zip(actis, grads)]
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[no-untyped-def]
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        return self.layer_map(acti[layer_idx], grad[layer_idx])
+
+    def layer_map(self, acti: Tensor, grad: Tensor) -> Tensor:
+        """One layer's map ``(B, 1, *spatial)`` from its activations and gradients ``(B, K, *spatial)``."""
+        raise NotImplementedError
+
 
 class BatchGradCAM(_PerSample, GradCAM):
     """Grad-CAM (Selvaraju et al.) with per-sample classes; see the module docstring."""
+
+    def layer_map(self, acti: Tensor, grad: Tensor) -> Tensor:
+        b, c, *spatial = grad.shape
+        weights = grad.view(b, c, -1).mean(2).view(b, c, *[1] * len(spatial))
+        return F.relu((weights * acti).sum(1, keepdim=True))
 
 
 class BatchGradCAMpp(_PerSample, GradCAMpp):
@@ -82,9 +112,7 @@ class BatchGradCAMpp(_PerSample, GradCAMpp):
     shaped ``(B, 1, 1, ...)`` so each sample is weighted by its own score.
     """
 
-    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[override]
-        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
-        acti, grad = acti[layer_idx], grad[layer_idx]
+    def layer_map(self, acti: Tensor, grad: Tensor) -> Tensor:
         b, c, *spatial = grad.shape
         ones = [1] * len(spatial)
         g2 = grad.pow(2)
@@ -96,11 +124,13 @@ class BatchGradCAMpp(_PerSample, GradCAMpp):
         return F.relu((weights * acti).sum(1, keepdim=True))
 
 
-def make_cam(model: nn.Module, target_layer: str, method: str = "gradcam") -> BatchGradCAM:
-    """``"gradcam"`` or ``"gradcampp"`` on ``model``'s ``target_layer`` (a dotted module name)."""
+def make_cam(model: nn.Module, target_layer: str | Sequence[str], method: str = "gradcam") -> BatchGradCAM:
+    """``"gradcam"`` or ``"gradcampp"`` on ``model``'s ``target_layer`` (a dotted module name,
+    or several: :meth:`BatchGradCAM.maps` then gives each one's map from one pass)."""
     names = dict(model.named_modules())
-    if target_layer not in names:
-        raise ValueError(f"target layer {target_layer!r} not found in the model")
+    missing = [t for t in ([target_layer] if isinstance(target_layer, str) else target_layer) if t not in names]
+    if missing:
+        raise ValueError(f"target layer {missing[0]!r} not found in the model")
     if method == "gradcam":
         return BatchGradCAM(model, target_layer)
     if method in ("gradcampp", "gradcam++"):

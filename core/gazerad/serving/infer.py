@@ -321,9 +321,10 @@ class LocalizationService(ClassificationService):
 
         ``cam_layer`` overrides the layer Grad-CAM hooks (default: the model's own, the one
         its KACL training used); ``cam_threshold`` is on the normalised, blurred map (default:
-        the model's, tuned on its validation split; :func:`gazerad.kacl.evaluate.box_settings`).
+        the model's, tuned per class on its validation split; :func:`gazerad.kacl.evaluate.box_settings`);
+        either, when given, applies to every class.
         """
-        from gazerad.kacl.evaluate import box_settings, localize_images
+        from gazerad.kacl.evaluate import box_settings, localize_images, overridden
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()
@@ -344,15 +345,14 @@ class LocalizationService(ClassificationService):
         model, _ = self.slot.get()
         if cam_layer and cam_layer not in dict(model.named_modules()):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
-        tuned = box_settings(state)
-        cam_threshold = tuned["cam_threshold"] if cam_threshold is None else cam_threshold
-        if not 0.0 < cam_threshold < 1.0:
+        if cam_threshold is not None and not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
+        tuned = overridden(box_settings(state), cam_threshold=cam_threshold, cam_layer=cam_layer)
         t1 = time.perf_counter()
         boxes, maps = [[]], [{}]
         if want:
-            kw = dict(threshold=cam_threshold, blur=tuned["blur"], device=self.device, return_maps=cam_out is not None, cam_layer=cam_layer)
-            boxes, maps = localize_images(model, x.cpu(), [want], names, **kw)
+            kw = dict(threshold=tuned["cam_threshold"], blur=tuned["blur"], device=self.device, return_maps=cam_out is not None)
+            boxes, maps = localize_images(model, x.cpu(), [want], names, cam_layer=tuned["cam_layer"], per_class=tuned["per_class"], **kw)
         t2 = time.perf_counter()
         size = x.shape[-1]
         h, w = img.shape
@@ -392,7 +392,7 @@ class LocalizationService(ClassificationService):
             "finding": bool(above),
             "min_score": min_score,
             "calibration": {"temperature": temperature_of(state)},
-            "box_extraction": {"cam_threshold": cam_threshold, "blur": tuned["blur"]},
+            "box_extraction": {k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
             "size": [w, h],
             "geometry": geom.to_dict(),
             "model_version": self.slot.version,
