@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("supervised", "kacl")
@@ -166,6 +167,84 @@ def attention_baseline(a: argparse.Namespace, studies: Path, work: Path) -> dict
     }
 
 
+def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, Any]:
+    """Why KACL does or does not help, on one KACL run's training images (the images its
+    feedback loop saw):
+
+    - ``roi``: the training-time ROI (the run's CAM layer, threshold and blur, the class the
+      trainer picks) against the true box of that class: mean IoU and share with IoU >= 0.3,
+      per class, on the images that have such a box;
+    - ``radiomics_auc``: per class, the 5-fold cross-validated ROC AUC of a logistic
+      regression on the standardised radiomics of those ROIs, beside the same on the whole
+      image: how much the positive view knows about each finding;
+    - ``loss``: the last epoch's classification and contrastive terms and the contrastive
+      weight.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from gazerad.data.inputs import encoder_inputs
+    from gazerad.data.nih import read_bbox_list
+    from gazerad.io.xray import read_xray
+    from gazerad.kacl.trainer import cam_classes, labelled_mask, load_kacl, refresh_radiomics
+    from gazerad.localize import iou, make_cam, maps_to_rois
+    from gazerad.pretrain.data import read_study_table
+    from gazerad.radiomics import FeatureStandardizer, RadiomicsExtractor
+
+    dev = device or "cpu"
+    model, state = load_kacl(run / "kacl.pt", dev)
+    cfg = state["config"]
+    table = read_study_table(studies)
+    rows = table.subset(tuple(cfg["splits"]))
+    size = int(cfg["image_size"])
+    images = encoder_inputs([table.paths[i] for i in rows], size)
+    labels = torch.from_numpy(table.labels[rows]).float()
+    labelled = labelled_mask(len(rows), cfg["labelled_fraction"], cfg["seed"])
+    extractor = RadiomicsExtractor("torch", bin_width=cfg["bin_width"])
+    cam = make_cam(model, model.cam_layer, cfg["cam_method"])
+    boxes_of = read_bbox_list(studies / "BBox_List_2017.csv")
+    hits: dict[str, list[float]] = {}
+    for b0 in range(0, len(rows), 32):
+        x = images[b0 : b0 + 32].to(dev)
+        with torch.no_grad():
+            which = cam_classes(model(x), labels[b0 : b0 + 32].to(dev), labelled[b0 : b0 + 32].to(dev))
+        _, chosen = maps_to_rois(cam(x, class_idx=which)[:, 0].detach(), cfg["cam_threshold"], cfg["blur"])
+        for k, (box, c) in enumerate(zip(chosen, which.tolist())):
+            i = rows[b0 + k]
+            truth = [bx for lab, bx in boxes_of.get(table.ids[i], []) if lab == table.classes[c]]
+            if truth:
+                h, w = read_xray(table.paths[i])[0].shape
+                hits.setdefault(table.classes[c], []).append(max(iou(box.scaled(w / size, h / size), t) for t in truth))
+    model.zero_grad(set_to_none=True)
+    roi = {c: {"mean_iou": float(np.mean(v)), "share_iou_0.3": float(np.mean(np.array(v) >= 0.3)), "n": len(v)} for c, v in sorted(hits.items())}
+
+    def cv_auc(features: torch.Tensor) -> dict[str, float]:
+        z = FeatureStandardizer().fit(features.double().numpy()).transform(features.double().numpy())
+        out = {}
+        for k, c in enumerate(table.classes):
+            y = table.labels[rows][:, k].astype(int)
+            if y.sum() < 5 or (1 - y).sum() < 5:
+                continue
+            p = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), z, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")[
+                :, 1
+            ]
+            out[c] = float(roc_auc_score(y, p))
+        return out
+
+    feats, _ = refresh_radiomics(
+        model, images, extractor, labels, labelled, cam_method=cfg["cam_method"], threshold=cfg["cam_threshold"], blur=cfg["blur"], device=dev
+    )
+    whole, _ = refresh_radiomics(model, images, extractor, whole_image=True, device=dev)
+    hist = json.loads((run / "history.json").read_text())["history"][-1]
+    return {
+        "roi": roi,
+        "radiomics_auc": {"cam_roi": cv_auc(feats), "whole_image": cv_auc(whole)},
+        "loss": {"bce": hist.get("bce"), "contrastive": hist.get("contrastive"), "w_cls": cfg["w_cls"], "w_con": cfg["w_con"]},
+        "n_images": len(rows),
+    }
+
+
 def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (labelled, method): means, stds, per-seed values; KACL rows paired to supervised."""
     from gazerad.pretrain.diagnostics import paired_summary
@@ -218,7 +297,9 @@ def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[st
     return rows
 
 
-def write(rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[str, Any], a: argparse.Namespace, n_test: int) -> None:
+def write(
+    rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[str, Any], a: argparse.Namespace, n_test: int, diag: dict[str, Any] | None = None
+) -> None:
     from matplotlib.figure import Figure
 
     from gazerad.io.atomic import atomic_write_text
@@ -226,7 +307,14 @@ def write(rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[st
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(a).items() if k not in ("out", "work")}
-    payload = {"rows": rows, "baselines": {"centred_box": base, "attention_box": att}, "settings": settings, "runs": runs, "n_test_images": n_test}
+    payload = {
+        "rows": rows,
+        "baselines": {"centred_box": base, "attention_box": att},
+        "settings": settings,
+        "runs": runs,
+        "n_test_images": n_test,
+        "diagnostics": diag or {},
+    }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
 
     def pm(m: float, s: float) -> str:
@@ -267,6 +355,20 @@ def write(rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[st
         cells = " | ".join(f"{r['per_class'][c]['t_iou_0.3']:.2f} ({r['per_class'][c]['auc']:.2f})" for c in classes)
         lines.append(f"| {r['labelled']:.0%} | {r['method']} | {cells} |")
     lines.append("| - | attention box | " + " | ".join(f"{att['t_iou_per_class'].get(c, {}).get('0.3', float('nan')):.2f}" for c in classes) + " |")
+    for frac, d in (diag or {}).items():
+        lines += ["", f"## Why (KACL, {frac} labelled, seed {a.seeds[0]}: its {d['n_images']} training images)", ""]
+        lines += [
+            "| class | ROI mean IoU with the true box | ROI IoU >= 0.3 | images | radiomics AUC, CAM ROI | radiomics AUC, whole image |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in sorted(set(d["roi"]) | set(d["radiomics_auc"]["cam_roi"])):
+            r = d["roi"].get(c, {})
+            roi = f"{r['mean_iou']:.2f} | {r['share_iou_0.3']:.2f} | {r['n']}" if r else "- | - | 0"
+            lines.append(
+                f"| {c} | {roi} | {d['radiomics_auc']['cam_roi'].get(c, float('nan')):.2f} | {d['radiomics_auc']['whole_image'].get(c, float('nan')):.2f} |"
+            )
+        lo = d["loss"]
+        lines.append(f"\nLast epoch: BCE {lo['bce']:.3f}, contrastive {lo['contrastive']:.3f} (weights {lo['w_cls']} / {lo['w_con']}).")
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
     fig = Figure(figsize=(10, 3.6))
@@ -315,7 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     att = attention_baseline(a, studies, work)
     base = runs[0]["baseline_centred"]
     rows = summarise(runs, a)
-    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")))
+    diag = {}
+    if "kacl" in a.methods:
+        for frac in a.fractions:
+            run = work / "runs" / f"kacl-{frac}-s{a.seeds[0]}-{a.image_size}px-{a.epochs}ep"
+            cached = run / "diagnostics.json"
+            if not cached.is_file():
+                cached.write_text(json.dumps(diagnose(run, studies, a.device)))
+            diag[f"{frac:.0%}"] = json.loads(cached.read_text())
+    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag)
     print(Path(a.out).with_suffix(".md").read_text())
     return 0
 

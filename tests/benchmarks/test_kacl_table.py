@@ -33,5 +33,13 @@ def test_quick_table_has_every_row_interval_and_baseline(tmp_path: Path) -> None
     assert set(base["centred_box"]["t_iou"]) == ts and set(base["attention_box"]["t_iou"]) == ts and base["attention_box"]["threshold"] > 0
     assert len(res["runs"]) == len(a.seeds) * len(a.fractions) * len(bench.METHODS)
     assert all(run["box_extraction"]["tuned_on"] == "validate" for run in res["runs"])
+    # the "why" diagnostics of each fraction's first-seed KACL run
+    assert set(res["diagnostics"]) == {f"{f:.0%}" for f in a.fractions}
+    for d in res["diagnostics"].values():
+        assert d["n_images"] > 0 and d["loss"]["w_con"] > 0 and np.isfinite(d["loss"]["contrastive"])
+        for c, r in d["roi"].items():
+            assert 0.0 <= r["mean_iou"] <= 1.0 and 0.0 <= r["share_iou_0.3"] <= 1.0 and r["n"] > 0
+        for view in ("cam_roi", "whole_image"):
+            assert all(0.0 <= v <= 1.0 for v in d["radiomics_auc"][view].values())
     md = out.with_suffix(".md").read_text()
-    assert "attention box" in md and "Per class" in md and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "attention box" in md and "Per class" in md and "## Why" in md and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

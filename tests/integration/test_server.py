@@ -205,7 +205,7 @@ def test_new_training_is_published_and_used_without_restart(server: Server) -> N
 
 
 def test_localization_finds_obvious_masses(server: Server, studies: Path) -> None:
-    task = server.train("localization", {"epochs": 6, "batch_size": 16, "device": "cpu"})
+    task = server.train("localization", {"epochs": 6, "image_size": 128, "batch_size": 16, "device": "cpu"})
     assert task["status"] == "DONE", "\n".join(task.get("details", []))
     info = requests.get(server.url + "/info/", timeout=30).json()
     stats = info["train_stats"]["localization"]

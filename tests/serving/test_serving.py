@@ -157,7 +157,7 @@ def test_pretrain_then_classifier_fine_tuning_under_torchrun(tmp_path: Path) -> 
     md = tmp_path / "model"
     s = run_job("pretrain", root / "images", md, {"epochs": 1, "image_size": 32, "batch_size": 8, "max_steps": 2, "device": "cpu"})
     assert s["methods"] == ["mcgip"] and (md / "pretrain_encoder.pt").is_file() and np.isfinite(s["best_metric"])
-    s = run_job("classification", root / "images", md, {"epochs": 1, "batch_size": 8, "device": "cpu", "multi_gpu": True, "nproc": 2})
+    s = run_job("classification", root / "images", md, {"epochs": 1, "image_size": 64, "batch_size": 8, "device": "cpu", "multi_gpu": True, "nproc": 2})
     assert (md / "classification.pt").is_file() and s["key_metric"] == "heldout_macro_auc"
     assert len(s["history"]) == 1 and read_stats(md, "classification")["published"] == str(md / "classification.pt")
     log = (md / "runs" / "classification" / "out" / "history.json").read_text()

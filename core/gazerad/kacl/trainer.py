@@ -43,7 +43,18 @@ from gazerad.engine.run import start_run, training_rows
 from gazerad.errors import InputError
 from gazerad.kacl.config import KACLConfig
 
-__all__ = ["KACLConfig", "train_kacl", "refresh_radiomics", "load_kacl", "cam_classes", "precise_bn", "fit_calibration", "fit_box_extraction", "model_logits"]
+__all__ = [
+    "KACLConfig",
+    "train_kacl",
+    "labelled_mask",
+    "refresh_radiomics",
+    "load_kacl",
+    "cam_classes",
+    "precise_bn",
+    "fit_calibration",
+    "fit_box_extraction",
+    "model_logits",
+]
 
 
 class _TrainForward(torch.nn.Module):
@@ -69,6 +80,14 @@ def cam_classes(logits: torch.Tensor, labels: torch.Tensor | None, labelled: tor
     has = labelled & (labels.sum(1) > 0)
     masked = torch.where(labels.bool(), logits, torch.full_like(logits, -torch.inf))
     return torch.where(has, masked.argmax(1), logits.argmax(1))
+
+
+def labelled_mask(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """Which of a run's ``n`` training images keep their labels: ``round(fraction * n)`` (at
+    least one) drawn by ``seed``; the same subset for every method of that seed. ``(n,)`` bool."""
+    labelled = torch.zeros(n, dtype=torch.bool)
+    labelled[torch.from_numpy(np.random.default_rng(seed).permutation(n)[: max(1, int(round(fraction * n)))])] = True
+    return labelled
 
 
 def refresh_radiomics(
@@ -164,9 +183,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     images = encoder_inputs([table.paths[i] for i in rows], cfg.image_size, progress=cfg.progress and run.is_main)
     labels = torch.from_numpy(table.labels[rows]).float()
     n = len(rows)
-    rng = np.random.default_rng(cfg.seed)
-    labelled = torch.zeros(n, dtype=torch.bool)
-    labelled[torch.from_numpy(rng.permutation(n)[: max(1, int(round(cfg.labelled_fraction * n)))])] = True
+    labelled = labelled_mask(n, cfg.labelled_fraction, cfg.seed)
 
     use_rad = cfg.method == "kacl"
     extractor = RadiomicsExtractor(cfg.radiomics_backend, bin_width=cfg.bin_width, device=dev if cfg.radiomics_backend == "torch" else None)

@@ -34,8 +34,8 @@ DEFAULT_TOKEN_FILE = Path("~/.gazerad/token")
 # quick first models for a newcomer's CPU: a few minutes in all
 QUICK = {
     "attention": {"epochs": 6, "input_size": 96},
-    "localization": {"epochs": 6},
-    "classification": {"epochs": 6},
+    "localization": {"epochs": 12},
+    "classification": {"epochs": 12},
 }
 
 

@@ -67,8 +67,8 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
 # CPU-sized first models: the server's defaults where they differ from the dataclass's
 _SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     "attention": {"epochs": 10},
-    "localization": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2", "bin_width": 16.0},
-    "classification": {"epochs": 8, "image_size": 128, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2"},
+    "localization": {"epochs": 12, "image_size": 256, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2", "bin_width": 16.0},
+    "classification": {"epochs": 12, "image_size": 256, "batch_size": 16, "lr": 1e-3, "backbone": "resnet10", "cam_layer": "backbone.layer2"},
     "pretrain": {"framework": "moco", "epochs": 10, "image_size": 64, "batch_size": 32, "backbone": "resnet10", "threshold": 0.7},
 }
 # job options that are no trainer setting: name -> (kind, default); kinds as in _schema
