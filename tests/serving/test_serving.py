@@ -205,8 +205,10 @@ def test_gazerad_serve_starts_the_app(tmp_path: Path) -> None:
     shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("model", "__pycache__"))
     (app / "model").mkdir()
     (app / "model" / "pretrained_attention.pt").write_bytes(b"weights")
+    (app / "model" / "pretrained_attention.stats.json").write_text('{"key_metric": "heldout_cc", "best_metric": 0.7}')
     done = prepare_models(root / "images", app / "model", names=("attention",))
     assert done == {"attention": "copied from shipped weights"} and (app / "model" / "attention.pt").read_bytes() == b"weights"
+    assert json.loads((app / "model" / "attention.stats.json").read_text())["best_metric"] == 0.7  # the shipped model card comes along
     port = free_port()
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.Popen(

@@ -21,6 +21,7 @@ from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_path
 
 __all__ = [
+    "half_model_file",
     "FORMAT",
     "VERSION",
     "save_checkpoint",
@@ -154,6 +155,18 @@ def save_model_file(path: str | os.PathLike, kind: str, config: Mapping[str, Any
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
     return Path(path)
+
+
+def half_model_file(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a model file (:func:`save_model_file`) with its network weights (``state["model"]``)
+    in float16, written atomically: half the size, for shipping; it loads into the float32
+    network unchanged. Everything else (radiomics standardiser, calibration, ...) keeps its
+    precision."""
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    with atomic_path(dest, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    return Path(dest)
 
 
 def load_model_file(

@@ -74,6 +74,9 @@ def prepare_models(
         if dest.is_file():
             done[name] = "present"
         elif pre.is_file():
+            pre_stats = pre.with_suffix(".stats.json")
+            if pre_stats.is_file():  # the shipped run's model card (training data, held-out metrics)
+                publish(pre_stats, model_dir / f"{name}.stats.json")
             publish(pre, dest)
             done[name] = "copied from shipped weights"
         else:
