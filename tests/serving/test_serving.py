@@ -101,6 +101,13 @@ def test_ids_and_datastore_view(studies: Path, tmp_path: Path) -> None:
 
     table = read_study_table(ws)  # the gazerad trainers can read it
     assert table.classes == lab["classes"] and len(table.ids) == len(imgs)
+    # the datastore's boxes come along under the workspace's names (box extraction is tuned on them)
+    from gazerad.data.nih import read_bbox_list
+
+    boxes = view.boxes()
+    assert boxes, "the fixture study set has boxes"
+    ws_boxes = read_bbox_list(ws / "BBox_List_2017.csv")
+    assert set(ws_boxes) <= set(table.ids) and {image_id_of(k): v for k, v in ws_boxes.items()} == boxes
 
 
 def test_heatmap_keeps_dicom_geometry(studies: Path, tmp_path: Path) -> None:

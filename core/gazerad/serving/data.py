@@ -125,7 +125,8 @@ class DatastoreView:
     # ------------------------------------------------------------------ workspace
     def workspace(self, out: str | os.PathLike, need_labels: bool = True, id_names: bool = False) -> Path:
         """A study folder for the gazerad trainers: ``labels.csv`` (file names, or image ids
-        with ``id_names``, splits, classes) and ``images`` (a link to the datastore). Images
+        with ``id_names``, splits, classes), ``images`` (a link to the datastore) and, where
+        the datastore has boxes, ``BBox_List_2017.csv`` with the same names. Images
         without a label row get split ``unlabelled``. Raises :class:`InputError` when
         ``need_labels`` and no image has a label."""
         out = Path(out)
@@ -148,4 +149,14 @@ class DatastoreView:
                 split = lab["splits"].get(iid, "train") if y is not None else "unlabelled"
                 y = y if y is not None else np.zeros(len(classes), dtype=np.int64)
                 w.writerow([iid if id_names else p.name, split, *[int(v) for v in y]])
+        boxes = {iid: b for iid, b in self.boxes().items() if iid in imgs}
+        if boxes:  # the trainer tunes box extraction on the validation boxes, the job scores the test boxes
+            with atomic_path(out / "BBox_List_2017.csv") as tmp, tmp.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
+                for iid, bs in boxes.items():
+                    for label, (x, y_, bw, bh) in bs:
+                        w.writerow([iid if id_names else imgs[iid].name, label, x, y_, bw, bh])
+        elif (out / "BBox_List_2017.csv").exists():
+            (out / "BBox_List_2017.csv").unlink()
         return out
