@@ -222,3 +222,6 @@ def test_slice_view_is_drawn_by_slicer_with_heatmap_and_rois(logic: SceneLogic, 
     # every changed pixel lies on or inside the ROI's projected box (2 px for line width)
     assert xs.min() >= min(cols) - 2 and xs.max() <= max(cols) + 2 and ys.min() >= min(rows) - 2 and ys.max() <= max(rows) + 2
     assert (np.abs(over - bare).sum(-1) > 30).mean() > 0.01  # the heatmap overlay shows
+    # shown as a film is read: the image's left column on the screen's left, its top row on top
+    box, (w, h) = res["boxes"][0], res["size"]
+    assert abs(xs.mean() / size[0] - (box["x"] + box["w"] / 2) / w) < 0.1 and abs(ys.mean() / size[1] - (box["y"] + box["h"] / 2) / h) < 0.1

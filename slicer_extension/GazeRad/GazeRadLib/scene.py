@@ -357,6 +357,9 @@ class SceneLogic:
             sl.SetMRMLApplicationLogic(self.app)
             sl.SetMRMLScene(self.scene)
             sl.AddSliceNode("GazeRadSnapshot")
+            # a new slice node's slice-to-RAS is the identity (screen right = patient right);
+            # Slicer's views are axial: patient right on the screen's left, as a film is read
+            sl.GetSliceNode().SetOrientationToAxial()
             self._snapshot = sl
         view, comp = sl.GetSliceNode(), sl.GetSliceCompositeNode()
         comp.SetBackgroundVolumeID(background.GetID())
