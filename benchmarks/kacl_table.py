@@ -61,12 +61,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--backbone", default="resnet10")
     ap.add_argument("--cam-layer", default="backbone.layer2")
     ap.add_argument("--attention-epochs", type=int, default=10)
+    ap.add_argument(
+        "--w-con-sweep",
+        nargs="*",
+        type=float,
+        default=[0.1, 0.6],
+        help="contrastive weights (BCE weight 1 - w) tried for KACL at the first fraction, scored on the validation split beside the default",
+    )
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(RESULTS / "kacl_table"))
     ap.add_argument("--work", default=None, help="folder for studies and runs (default: a temporary one; runs there are resumed)")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.synth_size, a.fractions, a.seeds, a.epochs, a.image_size, a.batch_size, a.attention_epochs = 40, 128, [0.5, 1.0], a.seeds[:2], 1, 64, 8, 1
+        a.w_con_sweep = a.w_con_sweep[-1:]
     if len(a.seeds) < 2:
         ap.error("need >= 2 seeds for a std and a paired interval")
     return a
@@ -81,11 +89,18 @@ def _studies(a: argparse.Namespace, work: Path) -> Path:
     return studies
 
 
-def run_one(a: argparse.Namespace, studies: Path, work: Path, method: str, frac: float, seed: int) -> dict[str, Any]:
-    """Train one run (resumed when its folder holds a checkpoint) and score the test split."""
+def run_one(
+    a: argparse.Namespace, studies: Path, work: Path, method: str, frac: float, seed: int, w_con: float | None = None, split: str = "test"
+) -> dict[str, Any]:
+    """Train one run (resumed when its folder holds a checkpoint) and score ``split``.
+
+    ``w_con``: the contrastive weight (the BCE weight is ``1 - w_con``); ``None`` keeps the
+    trainer's defaults (0.3 / 0.7).
+    """
     from gazerad.kacl import evaluate_kacl, train_kacl
 
-    out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep"
+    tag = "" if w_con is None else f"-wcon{w_con:g}"
+    out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep{tag}"
     t = time.perf_counter()
     cfg = dict(
         data=str(studies),
@@ -103,8 +118,11 @@ def run_one(a: argparse.Namespace, studies: Path, work: Path, method: str, frac:
         device=a.device,
         progress=False,
     )
+    if w_con is not None:
+        cfg.update(w_con=w_con, w_cls=1.0 - w_con)
     res = train_kacl(cfg) if not (out / "kacl.pt").is_file() else {"history": json.loads((out / "history.json").read_text())["history"]}
-    m = evaluate_kacl(out, studies, splits=("test",), out=out / "eval", overlays=4 if seed == a.seeds[0] else 0, device=a.device)
+    ev = out / ("eval" if split == "test" else f"eval-{split}")
+    m = evaluate_kacl(out, studies, splits=(split,), out=ev, overlays=4 if seed == a.seeds[0] and split == "test" else 0, device=a.device)
     hist = res["history"]
     ep = sum(h["epoch_seconds"] for h in hist) or 1.0
     loc = m["localization"]
@@ -112,6 +130,8 @@ def run_one(a: argparse.Namespace, studies: Path, work: Path, method: str, frac:
         "method": method,
         "labelled": frac,
         "seed": seed,
+        "split": split,
+        "w_con": w_con,
         "auc": m["auc"]["macro"],
         "auc_per_class": {k: v for k, v in m["auc"].items() if k != "macro"},
         "t_iou": {str(k): v for k, v in loc["overall"].items()},
@@ -245,6 +265,30 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     }
 
 
+def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> list[dict[str, Any]]:
+    """KACL's contrastive weight: each of ``--w-con-sweep`` and the default 0.3 at the first
+    fraction, every seed, scored on the **validation** split (the split a weight would be
+    chosen on); each weight paired by seed to the default on AUC and T(IoU=0.3)."""
+    from gazerad.kacl.config import KACLConfig
+    from gazerad.pretrain.diagnostics import paired_summary
+
+    if not a.w_con_sweep or "kacl" not in a.methods:
+        return []
+    frac, default = a.fractions[0], KACLConfig.__dataclass_fields__["w_con"].default
+    runs = {w: [run_one(a, studies, work, "kacl", frac, s, None if w == default else w, split="validate") for s in a.seeds] for w in [default, *a.w_con_sweep]}
+    out = []
+    for w, rs in runs.items():
+        ref = None if w == default else runs[default]
+        row: dict[str, Any] = {"labelled": frac, "w_con": w, "w_cls": 1.0 - w, "split": "validate"}
+        for key, get in (("auc", lambda r: r["auc"]), ("t_iou_0.3", lambda r: r["t_iou"]["0.3"])):
+            ps = paired_summary({r["seed"]: get(r) for r in rs}, {r["seed"]: get(r) for r in ref} if ref else None)
+            row.update({key: ps["mean"], f"{key}_std": ps["std"], f"diff_{key}": ps["diff_vs_plain"]})
+            row.update({f"ci_low_{key}": ps["ci_low"], f"ci_high_{key}": ps["ci_high"]})
+        row["contrastive"] = float(np.mean([r["history"][-1].get("contrastive", np.nan) for r in rs]))
+        out.append(row)
+    return out
+
+
 def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (labelled, method): means, stds, per-seed values; KACL rows paired to supervised."""
     from gazerad.pretrain.diagnostics import paired_summary
@@ -298,7 +342,14 @@ def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[st
 
 
 def write(
-    rows: list[dict], runs: list[dict], base: dict[str, Any], att: dict[str, Any], a: argparse.Namespace, n_test: int, diag: dict[str, Any] | None = None
+    rows: list[dict],
+    runs: list[dict],
+    base: dict[str, Any],
+    att: dict[str, Any],
+    a: argparse.Namespace,
+    n_test: int,
+    diag: dict[str, Any] | None = None,
+    sweep: list[dict[str, Any]] | None = None,
 ) -> None:
     from matplotlib.figure import Figure
 
@@ -314,6 +365,7 @@ def write(
         "runs": runs,
         "n_test_images": n_test,
         "diagnostics": diag or {},
+        "w_con_sweep": sweep or [],
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
 
@@ -369,6 +421,16 @@ def write(
             )
         lo = d["loss"]
         lines.append(f"\nLast epoch: BCE {lo['bce']:.3f}, contrastive {lo['contrastive']:.3f} (weights {lo['w_cls']} / {lo['w_con']}).")
+    if sweep:
+        lines += ["", f"## Contrastive weight (KACL, {sweep[0]['labelled']:.0%} labelled, validation split, {len(a.seeds)} seeds)", ""]
+        lines += ["| w_con / w_cls | macro AUC | T(IoU)=0.3 | AUC diff vs default | T(0.3) diff vs default | last contrastive loss |"]
+        lines += ["|---|---|---|---|---|---|"]
+        for r in sweep:
+            lines.append(
+                f"| {r['w_con']:g} / {r['w_cls']:g} | {pm(r['auc'], r['auc_std'])} | {pm(r['t_iou_0.3'], r['t_iou_0.3_std'])} | "
+                f"{ci(r['diff_auc'], r['ci_low_auc'], r['ci_high_auc'])} | "
+                f"{ci(r['diff_t_iou_0.3'], r['ci_low_t_iou_0.3'], r['ci_high_t_iou_0.3'])} | {r['contrastive']:.3f} |"
+            )
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
     fig = Figure(figsize=(10, 3.6))
@@ -425,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             if not cached.is_file():
                 cached.write_text(json.dumps(diagnose(run, studies, a.device)))
             diag[f"{frac:.0%}"] = json.loads(cached.read_text())
-    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag)
+    sweep = weight_sweep(a, studies, work)
+    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag, sweep)
     print(Path(a.out).with_suffix(".md").read_text())
     return 0
 
