@@ -42,13 +42,14 @@ def study_preview(
     """
     from matplotlib.patches import Rectangle
 
-    from gazerad.data import StudyFolder, read_bbox_list
+    from gazerad.data import read_bbox_list
+    from gazerad.data.layouts import open_study_folder
     from gazerad.engine.runlog import new_figure, save_figure
     from gazerad.gaze.importers import load_reflacx
     from gazerad.io.xray import read_xray
 
     root = Path(studies)
-    folder = StudyFolder(root)
+    folder = open_study_folder(root)
     table = folder.table
     labels = dict(zip(table.names, table.findings))
     boxes = read_bbox_list(root / "BBox_List_2017.csv")

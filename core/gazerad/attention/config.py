@@ -15,7 +15,8 @@ DEFAULT_FEATURES: tuple[int, ...] = (16, 16, 32, 64, 128, 16)  # BasicUNet featu
 class AttentionConfig(RuntimeSettings):
     """Training the FocusContrast attention predictor on gaze heatmaps."""
 
-    data: str = setting(help="study folder (images/, labels.csv with a split column, gaze)")
+    data: str = setting(help="study folder (images/, labels.csv with a split column, gaze), or an NIH / MIMIC-CXR(-JPG) root (--images is the same)")
+    gaze: str | None = setting(None, "gaze data (REFLACX or EGD-CXR download, a main_data folder, a gaze file; default: the study folder's own)")
     out: str = setting(help="output folder: attention.pt, metrics.json, curve.png, overlay.png")
     epochs: int = setting(30, "epochs")
     batch_size: int = setting(8, "batch size")

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from gazerad.data.inputs import attention_input
-from gazerad.data.study import StudyFolder, find_image
+from gazerad.data.layouts import open_study_folder
+from gazerad.data.study import find_image
 from gazerad.errors import InputError
 
 prepare_images = attention_input  # the former name
@@ -32,13 +33,14 @@ def _resize_maps(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def read_splits(studies: PathLike) -> dict[str, str]:
     """``{Image Index: split}`` (lower case; ``train`` for an empty cell) from
-    ``studies/labels.csv``, read and checked by :class:`gazerad.data.study.StudyFolder`.
+    ``studies/labels.csv`` (or an NIH / MIMIC-CXR root's tables), read and checked by
+    :func:`gazerad.data.layouts.open_study_folder`.
 
     Without a ``labels.csv`` (or without a ``split`` column) returns ``{}``;
     :class:`AttentionDataset` then holds out a fixed 20 % of the images by the CRC-32 of
     their id (our choice).
     """
-    folder = StudyFolder(studies)
+    folder = open_study_folder(studies)
     if not folder.has_labels or not folder.table.has_split:
         return {}
     return folder.table.split_of()
@@ -62,9 +64,9 @@ class AttentionDataset(torch.utils.data.Dataset):
         sigma_deg: heatmap kernel in degrees of visual angle (REFLACX: 1).
         sigma: kernel in original-image pixels instead (overrides ``sigma_deg``; needed for
             gaze without a pixels-per-degree figure).
-        images_dir: folder of the images (default ``studies/images``); an image id is
-            looked up as is, then with each supported suffix
-            (:func:`gazerad.data.study.find_image`).
+        images_dir: folder of the images (default: the study folder's, or the NIH /
+            MIMIC-CXR root's nested folders); an image id is looked up as is, then with each
+            supported suffix (:func:`gazerad.data.study.find_image`).
         gaze: an already loaded :class:`~gazerad.gaze.record.GazeCollection` (default:
             ``load_gaze(studies)``).
         progress: tqdm bar while loading.
@@ -100,7 +102,8 @@ class AttentionDataset(torch.utils.data.Dataset):
         root = Path(studies)
         if not root.exists():
             raise InputError(root, "study folder does not exist")
-        images_dir = Path(images_dir) if images_dir is not None else root / "images"
+        folder = open_study_folder(root)
+        locate = folder.find_image if images_dir is None else lambda name: find_image(images_dir, name)
         if gaze is None:
             gaze = load_gaze(root)
         splits = read_splits(root)
@@ -122,7 +125,7 @@ class AttentionDataset(torch.utils.data.Dataset):
         }
         images, targets, fixmaps, fixations, kept = [], [], [], [], []
         for image_id in tqdm(ids, desc=f"attention data ({part})", unit="image", disable=not progress):
-            path = find_image(images_dir, image_id)
+            path = locate(image_id)
             if path is None:
                 self.skipped["no_image"] += 1
                 continue

@@ -83,7 +83,7 @@ def train_attention(
     rt = Runtime(dev, cfg.precision if cfg.amp else "fp32", cfg.channels_last)
     size = cfg.image_size
     if gaze is None:
-        gaze = load_gaze(studies)
+        gaze = load_gaze(cfg.gaze or studies)
     kw = dict(input_size=size, sigma_deg=cfg.sigma_deg, gaze=gaze, progress=cfg.progress)
     train_ds = AttentionDataset(studies, part="train", **kw)
     held_ds = AttentionDataset(studies, part="heldout", **kw)

@@ -14,7 +14,7 @@ __all__ = ["COMMANDS", "print_attention_report"]
 def _add_train_attention(s: argparse.ArgumentParser) -> None:
     from gazerad.attention.config import AttentionConfig
 
-    add_settings(s, AttentionConfig, "attention", aliases={"data": ["--studies"], "image_size": ["--size"]})
+    add_settings(s, AttentionConfig, "attention", aliases={"data": ["--studies", "--images"], "image_size": ["--size"]})
 
 
 def print_attention_report(r: dict[str, Any]) -> None:

@@ -87,8 +87,29 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_datasets(s: argparse.ArgumentParser) -> None:
+    s.add_argument("action", choices=["check"], help="check: detect the layout, count and check images, labels, boxes, splits, gaze")
+    s.add_argument("root", metavar="ROOT", help="data folder: a study folder, an NIH ChestX-ray14 or a MIMIC-CXR(-JPG) root")
+    s.add_argument("--gaze", default=None, help="gaze data to check against it (REFLACX or EGD-CXR download, main_data folder, gaze file)")
+    s.add_argument("--deep", action="store_true", help="decode every image (default: read each file's header)")
+    s.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from gazerad.data.check import check_dataset, format_report
+
+    rep = check_dataset(args.root, gaze=args.gaze, deep=args.deep)
+    print(format_report(rep))
+    if args.json:
+        from gazerad.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rep, indent=1))
+    return 1 if rep["problems"] else 0
+
+
 COMMANDS = (
     Command("synth", "generate synthetic chest X-ray studies with simulated radiologist gaze", _add_synth, _synth),
     Command("show", "picture of a study: finding boxes and readers' scanpaths", _add_show, _show),
     Command("info", "load X-ray files (PNG/JPEG/DICOM/NIfTI/NRRD) and print their metadata", _add_info, _info),
+    Command("datasets", "check a data folder (study, NIH ChestX-ray14, MIMIC-CXR(-JPG); with --gaze REFLACX/EGD-CXR): a report", _add_datasets, _datasets),
 )

@@ -37,7 +37,11 @@ def _add_relation(s: argparse.ArgumentParser) -> None:
         help="rendering preset of moment, dhash and tima: 'mcgip' draws the maps as the McGIP authors' code does (default: ours)",
     )
     s.add_argument("--out", required=True, help="output .npz")
-    s.add_argument("--images", default=None, help="labels CSV whose 'Image Index' order gives the rows (default: gaze order)")
+    s.add_argument(
+        "--images",
+        default=None,
+        help="rows: a labels CSV's 'Image Index' order, or a data folder (study, NIH, MIMIC-CXR root): its images that have gaze (default: gaze order)",
+    )
     s.add_argument("--aggregate", default="mean", choices=["mean", "max"], help="over reader pairs (default mean)")
     s.add_argument("--top-k", type=int, default=None, help="sparse output: keep the top K per row")
     s.add_argument("--threshold", type=float, default=None, help="sparse output: keep values >= T")
@@ -64,7 +68,15 @@ def _relation(args: argparse.Namespace) -> int:
     if len(gaze) == 0:
         raise ValueError(f"{args.gaze}: no usable gaze records")
     image_ids = None
-    if args.images:
+    if args.images and os.path.isdir(args.images):
+        from gazerad.data.layouts import open_study_folder
+        from gazerad.data.study import image_id_of
+
+        have = {image_id_of(i): i for i in gaze.images}
+        image_ids = [have[image_id_of(n)] for n in open_study_folder(args.images).table.names if image_id_of(n) in have]
+        if not image_ids:
+            raise ValueError(f"{args.images}: none of its images has gaze in {args.gaze}")
+    elif args.images:
         from gazerad.data import read_labels
 
         image_ids = list(read_labels(args.images))

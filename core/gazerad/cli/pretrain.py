@@ -15,7 +15,7 @@ def _add_pretrain(s: argparse.ArgumentParser) -> None:
     from gazerad.pretrain.config import PretrainConfig
     from gazerad.pretrain.frameworks import FRAMEWORKS
 
-    add_settings(s, PretrainConfig, "pretrain", aliases={"image_size": ["--size"]}, choices={"framework": tuple(FRAMEWORKS)})
+    add_settings(s, PretrainConfig, "pretrain", aliases={"data": ["--images"], "image_size": ["--size"]}, choices={"framework": tuple(FRAMEWORKS)})
 
 
 def _pretrain(args: argparse.Namespace) -> int:

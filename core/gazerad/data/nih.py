@@ -8,7 +8,10 @@ from pathlib import Path
 from gazerad.data._table import read_rows, to_float
 from gazerad.errors import InputError
 
-__all__ = ["read_bbox_list", "read_labels"]
+__all__ = ["BOX_ALIASES", "read_bbox_list", "read_labels"]
+
+#: ``BBox_List_2017.csv`` names ``Infiltrate`` what the data-entry table calls ``Infiltration``.
+BOX_ALIASES = {"Infiltrate": "Infiltration"}
 
 
 def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
@@ -16,7 +19,8 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[f
 
     The NIH header splits the box over four columns named ``Bbox [x``, ``y``, ``w``,
     ``h]``; plain ``x, y, w, h`` columns are accepted too. Boxes are ``[x, y, w, h]`` in
-    pixels (:mod:`gazerad.coords`).
+    pixels (:mod:`gazerad.coords`). Labels are those of the data-entry table
+    (:data:`BOX_ALIASES`: ``Infiltrate`` is read as ``Infiltration``).
 
     Returns:
         image index -> list of ``(label, (x, y, w, h))``, in file order.
@@ -40,7 +44,8 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[f
         image = r["Image Index"].strip()
         if not image:
             raise InputError(p, "empty 'Image Index'", row=i)
-        out.setdefault(image, []).append((r["Finding Label"].strip(), (x, y, w, h)))
+        label = r["Finding Label"].strip()
+        out.setdefault(image, []).append((BOX_ALIASES.get(label, label), (x, y, w, h)))
     return out
 
 

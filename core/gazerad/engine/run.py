@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -70,12 +72,19 @@ def start_run(cfg: Any) -> RunContext:
     return RunContext(rank, world, rt, out)
 
 
-def training_rows(cfg: Any) -> tuple[Any, list[int]]:
-    """The study table of ``cfg.data`` and the rows of ``cfg.splits``; at least one batch of them."""
+def training_rows(cfg: Any, classes: bool = True, keep: Container[str] | None = None) -> tuple[Any, list[int]]:
+    """The study table of ``cfg.data`` (any layout of :mod:`gazerad.data.layouts`; with
+    ``classes``, at least one class) and the rows of ``cfg.splits`` whose image id is in
+    ``keep`` (when given, e.g. the images with gaze); at least one batch of them."""
+    from gazerad.data.study import image_id_of
     from gazerad.pretrain.data import read_study_table
 
-    table = read_study_table(cfg.data)
+    table = read_study_table(cfg.data, classes=classes)
     rows = table.subset(cfg.splits)
+    what = f"{len(rows)} images in splits {list(cfg.splits)}"
+    if keep is not None:
+        rows = np.array([i for i in rows if image_id_of(table.ids[i]) in keep], dtype=np.int64)
+        what += f", {len(rows)} of them with gaze,"
     if len(rows) < cfg.batch_size:
-        raise InputError(cfg.data, f"{len(rows)} images in splits {list(cfg.splits)}, fewer than one batch of {cfg.batch_size}")
+        raise InputError(cfg.data, f"{what} fewer than one batch of {cfg.batch_size}")
     return table, rows

@@ -115,7 +115,8 @@ def load_gaze(path: PathLike, format: str = "auto", **kw: Any) -> GazeCollection
     """Load gaze data of any supported format.
 
     ``format="auto"`` decides by layout and content: a study folder written by
-    ``gazerad synth`` reads its ``reflacx/main_data``; a folder with ``metadata_phase_*.csv``
+    ``gazerad synth`` reads its ``reflacx/main_data``, a REFLACX download its ``main_data``;
+    an EGD-CXR download (``fixations.csv`` beside ``master_sheet.csv``) is EGD-CXR; a folder with ``metadata_phase_*.csv``
     (or such a file) is REFLACX (the folder is passed to :func:`load_reflacx`); a folder of
     ``*.json`` or a ``.json`` file is McGIP JSON; ``.edf`` is EyeLink; a CSV whose header has
     ``DICOM_ID``, ``FPOGX``, ``FPOGY`` is EGD-CXR; a ``;``-separated line with >= 3 fields is
@@ -131,9 +132,16 @@ def load_gaze(path: PathLike, format: str = "auto", **kw: Any) -> GazeCollection
         InputError: unknown format, or a layout that matches none.
     """
     p = Path(path)
-    # a GazeRad study folder (gazerad synth) keeps its gaze under reflacx/main_data
-    if p.is_dir() and format in ("auto", "reflacx") and any((p / "reflacx" / "main_data").glob("metadata_phase_*.csv")):
-        p = p / "reflacx" / "main_data"
+    # a GazeRad study folder (gazerad synth) keeps its gaze under reflacx/main_data; the
+    # REFLACX download under main_data (beside gaze_data)
+    for sub in (("reflacx", "main_data"), ("main_data",)):
+        if p.is_dir() and format in ("auto", "reflacx") and any(p.joinpath(*sub).glob("metadata_phase_*.csv")):
+            p = p.joinpath(*sub)
+            break
+    # the EGD-CXR download: fixations.csv beside master_sheet.csv
+    if p.is_dir() and format in ("auto", "egd") and (p / "fixations.csv").is_file() and (p / "master_sheet.csv").is_file():
+        kw.setdefault("master_sheet_csv", p / "master_sheet.csv")
+        return load_egd_cxr(p / "fixations.csv", **kw)
     fmt = _detect(p, kw) if format == "auto" else format
     if fmt not in _LOADERS:
         raise InputError(None, f"unknown gaze format {format!r}; expected 'auto' or one of {sorted(_LOADERS)}")

@@ -20,7 +20,7 @@ class PretrainConfig(RuntimeSettings):
     warm-up, MoCo tau 0.2, BYOL momentum 0.99 -> 1) scaled down to a CPU-sized run.
     """
 
-    data: str = setting(help="study folder (labels.csv + images/)")
+    data: str = setting(help="study folder (labels.csv + images/), or an NIH ChestX-ray14 or MIMIC-CXR(-JPG) root (--images is the same)")
     out: str = setting(help="run folder (resumes from OUT/checkpoint.pt when present)")
     framework: str = setting("simclr", "contrastive framework", choices=("simclr", "moco", "byol", "simsiam"))
     backbone: str = setting("resnet18", "resnet18, resnet50, densenet121 or resnet10")
@@ -38,7 +38,8 @@ class PretrainConfig(RuntimeSettings):
     queue_size: int = setting(1024, "MoCo queue length")
     momentum: float | None = setting(None, "target-network momentum (default 0.999 MoCo, 0.99 BYOL)")
     crop_scale: tuple[float, float] = setting((0.2, 1.0), "random-resized-crop area range")
-    relation: str | None = setting(None, "McGIP/GzPT: relation .npz from 'gazerad relation'")
+    relation: str | None = setting(None, "McGIP/GzPT: relation .npz from 'gazerad relation' (default with --gaze: its TIMA relation)")
+    gaze: str | None = setting(None, "gaze data (REFLACX or EGD-CXR download, ...): pre-train on the images it covers; McGIP with its relation")
     threshold: float = setting(0.5, "relation value above which a pair is positive")
     drop_p: float = setting(0.0, "GzPT: drop each gaze positive with this probability")
     attention: str | None = setting(None, "FocusContrast: attention.pt from 'gazerad train-attention'")
@@ -68,7 +69,7 @@ class PretrainConfig(RuntimeSettings):
         parts = []
         if self.attention:
             parts.append("focuscontrast")
-        if self.relation:
+        if self.relation or self.gaze:
             parts.append("gzpt" if self.drop_p > 0 else "mcgip")
         return "+".join(parts) or "plain"
 

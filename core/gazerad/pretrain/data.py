@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from gazerad.data.inputs import encoder_input, encoder_inputs
-from gazerad.data.study import METADATA_COLUMNS, StudyFolder
+from gazerad.data.layouts import open_study_folder
+from gazerad.data.study import METADATA_COLUMNS
 
 prepare_xray, load_image_tensor = encoder_input, encoder_inputs  # the former names
 
@@ -72,15 +73,17 @@ class StudyTable:
         raise ValueError(f"unknown task {task!r}; choose multilabel, multiclass or ordinal")
 
 
-def read_study_table(studies: str | os.PathLike) -> StudyTable:
+def read_study_table(studies: str | os.PathLike, classes: bool = True) -> StudyTable:
     """Read ``STUDIES/labels.csv`` (see module docstring); images must exist under ``images/``.
 
-    The table is read and checked by :class:`gazerad.data.study.StudyFolder` (the one reader:
-    safe unique ids, 0/1 classes); pre-training also needs a ``split`` column, at least one
-    class and one row, and every image file.
+    ``studies`` may also be an NIH ChestX-ray14 or MIMIC-CXR(-JPG) root, read in place
+    (:func:`gazerad.data.layouts.open_study_folder`). The table is read and checked by
+    :class:`gazerad.data.study.StudyFolder` (the one reader: safe unique ids, 0/1 classes);
+    training also needs a ``split`` column, one row, every image file and (``classes``) at
+    least one class.
     """
-    folder = StudyFolder(studies)
-    t = folder.table.require(split=True, classes=True, rows=True)
+    folder = open_study_folder(studies)
+    t = folder.table.require(split=True, classes=classes, rows=True)
     paths = folder.image_paths()
     return StudyTable(folder.root, list(t.names), paths, list(t.splits), list(t.classes), t.labels.copy())
 

@@ -83,6 +83,27 @@ def _attention_maps(cfg: PretrainConfig, table, images: torch.Tensor) -> torch.T
     return torch.from_numpy(maps.astype(np.float32))
 
 
+def _gaze_relation(gaze: Any, ids: list[str], out: Path, progress: bool) -> Path:
+    """``OUT/relation.npz``: the TIMA relation of ``gaze`` over the run's images ``ids`` (gaze
+    keyed by image id or file name alike), computed once (deterministic: every rank gets the
+    same matrix) and reused on resume."""
+    from gazerad.data.study import image_id_of
+    from gazerad.gaze.record import GazeCollection
+    from gazerad.gaze.relation import compute_relation
+
+    path = out / "relation.npz"
+    if not path.is_file():
+        by_id = {image_id_of(i): i for i in ids}
+        coll = GazeCollection()
+        for r in gaze.records():
+            if image_id_of(r.image_id) in by_id:
+                r.image_id = by_id[image_id_of(r.image_id)]
+                coll.add(r)
+        rel = compute_relation(gaze=coll, scheme="tima", image_ids=ids, progress=progress)
+        rel.save(path)
+    return path
+
+
 def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) a pre-training run; returns ``{"history", "encoder", "seconds", ...}``.
 
@@ -97,17 +118,24 @@ def pretrain(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     cfg = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig(**cfg)
     run = start_run(cfg)
     rt, dev = run.runtime, run.device
-    table, rows = training_rows(cfg)
+    gaze = None
+    if cfg.gaze:
+        from gazerad.data.study import image_id_of
+        from gazerad.gaze.importers import load_gaze
+
+        gaze = load_gaze(cfg.gaze)
+    table, rows = training_rows(cfg, classes=False, keep=None if gaze is None else {image_id_of(i) for i in gaze.images})
     ids = [table.ids[i] for i in rows]
+    relation = cfg.relation or (_gaze_relation(gaze, ids, run.out, cfg.progress and run.is_main) if gaze is not None else None)
     base = cfg.base_size or min(2 * cfg.image_size, 512)
     images = encoder_inputs([table.paths[i] for i in rows], base, progress=cfg.progress and run.is_main)
 
     attention = _attention_maps(cfg, ids, images) if cfg.attention else None
     positives = None
-    if cfg.relation:
+    if relation:
         # one drop seed on every rank: SimCLR/BYOL/SimSiam compute the global-batch mask on each
         # rank, and it must be the same mask everywhere for the gathered loss to be one loss
-        positives = GazePositives(align_relation(cfg.relation, ids), threshold=cfg.threshold, drop_p=cfg.drop_p, seed=cfg.seed)
+        positives = GazePositives(align_relation(relation, ids), threshold=cfg.threshold, drop_p=cfg.drop_p, seed=cfg.seed)
     crop = AttentionRandResizedCrop(cfg.image_size, scale=cfg.crop_scale, q=cfg.q)
     ds = TwoViewDataset(images, crop, attention, seed=cfg.seed)
     loader, sampler = run.loader(ds, cfg.batch_size, cfg.seed, cfg.workers)

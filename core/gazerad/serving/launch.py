@@ -1,7 +1,8 @@
 """``gazerad serve``: the MONAI Label server with GazeRad's app, ready for a first request.
 
-1. Studies: ``--studies DIR`` (a ``gazerad synth`` study set, or any folder of X-rays with an
-   optional ``labels.csv``); without it ``studies/sample`` is generated (200 synthetic
+1. Studies: ``--studies DIR`` (a ``gazerad synth`` study set, an NIH ChestX-ray14 or
+   MIMIC-CXR(-JPG) root served through a linked study folder (:func:`datastore_dir`), or any
+   folder of X-rays with an optional ``labels.csv``); without it ``studies/sample`` is generated (200 synthetic
    chests with simulated gaze) unless it exists.
 2. Models: every served model (``attention``, ``localization``, ``classification``) missing
    from the app's ``model/`` folder is prepared, with progress:
@@ -51,13 +52,26 @@ def find_app_dir() -> Path:
     raise FileNotFoundError("monailabel_app/ not found next to the gazerad sources; set GAZERAD_APP_DIR or pass --app-dir")
 
 
-def datastore_dir(studies: Path) -> Path:
-    """A study set (``images/`` + ``labels.csv``, :func:`gazerad.data.study.is_study_folder`)
-    is served from its ``images/`` folder; anything else as is."""
+def datastore_dir(studies: Path, view: Path | None = None, gaze: Path | None = None) -> Path:
+    """The folder MONAI Label serves for ``studies``.
+
+    A study set (``images/`` + ``labels.csv``, :func:`gazerad.data.study.is_study_folder`)
+    is served from its ``images/`` folder. An NIH ChestX-ray14 or MIMIC-CXR(-JPG) root is
+    served from the ``images/`` of a linked study folder at ``view`` (default
+    ``studies/<root name>-<layout>`` in the working folder;
+    :func:`gazerad.data.layouts.link_study_folder`: links, its tables and, with ``gaze``,
+    the REFLACX readings), refreshed at every start. Anything else is served as is.
+    """
+    from gazerad.data.layouts import LayoutFolder, link_study_folder, open_study_folder
     from gazerad.data.study import StudyFolder, is_study_folder
 
     if is_study_folder(studies):
         return StudyFolder(studies).images_dir
+    folder = open_study_folder(studies)
+    if isinstance(folder, LayoutFolder):
+        view = view or Path.cwd() / "studies" / f"{studies.resolve().name}-{folder.layout}"
+        print(f"[gazerad serve] {folder.layout} data set {studies}: serving its images through links in {view}", flush=True)
+        return link_study_folder(studies, view, gaze) / "images"
     return studies
 
 
@@ -151,7 +165,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if not StudyFolder(studies).has_labels:
             print(f"[gazerad serve] generating {args.n} sample studies in {studies} ...", flush=True)
             generate_studies(studies, n=args.n, seed=0, overwrite=True, progress=True)
-    store = datastore_dir(studies)
+    store = datastore_dir(studies, Path(args.view) if args.view else None, Path(args.gaze) if args.gaze else None)
     conf = [tuple(c) for c in (args.conf or [])]
     model_dir = Path(dict(conf).get("model_dir") or app_dir / "model")
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +194,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="start the MONAI Label server with GazeRad's app (sample studies and first models prepared)")
-    s.add_argument("--studies", default=None, help="study set or folder of X-rays (default: studies/sample, generated if missing)")
+    s.add_argument(
+        "--studies",
+        default=None,
+        help="study set, NIH ChestX-ray14 or MIMIC-CXR(-JPG) root, or folder of X-rays (default: studies/sample, generated if missing)",
+    )
+    s.add_argument("--gaze", default=None, help="with an NIH / MIMIC-CXR root: REFLACX readings of its images (the download or its main_data)")
+    s.add_argument("--view", default=None, help="with an NIH / MIMIC-CXR root: where its linked study folder goes (default studies/<root>-<layout>)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--app-dir", dest="app_dir", default=None, help="the MONAI Label app (default: this checkout's monailabel_app/)")
