@@ -155,6 +155,15 @@ class GazeRadDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}: no such image in the datastore")
         return obj
 
+    def _refuse_linked(self, image_id: str, obj: Any, what: str) -> None:
+        """A 409 when ``image_id`` is a link into a data set served in place (``gazerad serve
+        --studies NIH_ROOT``: :func:`gazerad.data.layouts.link_study_folder`): those images
+        are read-only through the server."""
+        if obj is not None and os.path.islink(os.path.join(self._datastore.image_path(), image_id + obj.image.ext)):
+            raise HTTPException(
+                status_code=409, detail=f"image {image_id!r} belongs to a data set served in place (read-only): it cannot be {what}; use another id"
+            )
+
     def _tag_dir(self, tag: str) -> Path:
         try:
             return confine(self._datastore.label_path(None), tag, "label tag")
@@ -230,6 +239,7 @@ class GazeRadDatastore(LocalDatastore):
             ext = self._suffix_of(tmp)
             with self._locked():
                 old = self._datastore.objects.get(image_id)
+                self._refuse_linked(image_id, old, "replaced")
                 dest = confine(self._datastore.image_path(), image_id, "image id", ext)
                 os.replace(tmp, dest)
                 if old is not None and old.image.ext != ext:  # the same id under another type: one image per id
@@ -246,6 +256,7 @@ class GazeRadDatastore(LocalDatastore):
 
     def remove_image(self, image_id: str) -> None:
         obj = self._known(image_id)
+        self._refuse_linked(image_id, obj, "deleted")
         with self._locked():
             for tag in list(obj.labels):
                 self._remove_label_file(image_id, tag, obj)

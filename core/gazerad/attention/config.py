@@ -16,8 +16,8 @@ class AttentionConfig(RuntimeSettings):
     """Training the FocusContrast attention predictor on gaze heatmaps."""
 
     data: str = setting(help="study folder (images/, labels.csv with a split column, gaze), or an NIH / MIMIC-CXR(-JPG) root (--images is the same)")
-    gaze: str | None = setting(None, "gaze data (REFLACX or EGD-CXR download, a main_data folder, a gaze file; default: the study folder's own)")
     out: str = setting(help="output folder: attention.pt, metrics.json, curve.png, overlay.png")
+    gaze: str | None = setting(None, "gaze data (REFLACX or EGD-CXR download, a main_data folder, a gaze file; default: the study folder's own)")
     epochs: int = setting(30, "epochs")
     batch_size: int = setting(8, "batch size")
     lr: float = setting(1e-3, "AdamW learning rate (cosine decay)")

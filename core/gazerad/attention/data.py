@@ -63,7 +63,8 @@ class AttentionDataset(torch.utils.data.Dataset):
         part: ``"train"`` (split ``train``), ``"heldout"`` (any other split) or ``"all"``.
         sigma_deg: heatmap kernel in degrees of visual angle (REFLACX: 1).
         sigma: kernel in original-image pixels instead (overrides ``sigma_deg``; needed for
-            gaze without a pixels-per-degree figure).
+            gaze without a pixels-per-degree figure, except EGD-CXR's, whose readings get
+            EGD's own kernel, :func:`gazerad.gaze.egd_cxr.egd_sigma`).
         images_dir: folder of the images (default: the study folder's, or the NIH /
             MIMIC-CXR root's nested folders); an image id is looked up as is, then with each
             supported suffix (:func:`gazerad.data.study.find_image`).
@@ -92,6 +93,7 @@ class AttentionDataset(torch.utils.data.Dataset):
     ) -> None:
         from tqdm.auto import tqdm
 
+        from gazerad.gaze.egd_cxr import egd_sigma
         from gazerad.gaze.heatmap import gaze_heatmap, record_shape
         from gazerad.gaze.importers import load_gaze
         from gazerad.gaze.metrics import fixation_map
@@ -140,7 +142,7 @@ class AttentionDataset(torch.utils.data.Dataset):
                     h = gaze_heatmap(
                         rec.fixations,
                         shape,
-                        sigma=sigma,
+                        sigma=sigma if sigma is not None or rec.pixels_per_degree else egd_sigma(rec.screen, shape),
                         sigma_deg=sigma_deg,
                         pixels_per_degree=rec.pixels_per_degree,
                         out_shape=(s, s),

@@ -129,7 +129,7 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
         "positives": {c: int(labels[:, k].sum()) for k, c in enumerate(table.classes)},
         "no_finding": int((labels.sum(1) == 0).sum()) if table.classes else None,
     }
-    if not table.classes:
+    if not table.classes and not isinstance(folder, LayoutFolder):
         rep["notes"].append("no class labels: pre-training and attention training run; classification and evaluation need labels")
     rep["splits"] = dict(Counter(table.splits))
     meta = getattr(folder, "meta", {})

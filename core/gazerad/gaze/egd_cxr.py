@@ -15,10 +15,12 @@ from gazerad.errors import InputError
 from gazerad.gaze._checks import Checker, ImageSizes, PathLike, find_column, size_for
 from gazerad.gaze.record import GazeCollection
 
-__all__ = ["EGD_SCREEN", "load_egd_cxr"]
+__all__ = ["EGD_SCREEN", "EGD_KERNEL_PX", "egd_sigma", "load_egd_cxr"]
 
 #: Screen of the EGD-CXR experiment, ``(width, height)`` in pixels.
 EGD_SCREEN = (1920, 1080)
+#: EGD-CXR's own heatmaps draw each fixation with sigma = 150 pixels of that screen.
+EGD_KERNEL_PX = 150.0
 
 _EGD_REQUIRED = ["DICOM_ID", "FPOGX", "FPOGY", "FPOGS", "FPOGD", "FPOGV"]
 _PAD_COLUMNS = ["image_top_pad", "image_bottom_pad", "image_left_pad", "image_right_pad"]
@@ -54,6 +56,20 @@ def _egd_screen_to_image(fx: float, fy: float, pads: Mapping[str, float], size: 
     x0 = pads["image_left_pad"] + (area_w - s * w) / 2.0
     y0 = pads["image_top_pad"] + (area_h - s * h) / 2.0
     return (fx * sw - x0) / s, (fy * sh - y0) / s
+
+
+def egd_sigma(screen: Mapping[str, Any] | None, shape: tuple[int, int]) -> float | None:
+    """EGD-CXR's heatmap kernel (:data:`EGD_KERNEL_PX` on the screen) in pixels of the
+    ``(H, W)`` image, from a record's ``screen`` (its paddings; the image letterboxed into
+    the display area at scale ``s``: ``EGD_KERNEL_PX / s``); ``None`` without paddings.
+    EGD-CXR has no pixels-per-degree figure, so this is the kernel its readings get."""
+    if not screen or not all(c in screen for c in _PAD_COLUMNS):
+        return None
+    h, w = shape
+    area_w = screen.get("width", EGD_SCREEN[0]) - screen["image_left_pad"] - screen["image_right_pad"]
+    area_h = screen.get("height", EGD_SCREEN[1]) - screen["image_top_pad"] - screen["image_bottom_pad"]
+    s = min(area_w / w, area_h / h)
+    return EGD_KERNEL_PX / s if s > 0 else None
 
 
 def load_egd_cxr(
@@ -103,7 +119,8 @@ def load_egd_cxr(
                 path,
                 "no X_ORIGINAL/Y_ORIGINAL columns: pass master_sheet_csv (paddings) and image_sizes {dicom_id: (H, W)} to map screen coordinates to the image",
             )
-        pads = _egd_paddings(master_sheet_csv)
+    if master_sheet_csv is not None:
+        pads = _egd_paddings(master_sheet_csv)  # also with X_ORIGINAL: the heatmap kernel needs the display scale
     coll = GazeCollection()
     chk = Checker(coll, path, strict)
     has_id = "FPOGID" in header
@@ -116,7 +133,7 @@ def load_egd_cxr(
             continue
         if dicom not in sizes:
             sizes[dicom] = size_for(path, image_sizes, dicom, row=i)
-            if pads is not None and dicom not in pads:
+            if pads is not None and dicom not in pads and not has_orig:
                 raise InputError(master_sheet_csv, f"no row for DICOM_ID {dicom!r} (used in {path}, row {i})")
         size = sizes[dicom]
         v = chk.numbers(i, [(c, r[c]) for c in ("FPOGV", "FPOGS", "FPOGD")])
@@ -147,6 +164,6 @@ def load_egd_cxr(
         fixes = per_image.get(dicom, {})
         screen: dict[str, Any] = {"width": EGD_SCREEN[0], "height": EGD_SCREEN[1]}
         if pads is not None:
-            screen.update(pads[dicom])
+            screen.update(pads.get(dicom, {}))
         chk.add([f for _, _, f in fixes.values()], dicom, "EGD", image_size=sizes[dicom], screen=screen)
     return coll

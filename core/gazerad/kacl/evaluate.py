@@ -173,7 +173,7 @@ def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: i
     from gazerad.io.xray import read_xray
 
     all_boxes = read_bbox_list(boxes_csv)
-    unknown = sorted(set(all_boxes) - set(table.ids))
+    unknown = sorted(set(all_boxes) - set(table.ids) - set(getattr(table, "left_out", ())))
     if unknown:
         raise InputError(boxes_csv, f"{len(unknown)} boxed images are not in labels.csv, e.g. {unknown[:3]}")
     truth, requests, scales = {}, [], []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,8 @@ class StudyTable:
         splits: ``train`` / ``validate`` / ``test`` per image (lower case).
         classes: finding classes (the 0/1 columns of ``labels.csv``).
         labels: ``(N, C)`` int64 multi-hot labels.
+        left_out: names of the data set's table left out because their image file is
+            missing (NIH / MIMIC-CXR roots read in place; a study folder has none).
     """
 
     root: Path
@@ -53,6 +55,7 @@ class StudyTable:
     splits: list[str]
     classes: list[str]
     labels: np.ndarray
+    left_out: list[str] = field(default_factory=list)
 
     def subset(self, split: str | Sequence[str]) -> np.ndarray:
         """``(M,)`` int64 row indices whose split is ``split`` (or one of them; compared
@@ -85,7 +88,8 @@ def read_study_table(studies: str | os.PathLike, classes: bool = True) -> StudyT
     folder = open_study_folder(studies)
     t = folder.table.require(split=True, classes=classes, rows=True)
     paths = folder.image_paths()
-    return StudyTable(folder.root, list(t.names), paths, list(t.splits), list(t.classes), t.labels.copy())
+    left_out = [name for _, name in getattr(folder, "missing", [])]
+    return StudyTable(folder.root, list(t.names), paths, list(t.splits), list(t.classes), t.labels.copy(), left_out)
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
