@@ -40,6 +40,12 @@ def test_nih_root_trains_kacl_and_evaluates_localization(trees: dict[str, Path],
     assert set(m["auc"]) >= {"macro"}
 
 
+def test_nih_root_preview(trees: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    assert main(["show", "--data", str(trees["nih"]), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_nih_root_pretrains_and_evaluates(trees: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "pre"
     assert main(["pretrain", "--data", str(trees["nih"]), "--out", str(run), "--backbone", "resnet10", "--batch-size", "8", *FAST]) == 0

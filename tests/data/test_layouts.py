@@ -68,10 +68,12 @@ def test_nih_rgba_and_grey_alpha_pngs_read_as_grey_luma(trees: dict) -> None:
     from gazerad.io.xray import read_xray
 
     f = open_study_folder(trees["root"] / "ChestX-ray14")
+    assert "converted_from" not in read_xray(f.find_image(trees["nih"]["names"][5]))[1]
     for name in trees["nih"]["rgba"] + trees["nih"]["la"]:
         p = f.find_image(name)
         assert Image.open(p).mode in ("RGBA", "LA")
-        img, _ = read_xray(p)
+        img, meta = read_xray(p)
+        assert meta["converted_from"] == Image.open(p).mode  # and the reader says so
         grey = np.asarray(Image.open(p).convert("L")).astype(np.float32)
         assert img.ndim == 2 and np.allclose(img * 255.0 if img.max() <= 1.0 else img, grey, atol=0.51)
 

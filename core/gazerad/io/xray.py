@@ -176,7 +176,10 @@ def _read_pil(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[s
         raise XRayReadError(p, "not a readable PNG/JPEG image (corrupt or wrong file type)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise XRayReadError(p, f"corrupt or truncated image: {exc}") from None
-    return arr, {"bits_stored": bits, "photometric": "MONOCHROME2"}
+    meta = {"bits_stored": bits, "photometric": "MONOCHROME2"}
+    if mode in ("LA", "RGB", "RGBA", "CMYK", "YCbCr", "P"):
+        meta["converted_from"] = mode  # said, not hidden: colour/alpha PNGs (some of NIH's) became grey
+    return arr, meta
 
 
 def _read_itk(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[str, Any]]:
