@@ -25,13 +25,14 @@ def study_preview(
     out: str | os.PathLike,
     image_id: str | None = None,
     dpi: int = 110,
+    gaze: str | os.PathLike | None = None,
 ) -> Path:
     """Write a PNG of one study: image, finding boxes (red, labelled) and every reader's
     scanpath (fixations as circles sized by duration, joined in time order).
 
     Args:
         studies: a study folder written by :func:`gazerad.synth.generate_studies`
-            (or any folder in that layout).
+            (or any folder in that layout), or an NIH / MIMIC-CXR(-JPG) root.
         out: PNG path (written atomically).
         image_id: the ``Image Index`` to show; default: the first image with both a
             finding and a reading, else the first image. ``labels.csv`` and the image are
@@ -39,22 +40,33 @@ def study_preview(
 
     Returns:
         The PNG path.
+
+    ``gaze``: readings to draw (any :func:`~gazerad.gaze.importers.load_gaze` source;
+    default the study folder's own ``reflacx/main_data``, none for a data-set root).
     """
     from matplotlib.patches import Rectangle
 
     from gazerad.data import read_bbox_list
     from gazerad.data.layouts import open_study_folder
+    from gazerad.data.study import image_id_of
     from gazerad.engine.runlog import new_figure, save_figure
-    from gazerad.gaze.importers import load_reflacx
+    from gazerad.gaze.importers import load_gaze, load_reflacx
     from gazerad.io.xray import read_xray
 
     root = Path(studies)
     folder = open_study_folder(root)
     table = folder.table
     labels = dict(zip(table.names, table.findings))
-    boxes = read_bbox_list(root / "BBox_List_2017.csv")
-    gaze = load_reflacx(root / "reflacx" / "main_data", strict=True)
-    readings = {img: gaze[img] for img in gaze}
+    bpath = root / "BBox_List_2017.csv"
+    boxes = read_bbox_list(bpath) if bpath.is_file() else {}
+    if gaze is not None:
+        coll = load_gaze(gaze)
+    elif (root / "reflacx" / "main_data").is_dir():
+        coll = load_reflacx(root / "reflacx" / "main_data", strict=True)
+    else:
+        coll = {}
+    by_id = {image_id_of(n): n for n in table.names}
+    readings = {by_id.get(image_id_of(img), img): coll[img] for img in coll}
     if image_id is None:
         with_both = [i for i in labels if i in boxes and i in readings]
         image_id = with_both[0] if with_both else next(iter(labels))

@@ -44,6 +44,9 @@ def test_nih_root_preview(trees: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     assert main(["show", "--data", str(trees["nih"]), "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+    out2 = tmp_path / "m.png"
+    assert main(["show", "--data", str(trees["mimic"]), "--gaze", str(trees["reflacx"]), "--out", str(out2)]) == 0
+    assert out2.read_bytes()[:4] == b"\x89PNG" and out2.stat().st_size > out.stat().st_size // 4
 
 
 def test_nih_root_pretrains_and_evaluates(trees: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -56,6 +56,7 @@ def _add_show(s: argparse.ArgumentParser) -> None:
     s.add_argument("--data", default=None, help="study folder (as written by 'gazerad synth'); required")
     s.add_argument("--studies", dest="data", help=argparse.SUPPRESS)  # the old name
     s.add_argument("--image", default=None, help="Image Index to show (default: one with findings and gaze)")
+    s.add_argument("--gaze", default=None, help="gaze to draw (REFLACX or EGD-CXR download, ...; default: the study folder's own)")
     s.add_argument("--out", default=None, help="PNG path (default DATA/preview.png)")
 
 
@@ -65,7 +66,7 @@ def _show(args: argparse.Namespace) -> int:
     if not args.data:
         raise ValueError("--data required")
     out = args.out or Path(args.data) / "preview.png"
-    print(f"preview: {study_preview(args.data, out, image_id=args.image)}")
+    print(f"preview: {study_preview(args.data, out, image_id=args.image, gaze=args.gaze)}")
     return 0
 
 
