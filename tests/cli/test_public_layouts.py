@@ -83,7 +83,15 @@ def test_mimic_with_reflacx_relation_attention_and_mcgip(trees: dict[str, Path],
     assert np.allclose(own.dense(), r.dense()[np.ix_(k, k)], atol=1e-6)  # the same TIMA relation as 'gazerad relation'
 
 
-def test_mimic_with_egd_gaze_trains_attention(trees: dict[str, Path], tmp_path: Path) -> None:
+def test_mimic_with_egd_gaze_relation_attention_and_mcgip(trees: dict[str, Path], tmp_path: Path) -> None:
+    from gazerad.gaze.relation import load_relation
+
+    rel = tmp_path / "rel.npz"
+    assert main(["relation", "--gaze", str(trees["egd"]), "--images", str(trees["mimic"]), "--out", str(rel), "--quiet", "--workers", "1"]) == 0
+    assert len(load_relation(rel).image_ids) == 24  # one EGD reading per image
     att = tmp_path / "att"
     assert main(["train-attention", "--gaze", str(trees["egd"]), "--images", str(trees["mimic"]), "--out", str(att), *FAST]) == 0
     assert json.loads((att / "metrics.json").read_text())["n_train"] > 0
+    pre = tmp_path / "pre"
+    args = ["pretrain", "--gaze", str(trees["egd"]), "--images", str(trees["mimic"]), "--out", str(pre), "--backbone", "resnet10", "--batch-size", "8"]
+    assert main([*args, *FAST]) == 0 and (pre / "relation.npz").is_file() and (pre / "encoder.pt").is_file()

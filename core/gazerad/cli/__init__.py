@@ -2,11 +2,12 @@
 
 One module per command group, each a tuple ``COMMANDS`` of :class:`~gazerad.cli._command.Command`:
 
-- :mod:`gazerad.cli.data`: ``synth``, ``show``, ``info``
+- :mod:`gazerad.cli.data`: ``synth``, ``show``, ``info``, ``datasets``
 - :mod:`gazerad.cli.gaze`: ``relation``, ``relation-merge``
 - :mod:`gazerad.cli.pretrain`: ``pretrain``, ``evaluate``
 - :mod:`gazerad.cli.attention`: ``train-attention``
 - :mod:`gazerad.cli.kacl`: ``train-kacl``, ``evaluate-localization``
+- :mod:`gazerad.cli.bundle`: ``export-bundle``
 - ``serve``: :func:`gazerad.serving.launch.add_parser`
 
 The training commands' flags come from their settings dataclasses
@@ -27,13 +28,21 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from gazerad import __version__
-from gazerad.cli import attention, data, gaze, kacl, pretrain
+from gazerad.cli import attention, bundle, data, gaze, kacl, pretrain
 from gazerad.cli._command import Command
 from gazerad.errors import GazeRadError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS: tuple[Command, ...] = (*data.COMMANDS[:2], *gaze.COMMANDS, *pretrain.COMMANDS, *attention.COMMANDS, *kacl.COMMANDS, *data.COMMANDS[2:])
+COMMANDS: tuple[Command, ...] = (
+    *data.COMMANDS[:2],
+    *gaze.COMMANDS,
+    *pretrain.COMMANDS,
+    *attention.COMMANDS,
+    *kacl.COMMANDS,
+    *bundle.COMMANDS,
+    *data.COMMANDS[2:],
+)
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:

@@ -173,7 +173,8 @@ def load_model_file(
     path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module], device: torch.device | str | None = "cpu", hint: str = ""
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """``(build(state) on device in eval mode, state)`` for a file written by :func:`save_model_file`
-    (or the folder holding ``<kind>.pt``); files of earlier GazeRad versions (no format tag) load too.
+    (or the folder holding ``<kind>.pt``, or a MONAI bundle exported by ``gazerad export-bundle``);
+    files of earlier GazeRad versions (no format tag) load too.
 
     Raises:
         InputError: naming the file: missing (with ``hint``), unreadable, another kind, or
@@ -181,7 +182,8 @@ def load_model_file(
     """
     p = Path(path)
     if p.is_dir():
-        p = p / f"{kind}.pt"
+        # a MONAI bundle exported by gazerad (models/model.pt is the model file), else a run folder
+        p = p / "models" / "model.pt" if (p / "configs" / "metadata.json").is_file() else p / f"{kind}.pt"
     if not p.is_file():
         raise InputError(p, f"{_LABELS.get(kind, kind)} model not found" + (f" ({hint})" if hint else ""))
     try:

@@ -46,6 +46,10 @@ class ModelNotReady(RuntimeError):
 class ModelSlot:
     """A model loaded lazily from ``path`` and reloaded when the file changes.
 
+    Where the weights come from, first found: ``path``; a MONAI bundle exported by
+    ``gazerad export-bundle`` in the folder ``path`` without its suffix (``model/attention/``
+    for ``model/attention.pt``; its ``models/model.pt``); ``fallback``.
+
     Args:
         path: the weights file (where training publishes).
         loader: ``path -> model object``.
@@ -66,7 +70,18 @@ class ModelSlot:
         """The file the next :meth:`get` loads from (``None`` when there is none)."""
         if self.path.is_file():
             return self.path
+        bundle = self.bundle
+        if bundle is not None:
+            return bundle
         return self.fallback if self.fallback is not None and self.fallback.is_file() else None
+
+    @property
+    def bundle(self) -> Path | None:
+        """``models/model.pt`` of a bundle at ``path`` without its suffix, when there is one."""
+        from gazerad.bundle.export import bundle_model_file, is_bundle
+
+        folder = self.path.with_suffix("")
+        return bundle_model_file(folder) if is_bundle(folder) else None
 
     def exists(self) -> bool:
         return self.current() is not None

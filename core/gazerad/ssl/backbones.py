@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BACKBONES", "DenseNetFeatures", "build_backbone"]
+__all__ = ["BACKBONES", "DenseNetFeatures", "build_backbone", "backbone_module"]
 
 BACKBONES = ("resnet10", "resnet18", "resnet50", "densenet121")
 
@@ -85,3 +85,9 @@ def _feature_dim(model: nn.Module, in_channels: int) -> int:
     if out.ndim != 2:
         raise RuntimeError(f"backbone returned shape {tuple(out.shape)}, expected (B, F)")
     return int(out.shape[1])
+
+
+def backbone_module(name: str, in_channels: int = 1, **kwargs: Any) -> nn.Module:
+    """:func:`build_backbone`'s module alone (for configs that build it by ``_target_``,
+    e.g. an exported encoder bundle's ``network_def``): ``(B, C, H, W) -> (B, F)``."""
+    return build_backbone(name, in_channels, **kwargs)[0]

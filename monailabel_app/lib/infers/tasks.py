@@ -49,6 +49,14 @@ def _tmp(suffix: str) -> str:
     return path
 
 
+def _bundle_card(model_file: Any) -> Dict[str, Any]:
+    """The model card a bundle carries (``configs/metadata.json``: ``gazerad.model_card``)."""
+    from pathlib import Path
+
+    meta = json.loads((Path(model_file).parents[1] / "configs" / "metadata.json").read_text())
+    return {**meta.get("gazerad", {}).get("model_card", {}), "weights": f"bundle {meta.get('name', '')} {meta.get('version', '')}".strip()}
+
+
 class _Task(InferTask):
     service_cls: Any = None
 
@@ -70,10 +78,14 @@ class _Task(InferTask):
     def info(self) -> Dict[str, Any]:
         i = super().info()
         cur = self.service.slot.current()
-        i["weights"] = ("ready" if cur == self.service.slot.path else f"shipped ({cur.name})") if cur else "missing: train this model first"
         slot = self.service.slot
+        bundle = cur is not None and cur == slot.bundle
+        if cur is None:
+            i["weights"] = "missing: train this model first"
+        else:
+            i["weights"] = "ready" if cur == slot.path else f"bundle ({cur.parents[1].name}/)" if bundle else f"shipped ({cur.name})"
         stats = read_stats(slot.path.parent, slot.name) if cur == slot.path else {}
-        i["model_card"] = model_card(slot.name, stats, i["weights"])
+        i["model_card"] = _bundle_card(cur) if bundle else model_card(slot.name, stats, i["weights"])
         return i
 
 
