@@ -284,3 +284,24 @@ def test_dicom_ids_stay_safe_names(trees: dict) -> None:
     from gazerad.io.confine import is_safe_name
 
     assert all(is_safe_name(dicom_id(k)) for k in range(50))
+
+
+def test_check_with_gaze_needs_only_the_images_it_reads(studies: Path, tmp_path: Path) -> None:
+    import csv
+
+    m = mimic_tree(studies, tmp_path / "m")
+    ref = reflacx_tree(studies, tmp_path / "r", m["ids"], m)
+    no_gaze, with_gaze = dicom_id(0), dicom_id(1)
+    for meta in (ref / "main_data").glob("metadata_phase_*.csv"):  # image 0 loses its readings ...
+        rows = list(csv.DictReader(meta.open()))
+        with meta.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(r for r in rows if r["dicom_id"] != no_gaze)
+    m["paths"][no_gaze].unlink()  # ... and its file: a partial download REFLACX does not need
+    rep = check_dataset(tmp_path / "m", gaze=ref)
+    assert rep["problems"] == [] and rep["images"]["missing"] == [no_gaze] and any("no gaze readings" in n for n in rep["notes"])
+    assert check_dataset(tmp_path / "m")["problems"]  # without --gaze every listed image is needed
+    m["paths"][with_gaze].unlink()
+    rep = check_dataset(tmp_path / "m", gaze=ref)
+    assert len(rep["problems"]) == 1 and f"1 images with gaze readings are missing: {with_gaze}" in rep["problems"][0]

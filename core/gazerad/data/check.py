@@ -116,8 +116,17 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
         "converted": dict(converted),
         "checked": "decoded" if deep else "header",
     }
-    if missing:
-        problems.append(f"{len(missing)} listed images are missing: {', '.join(missing[:_SHOW])}" + (" ..." if len(missing) > _SHOW else ""))
+    gaze_ids: set[str] | None = None
+    if gaze is not None or rep["layout"] == "study":
+        rep["gaze"], gaze_ids = _check_gaze(gaze, p, table, problems)
+    # with gaze given, only the images it reads must be there (a partial download of a large
+    # archive, e.g. the MIMIC-CXR images REFLACX covers, is the usual case)
+    needed = [n for n in missing if gaze is None or image_id_of(n) in (gaze_ids or set())]
+    if needed:
+        what = "listed images are missing" if gaze is None else "images with gaze readings are missing"
+        problems.append(f"{len(needed)} {what}: {', '.join(needed[:_SHOW])}" + (" ..." if len(needed) > _SHOW else ""))
+    if len(needed) < len(missing):
+        rep["notes"].append(f"{len(missing) - len(needed)} listed images without a file have no gaze readings either (not needed here)")
     for n, why in unreadable[:_SHOW]:
         problems.append(f"unreadable image {n} ({folder.find_image(n)}): {why}")
     if len(unreadable) > _SHOW:
@@ -166,23 +175,21 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
     else:
         rep["boxes"] = None
 
-    if gaze is not None or rep["layout"] == "study":
-        rep["gaze"] = _check_gaze(gaze, p, table, problems)
     return rep
 
 
-def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[str]) -> dict[str, Any] | None:
+def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[str]) -> tuple[dict[str, Any] | None, set[str] | None]:
     from gazerad.data.study import image_id_of
     from gazerad.gaze.importers import load_gaze
 
     src = Path(gaze) if gaze is not None else root
     if gaze is None and not (root / "reflacx" / "main_data").is_dir():
-        return None
+        return None, None
     try:
         coll = load_gaze(src)
     except InputError as exc:
         problems.append(f"gaze: {exc}")
-        return {"source": str(src), "readings": 0}
+        return {"source": str(src), "readings": 0}, set()
     ids = {image_id_of(n) for n in table.names}
     images = [image_id_of(i) for i in coll.images]
     outside = sorted(i for i in images if i not in ids)
@@ -196,7 +203,7 @@ def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[st
         "n_not_in_data_set": len(outside),
         "readers": dict(sorted(readers.items())),
         "dropped": dict(coll.dropped),
-    }
+    }, set(images)
 
 
 def format_report(rep: dict[str, Any]) -> str:
