@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from gazerad.errors import InputError
 
 
 def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV with a header; check ``required`` columns are present.
+    """Read a CSV (or a gzip-compressed ``.csv.gz``) with a header; check ``required`` columns are present.
 
     Returns:
         ``(header, rows)``; each row is a dict keyed by header (1-based data row = index + 1).
@@ -20,7 +21,8 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
     if not p.is_file():
         raise InputError(p, "file does not exist")
     try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt", newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             try:
                 header = [h.strip() for h in next(reader)]
@@ -35,6 +37,8 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
                 rows.append(dict(zip(header, rec)))
     except UnicodeDecodeError:
         raise InputError(p, "is not a UTF-8 text/CSV file") from None
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise InputError(p, f"not a readable gzip file: {exc}") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(p, f"missing column(s) {missing}; found {[h for h in header if h]}")

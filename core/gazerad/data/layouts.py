@@ -46,12 +46,10 @@ confinement rule (:func:`gazerad.io.confine.check_name`).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import logging
 import os
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,40 +176,11 @@ def open_study_folder(root: PathLike) -> StudyFolder:
     return StudyFolder(p)
 
 
-def _open_text(path: Path) -> Iterator[str]:
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as fh:
-                yield from fh
-        except (OSError, EOFError) as exc:
-            raise InputError(path, f"not a readable gzip file: {exc}") from None
-    else:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            yield from fh
-
-
 def _table_file(root: Path, name: str) -> Path | None:
     for p in (root / name, root / f"{name}.gz"):
         if p.is_file():
             return p
     return None
-
-
-def _read_table(path: Path, required: list[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """:func:`read_rows` for a ``.csv`` or ``.csv.gz``."""
-    if path.suffix != ".gz":
-        return read_rows(path, required)
-    text = "".join(_open_text(path))
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise InputError(path, "file is empty (no header row)") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise InputError(path, f"missing column(s) {missing}; found {header}")
-    rows = [dict(zip(header, rec)) for rec in reader if any(c.strip() for c in rec)]
-    return header, rows
 
 
 class LayoutFolder(StudyFolder):
@@ -336,7 +305,7 @@ class LayoutFolder(StudyFolder):
         official: dict[str, str] = {}
         if all(f.is_file() for f in lists.values()):
             for name, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
-                for line in _open_text(lists[name]):
+                for line in lists[name].read_text(encoding="utf-8-sig").splitlines():
                     if line.strip():
                         official[line.strip()] = split
             self.notes.append(
@@ -389,7 +358,7 @@ class LayoutFolder(StudyFolder):
             names.append(name)
             splits.append(split)
             findings.append(found)
-        return self._finish(names, splits, classes, labels[: len(names)], findings, [h for h in header if h])
+        return self._finish(names, splits, classes, labels, findings, [h for h in header if h])
 
     def _read_mimic(self) -> LabelsTable:
         idx = self.index()
@@ -398,7 +367,7 @@ class LayoutFolder(StudyFolder):
         split_file = _table_file(self.root, MIMIC_SPLIT)
         names: list[str]
         if split_file is not None:
-            _, rows = _read_table(split_file, ["dicom_id", "study_id", "subject_id", "split"])
+            _, rows = read_rows(split_file, ["dicom_id", "study_id", "subject_id", "split"])
             names, splits = [], []
             seen: dict[str, int] = {}
             for i, r in enumerate(rows, start=1):
@@ -424,7 +393,7 @@ class LayoutFolder(StudyFolder):
         labels = np.zeros((len(names), 0), dtype=np.int64)
         findings: list[list[str]] = [[] for _ in names]
         if chex is not None:
-            header, rows = _read_table(chex, ["subject_id", "study_id"])
+            header, rows = read_rows(chex, ["subject_id", "study_id"])
             classes = [c for c in header if c and c not in ("subject_id", "study_id", "No Finding")]
             per_study: dict[str, np.ndarray] = {}
             for i, r in enumerate(rows, start=1):
