@@ -207,7 +207,13 @@ class Bench:
         )
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]  # a run folder per distinct run
         out = self.work / "runs" / f"{framework}-{method}-s{seed}-{key}"
+        done = out / "history.json"
+        if (out / "encoder.pt").is_file() and done.is_file() and not (out / "checkpoint.pt").exists():
+            return out / "encoder.pt", json.loads(done.read_text())["history"]  # finished earlier
         res = pretrain(PretrainConfig(data=str(self.studies), out=str(out), device=a.device, progress=False, **settings))
+        # a finished run needs only its encoder and history; its resume state (model, momentum
+        # encoder, optimiser: ~80 MB at ResNet-10) would fill the disk over dozens of runs
+        (out / "checkpoint.pt").unlink(missing_ok=True)
         return out / "encoder.pt", res["history"]
 
     def score(

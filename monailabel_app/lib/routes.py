@@ -168,24 +168,32 @@ def api_create_session(
     if len(set(names)) != len(names):
         raise HTTPException(status_code=422, detail="two uploaded files have the same name")
     received = tempfile.mkdtemp(prefix="gazerad-session-")
-    background_tasks.add_task(shutil.rmtree, received, True)
-    limit = _limit()
-    paths = []
-    for f, n in zip(files, names):
-        tmp = _spool(f, limit, f"session file {n!r}", folder=received)
-        os.replace(tmp, os.path.join(received, n))
-        paths.append(os.path.join(received, n))
-    data = paths[0] if len(paths) == 1 else received
-    if unpack:
-        out = tempfile.mkdtemp(prefix="gazerad-unpacked-")
-        background_tasks.add_task(shutil.rmtree, out, True)
-        try:
-            for p in paths:
-                safe_extract(p, out, max_total=4 * limit)
-        except (UnsafeName, FileExistsError) as exc:
-            raise HTTPException(status_code=400, detail=f"archive refused, nothing was stored: {exc}") from None
-        data = out
-    session_id, info = sessions.add_session(data, ttl, False)
+    scratch = [received]  # removed after the answer, or at once when the request is refused
+    try:
+        limit = _limit()
+        paths = []
+        for f, n in zip(files, names):
+            tmp = _spool(f, limit, f"session file {n!r}", folder=received)
+            os.replace(tmp, os.path.join(received, n))
+            paths.append(os.path.join(received, n))
+        data = paths[0] if len(paths) == 1 else received
+        if unpack:
+            data = tempfile.mkdtemp(prefix="gazerad-unpacked-")
+            scratch.append(data)
+            try:
+                for p in paths:
+                    safe_extract(p, data, max_total=4 * limit)
+            except (UnsafeName, FileExistsError) as exc:
+                raise HTTPException(status_code=400, detail=f"archive refused, nothing was stored: {exc}") from None
+        session_id, info = sessions.add_session(data, ttl, False)
+    except BaseException:
+        # FastAPI runs background tasks only after a successful answer: a refused upload
+        # must not leave its bytes in the temp folder
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    for d in scratch:
+        background_tasks.add_task(shutil.rmtree, d, True)
     return {"session_id": session_id, "session_info": info.to_json()}
 
 

@@ -59,8 +59,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(root: Path):
-    s = Server(root / "studies" / "images", root / "srv").start()
+def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's own temp folder (``TMPDIR``), to see what requests leave there."""
+    return tmp_path_factory.mktemp("security_tmp")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, server_tmp: Path):
+    s = Server(root / "studies" / "images", root / "srv", env={"TMPDIR": str(server_tmp)}).start()
     yield s
     s.stop()
 
@@ -211,6 +217,10 @@ def _zip(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _session_scratch(tmp: Path) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir() if p.name.startswith(("gazerad-session-", "gazerad-unpacked-")))
+
+
 @pytest.mark.parametrize(
     "archive, words",
     [
@@ -224,19 +234,25 @@ def _zip(name: str, data: bytes) -> bytes:
     ],
     ids=["tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink", "tar-hardlink", "zip-dotdot", "not-an-archive"],
 )
-def test_c3_session_archives_cannot_slip(server: Server, root: Path, unchanged, archive: bytes, words: str) -> None:
+def test_c3_session_archives_cannot_slip(server: Server, root: Path, server_tmp: Path, unchanged, archive: bytes, words: str) -> None:
     r = requests.put(server.url + "/session/", params={"uncompress": "true"}, files={"files": ("a.tar.gz", archive)}, timeout=30)
     _refused(r, 400, words, root)
+    assert _session_scratch(server_tmp) == []  # the refused archive's bytes are gone at once
     r = requests.put(server.url + "/session/", params={"uncompress": "true"}, files={"files": ("../a.tar", archive)}, timeout=30)
     assert r.status_code == 400
 
 
-def test_c3_a_clean_archive_makes_a_session(server: Server, root: Path) -> None:
+def test_c3_a_clean_archive_makes_a_session(server: Server, root: Path, server_tmp: Path) -> None:
     arc = _tar([("img/a.png", png_bytes(), "file")])
     r = requests.put(server.url + "/session/", params={"uncompress": "true", "expiry": "3600"}, files={"files": ("a.tgz", arc)}, timeout=30)
     assert r.status_code == 200, r.text
     sid = r.json()["session_id"]
     assert requests.get(server.url + f"/session/{sid}", timeout=30).status_code == 200
+    for _ in range(50):  # the upload's scratch folders go after the answer (a background task)
+        if not _session_scratch(server_tmp):
+            break
+        time.sleep(0.1)
+    assert _session_scratch(server_tmp) == []
     for bad in ("..%2F..%2Fsrv", "%2e%2e"):
         assert requests.get(f"{server.url}/session/{bad}", timeout=30).status_code == 400
     r = requests.put(server.url + "/session/", params={"uncompress": "maybe"}, files={"files": ("a.tgz", arc)}, timeout=30)

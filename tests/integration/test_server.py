@@ -149,7 +149,7 @@ def test_gaze_upload_roundtrip(server: Server, studies: Path, tmp_path: Path) ->
     assert sorted(p.stem for p in _gaze_dir(server).glob("*.json")) == sorted(files)
 
 
-def test_attention_training_uses_uploaded_gaze_and_infer_concentrates_on_findings(server: Server, studies: Path) -> None:
+def test_attention_training_uses_uploaded_gaze_and_infer_concentrates_on_findings(server: Server, studies: Path, tmp_path: Path) -> None:
     task = server.train("attention", {"epochs": 6, "input_size": 64, "batch_size": 8, "device": "cpu"})
     assert task["status"] == "DONE", "\n".join(task.get("details", []))
     stats = requests.get(server.url + "/info/", timeout=30).json()["train_stats"]["attention"]
@@ -164,7 +164,7 @@ def test_attention_training_uses_uploaded_gaze_and_infer_concentrates_on_finding
             server.url + "/infer/attention", params={"image": name[:-4], "output": "all"}, data={"params": json.dumps({"boxes": [list(box)]})}, timeout=60
         )
         assert r.status_code == 200
-        res = _multipart(r)
+        res = _multipart(r, tmp_path)
         heat_file = res["file"]
         img = sitk.ReadImage(str(heat_file))
         assert img.GetSize() == (SIZE, SIZE) and img.GetSpacing() == (1.0, 1.0) and img.GetOrigin() == (0.0, 0.0)
@@ -177,7 +177,8 @@ def test_attention_training_uses_uploaded_gaze_and_infer_concentrates_on_finding
     assert len(ratios) >= 8 and float(np.median(ratios)) > 2.0, ratios
 
 
-def _multipart(r: requests.Response) -> dict:
+def _multipart(r: requests.Response, out_dir: Path) -> dict:
+    """Split a multipart answer into its JSON params and its file (written into ``out_dir``)."""
     from requests_toolbelt.multipart import decoder
 
     out = {}
@@ -186,9 +187,7 @@ def _multipart(r: requests.Response) -> dict:
         if 'name="params"' in disp:
             out["params"] = json.loads(part.content)
         else:
-            import tempfile
-
-            fn = Path(tempfile.mkdtemp()) / "heat.nrrd"
+            fn = out_dir / "heat.nrrd"
             fn.write_bytes(part.content)
             out["file"] = fn
     return out
