@@ -10,6 +10,9 @@ Protocol (README, *KACL table*):
 2. Each run's temperature (calibration) and CAM threshold / blur (box extraction) are
    chosen on the **validation** split by the trainer; the table scores the **test** split
    only: macro ROC AUC, T(IoU) at 0.1 ... 0.7 overall and per class, mean best IoU.
+   KACL's contrastive weight is chosen on the validation split too: the default 0.3 and
+   each ``--w-con-sweep`` weight train at the first fraction for every seed; the weight
+   with the best mean validation macro AUC + T(IoU=0.3) trains every KACL row of the table.
 3. Baselines on the same test boxes: the centred box (half of each side) and the
    *attention box*: boxes of the FocusContrast attention predictor's map (trained on the
    training split's gaze; threshold and blur chosen on validation the same way), labelled
@@ -65,8 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--w-con-sweep",
         nargs="*",
         type=float,
-        default=[0.1, 0.6],
+        default=[0.1],
         help="contrastive weights (BCE weight 1 - w) tried for KACL at the first fraction, scored on the validation split beside the default",
+    )
+    ap.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="random positioning and exposure jitter of the training images (both methods; gazerad.data.augment)",
     )
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(RESULTS / "kacl_table"))
@@ -99,7 +108,7 @@ def run_one(
     """
     from gazerad.kacl import evaluate_kacl, train_kacl
 
-    tag = "" if w_con is None else f"-wcon{w_con:g}"
+    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if a.augment else "")
     out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep{tag}"
     t = time.perf_counter()
     cfg = dict(
@@ -115,6 +124,7 @@ def run_one(
         seed=seed,
         cam_layer=a.cam_layer,
         bin_width=16.0,
+        augment=a.augment,
         device=a.device,
         progress=False,
     )
@@ -130,6 +140,7 @@ def run_one(
         "method": method,
         "labelled": frac,
         "seed": seed,
+        "run": str(out),
         "split": split,
         "w_con": w_con,
         "auc": m["auc"]["macro"],
@@ -265,15 +276,16 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     }
 
 
-def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> list[dict[str, Any]]:
+def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> tuple[list[dict[str, Any]], float | None]:
     """KACL's contrastive weight: each of ``--w-con-sweep`` and the default 0.3 at the first
-    fraction, every seed, scored on the **validation** split (the split a weight would be
-    chosen on); each weight paired by seed to the default on AUC and T(IoU=0.3)."""
+    fraction, every seed, scored on the **validation** split; each weight paired by seed to
+    the default on AUC and T(IoU=0.3). Returns the rows and the chosen weight (best mean
+    validation macro AUC + T(IoU=0.3); ``None``: the default, also when there is no sweep)."""
     from gazerad.kacl.config import KACLConfig
     from gazerad.pretrain.diagnostics import paired_summary
 
     if not a.w_con_sweep or "kacl" not in a.methods:
-        return []
+        return [], None
     frac, default = a.fractions[0], KACLConfig.__dataclass_fields__["w_con"].default
     runs = {w: [run_one(a, studies, work, "kacl", frac, s, None if w == default else w, split="validate") for s in a.seeds] for w in [default, *a.w_con_sweep]}
     out = []
@@ -286,7 +298,10 @@ def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> list[dict[
             row.update({f"ci_low_{key}": ps["ci_low"], f"ci_high_{key}": ps["ci_high"]})
         row["contrastive"] = float(np.mean([r["history"][-1].get("contrastive", np.nan) for r in rs]))
         out.append(row)
-    return out
+    best = max(out, key=lambda r: r["auc"] + r["t_iou_0.3"])["w_con"]
+    for r in out:
+        r["chosen"] = r["w_con"] == best
+    return out, None if best == default else best
 
 
 def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -366,6 +381,7 @@ def write(
         "n_test_images": n_test,
         "diagnostics": diag or {},
         "w_con_sweep": sweep or [],
+        "w_con_chosen": next((r["w_con"] for r in sweep or [] if r["chosen"]), None),
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
 
@@ -378,9 +394,10 @@ def write(
     show = ("0.1", "0.3", "0.5", "0.7")
     lines = [
         f"# KACL vs supervised ({len(a.seeds)} seeds {a.seeds}; {a.epochs} epochs, {a.backbone} at {a.image_size} px, "
-        f"CAM on {a.cam_layer}; {n_test} test images)",
+        f"CAM on {a.cam_layer}; {'augmented' if a.augment else 'unaugmented'} training images; {n_test} test images)",
         "",
-        "Test split only (validation chose each run's temperature and CAM threshold). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
+        "Test split only (validation chose each run's temperature and CAM threshold, and KACL's contrastive weight "
+        f"w_con = {next((r['w_con'] for r in sweep or [] if r['chosen']), 0.3):g}). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
         "Paired columns: KACL minus supervised at the same labels and seed, mean [95 % CI].",
         "",
         "| labelled | method | macro AUC | " + " | ".join(f"T(IoU)={t}" for t in show) + " | mean best IoU | ECE | AUC diff | T(0.3) diff |",
@@ -427,7 +444,8 @@ def write(
         lines += ["|---|---|---|---|---|---|"]
         for r in sweep:
             lines.append(
-                f"| {r['w_con']:g} / {r['w_cls']:g} | {pm(r['auc'], r['auc_std'])} | {pm(r['t_iou_0.3'], r['t_iou_0.3_std'])} | "
+                f"| {r['w_con']:g} / {r['w_cls']:g}{' (chosen)' if r['chosen'] else ''} | {pm(r['auc'], r['auc_std'])} | "
+                f"{pm(r['t_iou_0.3'], r['t_iou_0.3_std'])} | "
                 f"{ci(r['diff_auc'], r['ci_low_auc'], r['ci_high_auc'])} | "
                 f"{ci(r['diff_t_iou_0.3'], r['ci_low_t_iou_0.3'], r['ci_high_t_iou_0.3'])} | {r['contrastive']:.3f} |"
             )
@@ -463,12 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     studies = _studies(a, work)
     t0 = time.perf_counter()
+    sweep, w_con = weight_sweep(a, studies, work)  # validation: KACL's weight before any test score
+    if sweep:
+        print(f"contrastive weight chosen on validation: {w_con or 'default'}", flush=True)
     runs = []
     total = len(a.fractions) * len(a.methods) * len(a.seeds)
     for seed in a.seeds:
         for frac in a.fractions:
             for method in a.methods:
-                r = run_one(a, studies, work, method, frac, seed)
+                r = run_one(a, studies, work, method, frac, seed, w_con if method == "kacl" else None)
                 runs.append(r)
                 print(
                     f"[{len(runs)}/{total}] {method:10s} {frac:4.0%} seed {seed}: AUC {r['auc']:.3f}  T(0.1/0.3/0.5) "
@@ -482,12 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     diag = {}
     if "kacl" in a.methods:
         for frac in a.fractions:
-            run = work / "runs" / f"kacl-{frac}-s{a.seeds[0]}-{a.image_size}px-{a.epochs}ep"
+            run = Path(next(r["run"] for r in runs if r["method"] == "kacl" and r["labelled"] == frac and r["seed"] == a.seeds[0]))
             cached = run / "diagnostics.json"
             if not cached.is_file():
                 cached.write_text(json.dumps(diagnose(run, studies, a.device)))
             diag[f"{frac:.0%}"] = json.loads(cached.read_text())
-    sweep = weight_sweep(a, studies, work)
     write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag, sweep)
     print(Path(a.out).with_suffix(".md").read_text())
     return 0

@@ -33,6 +33,14 @@ def test_quick_table_has_every_row_interval_and_baseline(tmp_path: Path) -> None
     assert set(base["centred_box"]["t_iou"]) == ts and set(base["attention_box"]["t_iou"]) == ts and base["attention_box"]["threshold"] > 0
     assert len(res["runs"]) == len(a.seeds) * len(a.fractions) * len(bench.METHODS)
     assert all(run["box_extraction"]["tuned_on"] == "validate" for run in res["runs"])
+    # KACL's contrastive weight: chosen on validation (best AUC + T(0.3)), then used by every KACL test row
+    sweep = res["w_con_sweep"]
+    assert {r["split"] for r in sweep} == {"validate"} and sum(r["chosen"] for r in sweep) == 1
+    best = max(sweep, key=lambda r: r["auc"] + r["t_iou_0.3"])
+    assert res["w_con_chosen"] == best["w_con"] and best["chosen"]
+    want = None if best["w_con"] == 0.3 else best["w_con"]
+    assert all(run["w_con"] == want for run in res["runs"] if run["method"] == "kacl")
+    assert res["settings"]["augment"] is True
     # the "why" diagnostics of each fraction's first-seed KACL run
     assert set(res["diagnostics"]) == {f"{f:.0%}" for f in a.fractions}
     for d in res["diagnostics"].values():

@@ -81,7 +81,8 @@ def test_cam_class_choice() -> None:
 
 
 def test_semi_supervised_and_resume(masses: Path, tmp_path: Path) -> None:
-    """10 % labels: runs; a run stopped after epoch 1 resumes to the same weights as an uninterrupted run."""
+    """10 % labels with augmentation: runs; a run stopped after epoch 1 resumes to the same
+    weights as an uninterrupted run (the augmentation is seeded per step)."""
     kw = dict(
         data=str(masses),
         backbone="resnet10",
@@ -89,6 +90,7 @@ def test_semi_supervised_and_resume(masses: Path, tmp_path: Path) -> None:
         epochs=2,
         batch_size=16,
         labelled_fraction=0.1,
+        augment=True,
         cam_layer="backbone.layer3",
         bin_width=16,
         progress=False,

@@ -38,6 +38,7 @@ class KACLConfig(RuntimeSettings):
     bin_width: float = setting(8.0, "radiomics bin width on 0..255 intensities")
     radiomics_backend: str = setting("torch", "radiomics implementation (pyradiomics: the reference, slow)", choices=("torch", "pyradiomics"))
     splits: tuple[str, ...] = setting(("train",), "labels.csv splits to train on")
+    augment: bool = setting(False, "random positioning and exposure jitter of the training images (gazerad.data.augment; no flips)")
     init_encoder: str | None = setting(None, "encoder.pt of 'gazerad pretrain' to start the backbone from (fine-tuning)")
 
     def __post_init__(self) -> None:

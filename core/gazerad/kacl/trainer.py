@@ -12,7 +12,7 @@ Per refresh (every epoch, or every ``refresh_every`` steps):
 The first epoch uses the whole image as ROI (an untrained network's CAM is noise). Before
 every refresh and at the end, BatchNorm statistics are re-estimated exactly
 (:func:`precise_bn`): eval-mode CAMs after few steps are otherwise meaningless.
-Each step: ``w_cls * BCE`` on the labelled items of the batch + ``w_con * NT-Xent``
+Each step (images optionally jittered, ``augment``: :mod:`gazerad.data.augment`): ``w_cls * BCE`` on the labelled items of the batch + ``w_con * NT-Xent``
 between the image embedding and the radiomics embedding of every item (other items are
 negatives), so unlabelled images (``labelled_fraction < 1``) train only the contrastive
 term. ``method="supervised"`` drops the radiomics branch: the baseline classifier.
@@ -171,6 +171,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) KACL / supervised training; returns ``{"history", "model", "seconds"}``."""
     from torch.utils.data import TensorDataset
 
+    from gazerad.data.augment import RandRadiographAugment, step_generator
     from gazerad.data.inputs import encoder_inputs
     from gazerad.kacl.model import KACLModel
     from gazerad.radiomics import FeatureStandardizer, RadiomicsExtractor
@@ -234,11 +235,15 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             secs[k] += took[k]
         model.train()
 
+    augment = RandRadiographAugment() if cfg.augment else None
     net: torch.nn.Module = _TrainForward(model)  # one module for every forward: DDP synchronises both branches
 
     def step(batch: tuple[torch.Tensor]) -> dict[str, torch.Tensor]:
         (idx,) = batch
-        x, y, lab = rt.batch(images[idx]), labels[idx].to(dev), labelled[idx].to(dev)
+        x = images[idx]
+        if augment is not None:  # the image view only: radiomics come from the unaugmented image's ROI
+            x = augment(x, step_generator(cfg.seed, loop.state.epoch, loop.state.iteration, rank))
+        x, y, lab = rt.batch(x), labels[idx].to(dev), labelled[idx].to(dev)
         with rt.autocast():  # the networks; the losses below run in float32
             if use_rad:
                 logits, z_img, z_rad = net(x, standardizer.transform(raw[idx].double()).float().to(dev))
