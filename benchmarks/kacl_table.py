@@ -13,6 +13,9 @@ Protocol (README, *KACL table*):
    KACL's contrastive weight is chosen on the validation split too: the default 0.3 and
    each ``--w-con-sweep`` weight train at the first fraction for every seed; the weight
    with the best mean validation macro AUC + T(IoU=0.3) trains every KACL row of the table.
+   KACL's image view is jittered (``--augment``: positioning and exposure); the supervised
+   baseline trains with and without that augmentation and keeps, per fraction, the better
+   on validation (``--choose-supervised-augment``), so KACL meets it at its best of two.
 3. Baselines on the same test boxes: the centred box (half of each side) and the
    *attention box*: boxes of the FocusContrast attention predictor's map (trained on the
    training split's gaze; threshold and blur chosen on validation the same way), labelled
@@ -77,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="random positioning and exposure jitter of the training images (both methods; gazerad.data.augment)",
     )
+    ap.add_argument(
+        "--choose-supervised-augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the supervised baseline with and without augmentation and keep the better on validation, per fraction",
+    )
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(RESULTS / "kacl_table"))
     ap.add_argument("--work", default=None, help="folder for studies and runs (default: a temporary one; runs there are resumed)")
@@ -99,16 +108,25 @@ def _studies(a: argparse.Namespace, work: Path) -> Path:
 
 
 def run_one(
-    a: argparse.Namespace, studies: Path, work: Path, method: str, frac: float, seed: int, w_con: float | None = None, split: str = "test"
+    a: argparse.Namespace,
+    studies: Path,
+    work: Path,
+    method: str,
+    frac: float,
+    seed: int,
+    w_con: float | None = None,
+    split: str = "test",
+    augment: bool | None = None,
 ) -> dict[str, Any]:
     """Train one run (resumed when its folder holds a checkpoint) and score ``split``.
 
     ``w_con``: the contrastive weight (the BCE weight is ``1 - w_con``); ``None`` keeps the
-    trainer's defaults (0.3 / 0.7).
+    trainer's defaults (0.3 / 0.7). ``augment``: ``None`` follows ``--augment``.
     """
     from gazerad.kacl import evaluate_kacl, train_kacl
 
-    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if a.augment else "")
+    augment = a.augment if augment is None else augment
+    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if augment else "")
     out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep{tag}"
     t = time.perf_counter()
     cfg = dict(
@@ -124,7 +142,7 @@ def run_one(
         seed=seed,
         cam_layer=a.cam_layer,
         bin_width=16.0,
-        augment=a.augment,
+        augment=augment,
         device=a.device,
         progress=False,
     )
@@ -141,6 +159,7 @@ def run_one(
         "labelled": frac,
         "seed": seed,
         "run": str(out),
+        "augment": augment,
         "split": split,
         "w_con": w_con,
         "auc": m["auc"]["macro"],
@@ -282,26 +301,53 @@ def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> tuple[list
     the default on AUC and T(IoU=0.3). Returns the rows and the chosen weight (best mean
     validation macro AUC + T(IoU=0.3); ``None``: the default, also when there is no sweep)."""
     from gazerad.kacl.config import KACLConfig
-    from gazerad.pretrain.diagnostics import paired_summary
 
     if not a.w_con_sweep or "kacl" not in a.methods:
         return [], None
     frac, default = a.fractions[0], KACLConfig.__dataclass_fields__["w_con"].default
     runs = {w: [run_one(a, studies, work, "kacl", frac, s, None if w == default else w, split="validate") for s in a.seeds] for w in [default, *a.w_con_sweep]}
-    out = []
-    for w, rs in runs.items():
-        ref = None if w == default else runs[default]
-        row: dict[str, Any] = {"labelled": frac, "w_con": w, "w_cls": 1.0 - w, "split": "validate"}
-        for key, get in (("auc", lambda r: r["auc"]), ("t_iou_0.3", lambda r: r["t_iou"]["0.3"])):
-            ps = paired_summary({r["seed"]: get(r) for r in rs}, {r["seed"]: get(r) for r in ref} if ref else None)
-            row.update({key: ps["mean"], f"{key}_std": ps["std"], f"diff_{key}": ps["diff_vs_plain"]})
-            row.update({f"ci_low_{key}": ps["ci_low"], f"ci_high_{key}": ps["ci_high"]})
+    rows = validation_choice(runs, default, lambda w: {"labelled": frac, "w_con": w, "w_cls": 1.0 - w})
+    best = next(r["w_con"] for r in rows if r["chosen"])
+    return rows, None if best == default else best
+
+
+def validation_choice(runs: dict[Any, list[dict[str, Any]]], ref: Any, describe) -> list[dict[str, Any]]:  # noqa: ANN001
+    """One row per candidate setting of validation-split ``runs`` (key -> one run per seed):
+    ``describe(key)`` fields, mean / std of AUC and T(IoU=0.3), the paired difference to the
+    ``ref`` setting with its 95 % CI, the last contrastive loss, and ``chosen``: the best mean
+    AUC + T(IoU=0.3) (the first candidate on a tie)."""
+    from gazerad.pretrain.diagnostics import paired_summary
+
+    rows = []
+    for key, rs in runs.items():
+        other = None if key == ref else runs[ref]
+        row: dict[str, Any] = {**describe(key), "split": "validate"}
+        for name, get in (("auc", lambda r: r["auc"]), ("t_iou_0.3", lambda r: r["t_iou"]["0.3"])):
+            ps = paired_summary({r["seed"]: get(r) for r in rs}, {r["seed"]: get(r) for r in other} if other else None)
+            row.update({name: ps["mean"], f"{name}_std": ps["std"], f"diff_{name}": ps["diff_vs_plain"]})
+            row.update({f"ci_low_{name}": ps["ci_low"], f"ci_high_{name}": ps["ci_high"]})
         row["contrastive"] = float(np.mean([r["history"][-1].get("contrastive", np.nan) for r in rs]))
-        out.append(row)
-    best = max(out, key=lambda r: r["auc"] + r["t_iou_0.3"])["w_con"]
-    for r in out:
-        r["chosen"] = r["w_con"] == best
-    return out, None if best == default else best
+        rows.append(row)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["auc"] + rows[i]["t_iou_0.3"], -i))
+    for i, r in enumerate(rows):
+        r["chosen"] = i == best
+    return rows
+
+
+def supervised_augment(a: argparse.Namespace, studies: Path, work: Path) -> tuple[list[dict[str, Any]], dict[float, bool]]:
+    """The baseline's augmentation, chosen per fraction on the **validation** split: the
+    supervised classifier trains with and without ``--augment``'s jitter for every seed and
+    keeps the better (mean AUC + T(IoU=0.3)), so KACL meets the baseline at its best of two.
+    Returns the rows and ``{fraction: augment}``."""
+    if "supervised" not in a.methods or not a.choose_supervised_augment:
+        return [], {f: a.augment for f in a.fractions}
+    rows, chosen = [], {}
+    for frac in a.fractions:
+        runs = {aug: [run_one(a, studies, work, "supervised", frac, s, split="validate", augment=aug) for s in a.seeds] for aug in (a.augment, not a.augment)}
+        got = validation_choice(runs, a.augment, lambda aug, frac=frac: {"labelled": frac, "augment": aug})
+        chosen[frac] = next(r["augment"] for r in got if r["chosen"])
+        rows += got
+    return rows, chosen
 
 
 def summarise(runs: list[dict[str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -365,6 +411,7 @@ def write(
     n_test: int,
     diag: dict[str, Any] | None = None,
     sweep: list[dict[str, Any]] | None = None,
+    sup_aug: list[dict[str, Any]] | None = None,
 ) -> None:
     from matplotlib.figure import Figure
 
@@ -382,6 +429,7 @@ def write(
         "diagnostics": diag or {},
         "w_con_sweep": sweep or [],
         "w_con_chosen": next((r["w_con"] for r in sweep or [] if r["chosen"]), None),
+        "supervised_augment": sup_aug or [],
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
 
@@ -394,7 +442,7 @@ def write(
     show = ("0.1", "0.3", "0.5", "0.7")
     lines = [
         f"# KACL vs supervised ({len(a.seeds)} seeds {a.seeds}; {a.epochs} epochs, {a.backbone} at {a.image_size} px, "
-        f"CAM on {a.cam_layer}; {'augmented' if a.augment else 'unaugmented'} training images; {n_test} test images)",
+        f"CAM on {a.cam_layer}; KACL {'with' if a.augment else 'without'} augmentation; {n_test} test images)",
         "",
         "Test split only (validation chose each run's temperature and CAM threshold, and KACL's contrastive weight "
         f"w_con = {next((r['w_con'] for r in sweep or [] if r['chosen']), 0.3):g}). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
@@ -438,6 +486,15 @@ def write(
             )
         lo = d["loss"]
         lines.append(f"\nLast epoch: BCE {lo['bce']:.3f}, contrastive {lo['contrastive']:.3f} (weights {lo['w_cls']} / {lo['w_con']}).")
+    if sup_aug:
+        lines += ["", f"## Supervised baseline: augmentation (validation split, {len(a.seeds)} seeds)", ""]
+        lines += ["| labelled | augmentation | macro AUC | T(IoU)=0.3 | AUC diff | T(0.3) diff |", "|---|---|---|---|---|---|"]
+        for r in sup_aug:
+            lines.append(
+                f"| {r['labelled']:.0%} | {'on' if r['augment'] else 'off'}{' (chosen)' if r['chosen'] else ''} | {pm(r['auc'], r['auc_std'])} | "
+                f"{pm(r['t_iou_0.3'], r['t_iou_0.3_std'])} | {ci(r['diff_auc'], r['ci_low_auc'], r['ci_high_auc'])} | "
+                f"{ci(r['diff_t_iou_0.3'], r['ci_low_t_iou_0.3'], r['ci_high_t_iou_0.3'])} |"
+            )
     if sweep:
         lines += ["", f"## Contrastive weight (KACL, {sweep[0]['labelled']:.0%} labelled, validation split, {len(a.seeds)} seeds)", ""]
         lines += ["| w_con / w_cls | macro AUC | T(IoU)=0.3 | AUC diff vs default | T(0.3) diff vs default | last contrastive loss |"]
@@ -481,15 +538,16 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     studies = _studies(a, work)
     t0 = time.perf_counter()
-    sweep, w_con = weight_sweep(a, studies, work)  # validation: KACL's weight before any test score
-    if sweep:
-        print(f"contrastive weight chosen on validation: {w_con or 'default'}", flush=True)
+    sweep, w_con = weight_sweep(a, studies, work)  # validation: KACL's weight and the baseline's
+    sup_aug, sup_augment = supervised_augment(a, studies, work)  # augmentation before any test score
+    print(f"chosen on validation: KACL w_con {w_con or 'default'}; supervised augmentation {sup_augment}", flush=True)
     runs = []
     total = len(a.fractions) * len(a.methods) * len(a.seeds)
     for seed in a.seeds:
         for frac in a.fractions:
             for method in a.methods:
-                r = run_one(a, studies, work, method, frac, seed, w_con if method == "kacl" else None)
+                kacl = method == "kacl"
+                r = run_one(a, studies, work, method, frac, seed, w_con if kacl else None, augment=None if kacl else sup_augment[frac])
                 runs.append(r)
                 print(
                     f"[{len(runs)}/{total}] {method:10s} {frac:4.0%} seed {seed}: AUC {r['auc']:.3f}  T(0.1/0.3/0.5) "
@@ -508,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             if not cached.is_file():
                 cached.write_text(json.dumps(diagnose(run, studies, a.device)))
             diag[f"{frac:.0%}"] = json.loads(cached.read_text())
-    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag, sweep)
+    write(rows, runs, base, att, a, len(read_study_table(studies).subset("test")), diag, sweep, sup_aug)
     print(Path(a.out).with_suffix(".md").read_text())
     return 0
 

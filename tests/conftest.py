@@ -37,7 +37,7 @@ def _remove_module_tmp_dirs(request: pytest.FixtureRequest, tmp_path_factory: py
     yield
     if request.module.__name__ in _FAILED_MODULES:
         return
-    for d in set(base.iterdir()) - before - _SESSION_DIRS:
+    for d in set(base.iterdir()) - before:
         if d.is_dir() and not any(s.is_relative_to(d) for s in _SESSION_DIRS):
             shutil.rmtree(d, ignore_errors=True)
 

@@ -41,6 +41,14 @@ def test_quick_table_has_every_row_interval_and_baseline(tmp_path: Path) -> None
     want = None if best["w_con"] == 0.3 else best["w_con"]
     assert all(run["w_con"] == want for run in res["runs"] if run["method"] == "kacl")
     assert res["settings"]["augment"] is True
+    # the baseline's augmentation: both settings scored on validation per fraction, the chosen one trains its test rows
+    for f in a.fractions:
+        cand = [r for r in res["supervised_augment"] if r["labelled"] == f]
+        assert {r["augment"] for r in cand} == {True, False} and {r["split"] for r in cand} == {"validate"}
+        pick = max(cand, key=lambda r: r["auc"] + r["t_iou_0.3"])
+        assert pick["chosen"] and sum(r["chosen"] for r in cand) == 1
+        assert all(run["augment"] == pick["augment"] for run in res["runs"] if run["method"] == "supervised" and run["labelled"] == f)
+    assert all(run["augment"] is True for run in res["runs"] if run["method"] == "kacl")
     # the "why" diagnostics of each fraction's first-seed KACL run
     assert set(res["diagnostics"]) == {f"{f:.0%}" for f in a.fractions}
     for d in res["diagnostics"].values():
