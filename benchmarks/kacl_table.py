@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="random positioning and exposure jitter of the training images (both methods; gazerad.data.augment)",
+        help="random positioning and exposure jitter of KACL's training images (gazerad.data.augment); the baseline's too with --no-choose-supervised-augment",
     )
     ap.add_argument(
         "--choose-supervised-augment",
