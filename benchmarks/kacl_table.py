@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cam-layer", default="backbone.layer2")
     ap.add_argument("--attention-epochs", type=int, default=10)
     ap.add_argument(
+        "--roi-tuning",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="KACL re-tunes its ROI extraction (CAM layer, threshold, blur per class) on the validation boxes at every refresh",
+    )
+    ap.add_argument("--w-con", type=float, default=None, help="KACL's reference contrastive weight (default: the trainer's 0.3)")
+    ap.add_argument(
         "--w-con-sweep",
         nargs="*",
         type=float,
@@ -126,7 +133,7 @@ def run_one(
     from gazerad.kacl import evaluate_kacl, train_kacl
 
     augment = a.augment if augment is None else augment
-    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if augment else "")
+    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if augment else "") + ("-roi" if method == "kacl" and a.roi_tuning else "")
     out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep{tag}"
     t = time.perf_counter()
     cfg = dict(
@@ -143,6 +150,7 @@ def run_one(
         cam_layer=a.cam_layer,
         bin_width=16.0,
         augment=augment,
+        roi_tuning=method == "kacl" and a.roi_tuning,
         device=a.device,
         progress=False,
     )
@@ -221,8 +229,9 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     """Why KACL does or does not help, on one KACL run's training images (the images its
     feedback loop saw):
 
-    - ``roi``: the training-time ROI (the run's CAM layer, threshold and blur, the class the
-      trainer picks) against the true box of that class: mean IoU and share with IoU >= 0.3,
+    - ``roi``: the training-time ROI (the run's last ROI settings: tuned per class with
+      ``roi_tuning``, else its CAM layer, threshold and blur; the class the trainer picks)
+      against the true box of that class: mean IoU and share with IoU >= 0.3,
       per class, on the images that have such a box;
     - ``radiomics_auc``: per class, the 5-fold cross-validated ROC AUC of a logistic
       regression on the standardised radiomics of those ROIs, beside the same on the whole
@@ -237,8 +246,8 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     from gazerad.data.inputs import encoder_inputs
     from gazerad.data.nih import read_bbox_list
     from gazerad.io.xray import read_xray
-    from gazerad.kacl.trainer import cam_classes, labelled_mask, load_kacl, refresh_radiomics
-    from gazerad.localize import iou, make_cam, maps_to_rois
+    from gazerad.kacl.trainer import labelled_mask, load_kacl, refresh_radiomics
+    from gazerad.localize import iou
     from gazerad.pretrain.data import read_study_table
     from gazerad.radiomics import FeatureStandardizer, RadiomicsExtractor
 
@@ -252,21 +261,27 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     labels = torch.from_numpy(table.labels[rows]).float()
     labelled = labelled_mask(len(rows), cfg["labelled_fraction"], cfg["seed"])
     extractor = RadiomicsExtractor("torch", bin_width=cfg["bin_width"])
-    cam = make_cam(model, model.cam_layer, cfg["cam_method"])
+    tuned = state.get("roi_settings") or {}
+    feats, _, chosen = refresh_radiomics(
+        model,
+        images,
+        extractor,
+        labels,
+        labelled,
+        cam_method=cfg["cam_method"],
+        threshold=cfg["cam_threshold"],
+        blur=cfg["blur"],
+        device=dev,
+        box_settings=tuned if tuned and "skipped" not in tuned else None,
+        class_names=table.classes,
+    )
     boxes_of = read_bbox_list(studies / "BBox_List_2017.csv")
     hits: dict[str, list[float]] = {}
-    for b0 in range(0, len(rows), 32):
-        x = images[b0 : b0 + 32].to(dev)
-        with torch.no_grad():
-            which = cam_classes(model(x), labels[b0 : b0 + 32].to(dev), labelled[b0 : b0 + 32].to(dev))
-        _, chosen = maps_to_rois(cam(x, class_idx=which)[:, 0].detach(), cfg["cam_threshold"], cfg["blur"])
-        for k, (box, c) in enumerate(zip(chosen, which.tolist())):
-            i = rows[b0 + k]
-            truth = [bx for lab, bx in boxes_of.get(table.ids[i], []) if lab == table.classes[c]]
-            if truth:
-                h, w = read_xray(table.paths[i])[0].shape
-                hits.setdefault(table.classes[c], []).append(max(iou(box.scaled(w / size, h / size), t) for t in truth))
-    model.zero_grad(set_to_none=True)
+    for i, box in zip(rows, chosen):
+        truth = [bx for lab, bx in boxes_of.get(table.ids[i], []) if lab == box.label]
+        if truth:
+            h, w = read_xray(table.paths[i])[0].shape
+            hits.setdefault(box.label, []).append(max(iou(box.scaled(w / size, h / size), t) for t in truth))
     roi = {c: {"mean_iou": float(np.mean(v)), "share_iou_0.3": float(np.mean(np.array(v) >= 0.3)), "n": len(v)} for c, v in sorted(hits.items())}
 
     def cv_auc(features: torch.Tensor) -> dict[str, float]:
@@ -282,10 +297,7 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
             out[c] = float(roc_auc_score(y, p))
         return out
 
-    feats, _ = refresh_radiomics(
-        model, images, extractor, labels, labelled, cam_method=cfg["cam_method"], threshold=cfg["cam_threshold"], blur=cfg["blur"], device=dev
-    )
-    whole, _ = refresh_radiomics(model, images, extractor, whole_image=True, device=dev)
+    whole, _, _ = refresh_radiomics(model, images, extractor, whole_image=True, device=dev)
     hist = json.loads((run / "history.json").read_text())["history"][-1]
     return {
         "roi": roi,
@@ -296,17 +308,20 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
 
 
 def weight_sweep(a: argparse.Namespace, studies: Path, work: Path) -> tuple[list[dict[str, Any]], float | None]:
-    """KACL's contrastive weight: each of ``--w-con-sweep`` and the default 0.3 at the first
-    fraction, every seed, scored on the **validation** split; each weight paired by seed to
-    the default on AUC and T(IoU=0.3). Returns the rows and the chosen weight (best mean
-    validation macro AUC + T(IoU=0.3); ``None``: the default, also when there is no sweep)."""
+    """KACL's contrastive weight: each of ``--w-con-sweep`` and the reference (``--w-con``,
+    default the trainer's 0.3) at the first fraction, every seed, scored on the **validation**
+    split; each weight paired by seed to the reference on AUC and T(IoU=0.3). Returns the
+    rows and the chosen weight (best mean validation macro AUC + T(IoU=0.3); ``None``: the
+    trainer's default; without a sweep, the reference)."""
     from gazerad.kacl.config import KACLConfig
 
     if not a.w_con_sweep or "kacl" not in a.methods:
-        return [], None
+        return [], a.w_con
     frac, default = a.fractions[0], KACLConfig.__dataclass_fields__["w_con"].default
-    runs = {w: [run_one(a, studies, work, "kacl", frac, s, None if w == default else w, split="validate") for s in a.seeds] for w in [default, *a.w_con_sweep]}
-    rows = validation_choice(runs, default, lambda w: {"labelled": frac, "w_con": w, "w_cls": 1.0 - w})
+    ref = default if a.w_con is None else a.w_con
+    weights = list(dict.fromkeys([ref, *a.w_con_sweep]))
+    runs = {w: [run_one(a, studies, work, "kacl", frac, s, None if w == default else w, split="validate") for s in a.seeds] for w in weights}
+    rows = validation_choice(runs, ref, lambda w: {"labelled": frac, "w_con": w, "w_cls": 1.0 - w})
     best = next(r["w_con"] for r in rows if r["chosen"])
     return rows, None if best == default else best
 
@@ -416,10 +431,12 @@ def write(
     from matplotlib.figure import Figure
 
     from gazerad.io.atomic import atomic_write_text
+    from gazerad.kacl.config import KACLConfig
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(a).items() if k not in ("out", "work")}
+    w_con = next((r["w_con"] for r in sweep or [] if r["chosen"]), KACLConfig.__dataclass_fields__["w_con"].default if a.w_con is None else a.w_con)
     payload = {
         "rows": rows,
         "baselines": {"centred_box": base, "attention_box": att},
@@ -428,7 +445,7 @@ def write(
         "n_test_images": n_test,
         "diagnostics": diag or {},
         "w_con_sweep": sweep or [],
-        "w_con_chosen": next((r["w_con"] for r in sweep or [] if r["chosen"]), None),
+        "w_con_chosen": w_con,
         "supervised_augment": sup_aug or [],
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=float))
@@ -445,7 +462,7 @@ def write(
         f"CAM on {a.cam_layer}; KACL {'with' if a.augment else 'without'} augmentation; {n_test} test images)",
         "",
         "Test split only (validation chose each run's temperature and CAM threshold, and KACL's contrastive weight "
-        f"w_con = {next((r['w_con'] for r in sweep or [] if r['chosen']), 0.3):g}). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
+        f"w_con = {w_con:g}). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
         "Paired columns: KACL minus supervised at the same labels and seed, mean [95 % CI].",
         "",
         "| labelled | method | macro AUC | " + " | ".join(f"T(IoU)={t}" for t in show) + " | mean best IoU | ECE | AUC diff | T(0.3) diff |",
@@ -497,7 +514,7 @@ def write(
             )
     if sweep:
         lines += ["", f"## Contrastive weight (KACL, {sweep[0]['labelled']:.0%} labelled, validation split, {len(a.seeds)} seeds)", ""]
-        lines += ["| w_con / w_cls | macro AUC | T(IoU)=0.3 | AUC diff vs default | T(0.3) diff vs default | last contrastive loss |"]
+        lines += ["| w_con / w_cls | macro AUC | T(IoU)=0.3 | AUC diff vs reference | T(0.3) diff vs reference | last contrastive loss |"]
         lines += ["|---|---|---|---|---|---|"]
         for r in sweep:
             lines.append(

@@ -230,3 +230,43 @@ def test_localization_service_honours_min_score_and_top_k(kacl_run, masses: Path
     assert {b["label"] for b in named["boxes"]} <= {"Nodule"} and all(b["below_min_score"] for b in named["boxes"])
     with pytest.raises(Exception, match="unknown classes"):
         svc(image, classes=["Pneumonia"])
+
+
+def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:
+    """``roi_tuning``: from the second refresh on, the ROI's CAM layer, threshold and blur per
+    class come from the validation boxes; the saved settings reproduce the ROI of the
+    tuned class from its own layer's CAM; without a validation split the run falls back
+    to the configured extraction and says why."""
+    import shutil
+
+    from gazerad.data.inputs import encoder_inputs
+    from gazerad.kacl import refresh_radiomics
+    from gazerad.localize import make_cam, map_to_boxes
+    from gazerad.radiomics import RadiomicsExtractor
+
+    data = tmp_path / "studies"
+    shutil.copytree(masses, data)
+    (data / "labels.csv").write_text((data / "labels.csv").read_text().replace(",test,", ",validate,"))
+    kw = dict(backbone="resnet10", image_size=64, epochs=2, batch_size=16, cam_layer="backbone.layer3", bin_width=16, roi_tuning=True, progress=False)
+    res = train_kacl(KACLConfig(data=str(data), out=str(tmp_path / "run"), **kw))
+    assert "roi_validation_t_iou_0.3" not in res["history"][0]  # epoch 1: the whole image
+    assert 0.0 <= res["history"][1]["roi_validation_t_iou_0.3"] <= 1.0
+    model, state = load_kacl(tmp_path / "run")
+    roi = state["roi_settings"]
+    assert roi["split"] == "validate" and "skipped" not in roi and roi["n_boxes"] == 14
+    layer, thr, blur = (roi["per_class"]["Mass"][k] for k in ("cam_layer", "cam_threshold", "blur"))
+    assert layer in model.cam_candidates
+
+    images = encoder_inputs(sorted((data / "images").glob("*.png"))[:8:2], 64)  # masses, labelled
+    labels = torch.tensor([[1.0, 0.0]] * 4)
+    _, _, boxes = refresh_radiomics(
+        model, images, RadiomicsExtractor("torch", bin_width=16), labels, torch.ones(4, dtype=torch.bool), box_settings=roi, class_names=state["classes"]
+    )
+    maps = make_cam(model, layer)(images, class_idx=[0] * 4)[:, 0].detach()
+    for box, mp in zip(boxes, maps):
+        first = map_to_boxes(mp, thr, blur, label="Mass")[0]
+        assert box.label == "Mass" and (box.x, box.y, box.w, box.h) == (first.x, first.y, first.w, first.h)
+
+    plain = train_kacl(KACLConfig(data=str(masses), out=str(tmp_path / "plain"), **kw))  # no validation split
+    assert "roi_validation_t_iou_0.3" not in plain["history"][1]
+    assert load_kacl(tmp_path / "plain")[1]["roi_settings"]["skipped"] == "no images in the validate split"

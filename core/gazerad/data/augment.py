@@ -16,12 +16,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RandRadiographAugment", "step_generator"]
+__all__ = ["RandRadiographAugment", "step_generator", "derived_seed"]
+
+
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed derived from ``keys`` (e.g. run seed, epoch, step or item, rank or view):
+    deterministic and independent of workers, ranks and resumes."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
 def step_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
     """A CPU generator for one training step, independent of workers and resumes."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(derived_seed(seed, epoch, step, rank))
 
 
 class RandRadiographAugment:

@@ -35,6 +35,11 @@ class KACLConfig(RuntimeSettings):
     cam_layer: str | None = setting(None, "module Grad-CAM hooks, e.g. backbone.layer3 (default: the last block)")
     cam_threshold: float = setting(0.5, "CAM threshold after normalisation and blur")
     blur: int = setting(5, "CAM blur kernel (px)")
+    roi_tuning: bool = setting(
+        False,
+        "at every refresh, tune the ROI's CAM layer, threshold and blur per class on the validation split's boxes "
+        "(BBox_List_2017.csv; else cam_layer / cam_threshold / blur)",
+    )
     bin_width: float = setting(8.0, "radiomics bin width on 0..255 intensities")
     radiomics_backend: str = setting("torch", "radiomics implementation (pyradiomics: the reference, slow)", choices=("torch", "pyradiomics"))
     splits: tuple[str, ...] = setting(("train",), "labels.csv splits to train on")

@@ -5,7 +5,9 @@ Per refresh (every epoch, or every ``refresh_every`` steps):
 1. Grad-CAM of the current classifier for each training image, on the image's own
    class (its most confident *labelled* finding when labelled, else its top prediction);
 2. normalise, blur 5 x 5, threshold, connected components, best box (mean saliency
-   inside) -> ROI mask (:func:`gazerad.localize.maps_to_rois`);
+   inside) -> ROI mask (:func:`gazerad.kacl.evaluate.localize_images`); with ``roi_tuning``
+   each class's CAM layer, threshold and blur are first re-tuned on the validation split's
+   boxes (:func:`fit_box_extraction`; a heart needs a coarse layer, a mass a fine one);
 3. radiomics of the ROI (:class:`gazerad.radiomics.RadiomicsExtractor`, torch backend by
    default) -> cache, standardised with statistics refitted on the training images.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from gazerad.engine.loop import Events, TrainLoop
 from gazerad.engine.run import start_run, training_rows
 from gazerad.errors import InputError
 from gazerad.kacl.config import KACLConfig
+from gazerad.localize.boxes import Box
 
 __all__ = [
     "KACLConfig",
@@ -55,6 +59,10 @@ __all__ = [
     "fit_box_extraction",
     "model_logits",
 ]
+
+
+ROI_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)  # roi_tuning's grid (per refresh: kept small)
+ROI_BLURS = (1, 5)
 
 
 class _TrainForward(torch.nn.Module):
@@ -102,31 +110,62 @@ def refresh_radiomics(
     blur: int = 5,
     batch: int = 32,
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, dict[str, float]]:
+    box_settings: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, dict[str, float], list[Box]]:
     """CAM -> ROI -> radiomics for ``images`` ``(N, 1, S, S)`` in ``[0, 1]``.
 
+    Args:
+        threshold, blur: box extraction on ``model.cam_layer`` for every class ...
+        box_settings: ... unless given here: ``{"cam_layer", "cam_threshold", "blur",
+            "per_class"}`` as :func:`fit_box_extraction` tunes them (each class its own CAM
+            layer, threshold and blur; ``per_class`` keys are ``class_names``).
+
     Returns:
-        ``(N, F)`` float32 raw (unstandardised) features and ``{"cam_seconds", "radiomics_seconds"}``.
+        ``(N, F)`` float32 raw (unstandardised) features, ``{"cam_seconds",
+        "radiomics_seconds"}`` and the ``N`` ROI boxes in ``S``-pixel coordinates, each
+        labelled with the class its CAM is for (unlabelled with ``whole_image``).
     """
-    from gazerad.localize import make_cam, maps_to_rois
+    from gazerad.kacl.evaluate import localize_images
+    from gazerad.localize import box_mask
 
     n, _, s, _ = images.shape
+    settings = box_settings or {"cam_layer": model.cam_layer, "cam_threshold": threshold, "blur": blur}
+    whole = Box(0.0, 0.0, float(s), float(s), 0.0)
     out = torch.empty(n, len(extractor.names))
+    rois: list[Box] = []
     t_cam = t_rad = 0.0
-    cam = None if whole_image else make_cam(model, model.cam_layer, cam_method)
     for b0 in range(0, n, batch):
         x = images[b0 : b0 + batch].to(device)
         t = time.perf_counter()
         if whole_image:
-            masks = torch.zeros(x.shape[0], s, s, dtype=torch.bool, device=device)
-            masks[:, 1:-1, 1:-1] = True
+            chosen = [whole] * x.shape[0]
         else:
             with torch.no_grad():
                 logits = model(x)
             lab = None if labels is None else labels[b0 : b0 + batch].to(device)
             lbd = None if labelled is None else labelled[b0 : b0 + batch].to(device)
-            maps = cam(x, class_idx=cam_classes(logits, lab, lbd))[:, 0].detach()
-            masks, _ = maps_to_rois(maps, threshold, blur)
+            which = cam_classes(logits, lab, lbd).tolist()
+            names = list(class_names) if class_names is not None else [str(c) for c in range(logits.shape[1])]
+            boxes, _ = localize_images(
+                model,
+                x,
+                [[c] for c in which],
+                names,
+                cam_method,
+                settings["cam_threshold"],
+                settings["blur"],
+                batch=batch,
+                device=device,
+                cam_layer=settings.get("cam_layer"),
+                per_class=settings.get("per_class"),
+            )
+            # the best box of the class (the whole image if none), labelled with the class
+            chosen = [bs[0] if bs else Box(0.0, 0.0, float(s), float(s), 0.0, names[c]) for bs, c in zip(boxes, which)]
+        masks = torch.from_numpy(np.stack([box_mask(b, (s, s)) for b in chosen])).to(device)
+        if whole_image:
+            masks[:, [0, -1]] = masks[:, :, [0, -1]] = False  # one pixel in from the border
+        rois += chosen
         t_cam += time.perf_counter() - t
         t = time.perf_counter()
         img255 = x[:, 0].detach().double() * 255.0
@@ -137,7 +176,7 @@ def refresh_radiomics(
         out[b0 : b0 + x.shape[0]] = feats.float().cpu()
         t_rad += time.perf_counter() - t
     model.zero_grad(set_to_none=True)
-    return out, {"cam_seconds": t_cam, "radiomics_seconds": t_rad}
+    return out, {"cam_seconds": t_cam, "radiomics_seconds": t_rad}, rois
 
 
 @torch.no_grad()
@@ -206,12 +245,19 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     standardizer = FeatureStandardizer()
     secs = {"cam_seconds": 0.0, "radiomics_seconds": 0.0}
 
+    roi: dict[str, Any] = {}  # the last refresh's ROI extraction (tuned on validation with roi_tuning)
+
     def refresh(whole: bool) -> None:
-        nonlocal raw
+        nonlocal raw, roi
         if not whole:
             precise_bn(model, images, device=dev)
+        t = time.perf_counter()
+        if not whole and cfg.roi_tuning:  # every rank tunes the same weights on the same images
+            roi = fit_box_extraction(model, table, cfg, dev, thresholds=ROI_THRESHOLDS, blurs=ROI_BLURS)
+            roi.pop("grid", None)
+        tuning = time.perf_counter() - t
         mine = torch.arange(rank, n, world)
-        feats, took = refresh_radiomics(
+        feats, took, _ = refresh_radiomics(
             model,
             images[mine],
             extractor,
@@ -222,7 +268,10 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             threshold=cfg.cam_threshold,
             blur=cfg.blur,
             device=dev,
+            box_settings=roi if roi and "skipped" not in roi else None,
+            class_names=table.classes,
         )
+        took["cam_seconds"] += tuning
         new = torch.zeros(n, feats.shape[1])
         new[mine] = feats
         if world > 1:
@@ -260,12 +309,12 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         "kacl",
         model,
         cfg.to_dict(),
-        extra=lambda: {"radiomics": raw, "labelled": labelled},
+        extra=lambda: {"radiomics": raw, "labelled": labelled, "roi_settings": roi},
         save=run.is_main,
     )
     extra = saver.resume(loop, dev)
     if extra is not None:
-        raw, labelled = extra["radiomics"], extra["labelled"]
+        raw, labelled, roi = extra["radiomics"], extra["labelled"], extra.get("roi_settings") or {}
         if run.is_main and cfg.progress:
             print(f"resuming {cfg.method} from {saver.path} at epoch {loop.state.epoch}/{cfg.epochs}")
     net = run.ddp(net, find_unused_parameters=not use_rad)
@@ -286,6 +335,8 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
         row = lp.state.history[-1]
         row.pop("seconds")
         row.update(epoch_seconds=lp.state.epoch_seconds, **secs)
+        if "t_iou_0.3" in roi:
+            row["roi_validation_t_iou_0.3"] = roi["t_iou_0.3"]
 
     loop.on(Events.EPOCH_STARTED, epoch_started)
     loop.on(Events.ITERATION_STARTED, iteration_started)
@@ -323,6 +374,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
                 standardizer=standardizer.state_dict(),
                 calibration=calibration,
                 box_extraction=box_extraction,
+                roi_settings=roi,
             )
         )
     run.barrier()
@@ -361,11 +413,20 @@ def fit_calibration(model: torch.nn.Module, table: Any, cfg: KACLConfig, device:
     return out
 
 
-def fit_box_extraction(model: torch.nn.Module, table: Any, cfg: KACLConfig, device: torch.device | str = "cpu", split: str = "validate") -> dict[str, Any]:
-    """CAM threshold and blur tuned on the ``split`` rows' boxes (``BBox_List_2017.csv`` in
-    ``cfg.data``; :func:`gazerad.kacl.evaluate.tune_box_extraction`), with a ``"skipped"``
-    reason (and the defaults) when there are none or the split was trained on."""
-    from gazerad.kacl.evaluate import DEFAULT_BOX_SETTINGS, tune_box_extraction
+def fit_box_extraction(
+    model: torch.nn.Module,
+    table: Any,
+    cfg: KACLConfig,
+    device: torch.device | str = "cpu",
+    split: str = "validate",
+    thresholds: Sequence[float] | None = None,
+    blurs: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """CAM layer, threshold and blur tuned on the ``split`` rows' boxes (``BBox_List_2017.csv``
+    in ``cfg.data``; :func:`gazerad.kacl.evaluate.tune_box_extraction` over ``thresholds`` x
+    ``blurs``, default its full grid), with a ``"skipped"`` reason (and the defaults) when
+    there are none or the split was trained on."""
+    from gazerad.kacl.evaluate import BLUR_GRID, DEFAULT_BOX_SETTINGS, THRESHOLD_GRID, tune_box_extraction
 
     bpath = Path(cfg.data) / "BBox_List_2017.csv"
     rows = table.subset(split)
@@ -380,7 +441,7 @@ def fit_box_extraction(model: torch.nn.Module, table: Any, cfg: KACLConfig, devi
     )
     if why:
         return {**DEFAULT_BOX_SETTINGS, "split": split, "skipped": why}
-    out = tune_box_extraction(model, table, rows, bpath, cfg.image_size, cfg.cam_method, device=device)
+    out = tune_box_extraction(model, table, rows, bpath, cfg.image_size, cfg.cam_method, thresholds or THRESHOLD_GRID, blurs or BLUR_GRID, device=device)
     model.zero_grad(set_to_none=True)
     return {**out, "split": split}
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gazerad.data.augment import derived_seed
 from gazerad.data.inputs import encoder_input, encoder_inputs
 from gazerad.data.layouts import open_study_folder
 from gazerad.data.study import METADATA_COLUMNS
@@ -94,7 +95,7 @@ def read_study_table(studies: str | os.PathLike, classes: bool = True) -> StudyT
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
     """The seed of one view (deterministic, independent of workers and ranks)."""
-    return int(np.random.SeedSequence([seed, epoch, index, view]).generate_state(1)[0])
+    return derived_seed(seed, epoch, index, view)
 
 
 class ViewAugment:
