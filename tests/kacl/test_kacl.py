@@ -270,3 +270,21 @@ def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:
     plain = train_kacl(KACLConfig(data=str(masses), out=str(tmp_path / "plain"), **kw))  # no validation split
     assert "roi_validation_t_iou_0.3" not in plain["history"][1]
     assert load_kacl(tmp_path / "plain")[1]["roi_settings"]["skipped"] == "no images in the validate split"
+
+
+def test_refresh_leaves_batchnorm_statistics_and_mode_alone() -> None:
+    """The feedback loop's refresh runs mid-training: its class-choice forward must not
+    update BatchNorm running statistics (re-estimated exactly just before) and the model
+    comes back in training mode."""
+    from gazerad.kacl import refresh_radiomics
+    from gazerad.kacl.model import KACLModel
+    from gazerad.radiomics import RadiomicsExtractor
+
+    torch.manual_seed(0)
+    ex = RadiomicsExtractor("torch", bin_width=16)
+    model = KACLModel(2, len(ex.names), "resnet10", cam_layer="backbone.layer3").train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+    feats, _, boxes = refresh_radiomics(model, torch.rand(6, 1, 64, 64), ex, batch=4)
+    assert model.training and feats.shape == (6, len(ex.names)) and len(boxes) == 6
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1]) and int(bn.num_batches_tracked) == before[2]

@@ -135,6 +135,8 @@ def refresh_radiomics(
     out = torch.empty(n, len(extractor.names))
     rois: list[Box] = []
     t_cam = t_rad = 0.0
+    was = model.training
+    model.eval()  # eval-mode logits pick the classes; a train-mode forward would move the BatchNorm statistics
     for b0 in range(0, n, batch):
         x = images[b0 : b0 + batch].to(device)
         t = time.perf_counter()
@@ -176,6 +178,7 @@ def refresh_radiomics(
         out[b0 : b0 + x.shape[0]] = feats.float().cpu()
         t_rad += time.perf_counter() - t
     model.zero_grad(set_to_none=True)
+    model.train(was)
     return out, {"cam_seconds": t_cam, "radiomics_seconds": t_rad}, rois
 
 
