@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--roi-tuning",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="KACL re-tunes its ROI extraction (CAM layer, threshold, blur per class) on the validation boxes at every refresh",
+        default=False,
+        help="KACL re-tunes its ROI extraction (CAM layer, threshold, blur per class) on the validation boxes at every refresh (KACLConfig.roi_tuning)",
     )
     ap.add_argument("--w-con", type=float, default=None, help="KACL's reference contrastive weight (default: the trainer's 0.3)")
     ap.add_argument(
@@ -459,7 +459,8 @@ def write(
     show = ("0.1", "0.3", "0.5", "0.7")
     lines = [
         f"# KACL vs supervised ({len(a.seeds)} seeds {a.seeds}; {a.epochs} epochs, {a.backbone} at {a.image_size} px, "
-        f"CAM on {a.cam_layer}; KACL {'with' if a.augment else 'without'} augmentation; {n_test} test images)",
+        f"CAM on {a.cam_layer}; KACL {'with' if a.augment else 'without'} augmentation"
+        f"{', ROI tuned on validation' if a.roi_tuning else ''}; {n_test} test images)",
         "",
         "Test split only (validation chose each run's temperature and CAM threshold, and KACL's contrastive weight "
         f"w_con = {w_con:g}). T(IoU): share of true boxes whose best same-class box reaches the IoU.",
