@@ -261,7 +261,6 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
     labels = torch.from_numpy(table.labels[rows]).float()
     labelled = labelled_mask(len(rows), cfg["labelled_fraction"], cfg["seed"])
     extractor = RadiomicsExtractor("torch", bin_width=cfg["bin_width"])
-    tuned = state.get("roi_settings") or {}
     feats, _, chosen = refresh_radiomics(
         model,
         images,
@@ -272,7 +271,7 @@ def diagnose(run: Path, studies: Path, device: str | None = None) -> dict[str, A
         threshold=cfg["cam_threshold"],
         blur=cfg["blur"],
         device=dev,
-        box_settings=tuned if tuned and "skipped" not in tuned else None,
+        box_settings=state.get("roi_settings"),
         class_names=table.classes,
     )
     boxes_of = read_bbox_list(studies / "BBox_List_2017.csv")

@@ -119,7 +119,8 @@ def refresh_radiomics(
         threshold, blur: box extraction on ``model.cam_layer`` for every class ...
         box_settings: ... unless given here: ``{"cam_layer", "cam_threshold", "blur",
             "per_class"}`` as :func:`fit_box_extraction` tunes them (each class its own CAM
-            layer, threshold and blur; ``per_class`` keys are ``class_names``).
+            layer, threshold and blur; ``per_class`` keys are ``class_names``); settings
+            whose tuning was ``"skipped"`` are ignored.
 
     Returns:
         ``(N, F)`` float32 raw (unstandardised) features, ``{"cam_seconds",
@@ -130,7 +131,7 @@ def refresh_radiomics(
     from gazerad.localize import box_mask
 
     n, _, s, _ = images.shape
-    settings = box_settings or {"cam_layer": model.cam_layer, "cam_threshold": threshold, "blur": blur}
+    settings = box_settings if box_settings and "skipped" not in box_settings else {"cam_layer": model.cam_layer, "cam_threshold": threshold, "blur": blur}
     whole = Box(0.0, 0.0, float(s), float(s), 0.0)
     out = torch.empty(n, len(extractor.names))
     rois: list[Box] = []
@@ -271,7 +272,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             threshold=cfg.cam_threshold,
             blur=cfg.blur,
             device=dev,
-            box_settings=roi if roi and "skipped" not in roi else None,
+            box_settings=roi,
             class_names=table.classes,
         )
         took["cam_seconds"] += tuning
