@@ -44,6 +44,11 @@ def _add_evaluate_localization(s: argparse.ArgumentParser) -> None:
         "--cam-threshold", dest="cam_threshold", type=float, default=None, help="CAM threshold after blur (default: the model's, tuned on validation)"
     )
     s.add_argument("--threshold", dest="cam_threshold", type=float, help=argparse.SUPPRESS)  # the old name
+    s.add_argument(
+        "--attention",
+        default=None,
+        help="attention.pt the run's box extraction was tuned with (train-kacl --attention; default: that file when it exists, else CAM-only boxes)",
+    )
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
 
 
@@ -60,6 +65,7 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
         cam_method=args.cam_method,
         cam_threshold=args.cam_threshold,
         device=args.device,
+        attention=args.attention,
     )
     auc = res["auc"]
     print("ROC AUC  " + "  ".join(f"{k} {v:.3f}" for k, v in auc.items()))
@@ -68,8 +74,10 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
         print("T(IoU)        " + "  ".join(f"{t:>5}" for t in loc))
         print("accuracy      " + "  ".join(f"{v:5.3f}" for v in loc.values()))
         print("centred box   " + "  ".join(f"{v:5.3f}" for v in base.values()))
+        src = res["box_extraction"]
         for c, acc in res["localization"]["per_class"].items():
-            print(f"{c[:13]:13s} " + "  ".join(f"{v:5.3f}" for v in acc.values()) + f"   ({res['localization']['n_boxes'][c]} boxes)")
+            layer = (src["per_class"].get(c) or {}).get("cam_layer") or src["cam_layer"]
+            print(f"{c[:13]:13s} " + "  ".join(f"{v:5.3f}" for v in acc.values()) + f"   ({res['localization']['n_boxes'][c]} boxes; {layer})")
     cal = res.get("calibration") or {}
     if "ece" in cal:
         print(f"calibration: T {cal['temperature']:.2f}, ECE {cal['ece']:.3f} (uncalibrated {cal['ece_uncalibrated']:.3f}) on {cal['n_images']} images")

@@ -22,6 +22,7 @@ from gazerad.io.atomic import atomic_path
 
 __all__ = [
     "half_model_file",
+    "rewrite_model_file",
     "FORMAT",
     "VERSION",
     "save_checkpoint",
@@ -162,8 +163,19 @@ def half_model_file(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     in float16, written atomically: half the size, for shipping; it loads into the float32
     network unchanged. Everything else (radiomics standardiser, calibration, ...) keeps its
     precision."""
+
+    def halve(state: dict[str, Any]) -> None:
+        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+
+    return rewrite_model_file(src, dest, halve)
+
+
+def rewrite_model_file(src: str | os.PathLike, dest: str | os.PathLike, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Copy a model file (:func:`save_model_file`) to ``dest`` (may be ``src``) with
+    ``change(state)`` applied in place, written atomically: ``dest`` is the old file or the
+    whole new one, never half of it."""
     state = torch.load(src, map_location="cpu", weights_only=True)
-    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    change(state)
     with atomic_path(dest, suffix=".pt") as tmp:
         torch.save(state, tmp)
     return Path(dest)

@@ -19,6 +19,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "load_kacl": "trainer",
         "localize_images": "evaluate",
         "refresh_radiomics": "trainer",
+        "retune_boxes": "trainer",
         "train_kacl": "trainer",
     },
 )

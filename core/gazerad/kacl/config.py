@@ -40,6 +40,11 @@ class KACLConfig(RuntimeSettings):
         "at every refresh, tune the ROI's CAM layer, threshold and blur per class on the validation split's boxes "
         "(BBox_List_2017.csv; else cam_layer / cam_threshold / blur)",
     )
+    attention: str | None = setting(
+        None,
+        "attention.pt of 'gazerad train-attention': its map of where readers look, alone or gating each CAM layer, "
+        "joins the CAM layers as a box source that box extraction (and the ROI, with roi_tuning) may choose per class on validation",
+    )
     bin_width: float = setting(8.0, "radiomics bin width on 0..255 intensities")
     radiomics_backend: str = setting("torch", "radiomics implementation (pyradiomics: the reference, slow)", choices=("torch", "pyradiomics"))
     splits: tuple[str, ...] = setting(("train",), "labels.csv splits to train on")

@@ -23,6 +23,12 @@ from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_
 
 __all__ = [
     "class_cams",
+    "source_maps",
+    "predicted_attention",
+    "gaze_sources",
+    "uses_attention",
+    "needs_attention",
+    "ATTENTION_SOURCE",
     "class_setting",
     "choose_box_settings",
     "overridden",
@@ -31,6 +37,8 @@ __all__ = [
     "save_overlay",
     "box_requests",
     "box_settings",
+    "attention_file",
+    "attention_fingerprint",
     "tune_box_extraction",
     "best_box_settings",
     "DEFAULT_BOX_SETTINGS",
@@ -71,6 +79,85 @@ def class_cams(
     return out
 
 
+ATTENTION_SOURCE = "attention"  # the attention predictor's map (where readers look), the same for every class
+GATED = "attention*"  # "attention*backbone.layer3": that layer's class CAM times the attention map
+
+
+def uses_attention(source: str | None) -> bool:
+    """Whether a box source (a CAM layer, :data:`ATTENTION_SOURCE` or ``attention*<layer>``) needs the attention map."""
+    return bool(source) and (source == ATTENTION_SOURCE or source.startswith(GATED))
+
+
+def source_layer(source: str) -> str | None:
+    """The CAM layer a box source hooks (``None`` for the attention map alone)."""
+    if source == ATTENTION_SOURCE:
+        return None
+    return source[len(GATED) :] if source.startswith(GATED) else source
+
+
+def gaze_sources(layers: Sequence[str]) -> list[str]:
+    """The box sources an attention model adds to CAM ``layers``: its map alone and each layer's CAM gated by it."""
+    return [ATTENTION_SOURCE] + [GATED + layer for layer in layers]
+
+
+def needs_attention(settings: dict[str, Any]) -> bool:
+    """Whether box ``settings`` (overall or any class) use the attention map."""
+    return uses_attention(settings.get("cam_layer")) or any(uses_attention(v.get("cam_layer")) for v in (settings.get("per_class") or {}).values())
+
+
+def predicted_attention(attention_model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    """The attention predictor's maps of model inputs ``(N, 1, S, S)`` -> ``(N, S, S)`` float32, each summing to 1."""
+    from gazerad.attention.predict import predict_attention
+
+    with torch.no_grad():
+        return predict_attention(attention_model, images.float()).cpu().numpy()[:, 0].astype(np.float32)
+
+
+def source_maps(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    requests: Sequence[Sequence[int]],
+    sources: Sequence[str],
+    attention: np.ndarray | None = None,
+    cam_method: str = "gradcam",
+    batch: int = 32,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[dict[int, np.ndarray]]]:
+    """Maps of every requested (image, class) from every box source.
+
+    A source is a CAM layer (:func:`class_cams`), :data:`ATTENTION_SOURCE` (the attention
+    map: where radiologists look, whatever the class) or ``attention*<layer>`` (that layer's
+    class CAM times the attention map scaled to a peak of 1: the class's evidence where
+    readers look).
+
+    Args:
+        images: ``(N, 1, S, S)``.
+        requests: per image, the class indices to map.
+        attention: ``(N, S, S)`` attention maps of ``images`` (:func:`predicted_attention`);
+            needed by the attention sources only.
+
+    Returns:
+        ``{source: per image {class: (S, S) map}}``.
+    """
+    sources = list(dict.fromkeys(sources))
+    if attention is None and any(uses_attention(s) for s in sources):
+        raise ValueError(f"box sources {[s for s in sources if uses_attention(s)]} need the attention map of the images")
+    if attention is not None and len(attention) != len(requests):
+        raise ValueError(f"{len(attention)} attention maps for {len(requests)} images")
+    layers = [layer for s in sources if (layer := source_layer(s))]
+    cams = class_cams(model, images, requests, layers, cam_method, batch, device) if layers else {}
+    out: dict[str, list[dict[int, np.ndarray]]] = {}
+    for s in sources:
+        if s == ATTENTION_SOURCE:
+            out[s] = [{c: attention[i] for c in cs} for i, cs in enumerate(requests)]
+        elif uses_attention(s):
+            gate = [a / max(float(a.max()), 1e-12) for a in attention]
+            out[s] = [{c: m * gate[i] for c, m in per.items()} for i, per in enumerate(cams[source_layer(s)])]
+        else:
+            out[s] = cams[s]
+    return out
+
+
 def class_setting(settings: dict[str, Any], class_name: str) -> tuple[str | None, float, int]:
     """``(cam_layer, cam_threshold, blur)`` for one class: its own entry in
     ``settings["per_class"]`` where tuned, else the settings' overall values."""
@@ -95,6 +182,7 @@ def localize_images(
     return_maps: bool = False,
     cam_layer: str | None = None,
     per_class: dict[str, dict[str, Any]] | None = None,
+    attention: np.ndarray | None = None,
 ) -> tuple[list[list[Box]], list[dict[int, np.ndarray]]]:
     """Boxes for the requested classes of each image, one CAM per (image, class), batched.
 
@@ -106,15 +194,17 @@ def localize_images(
         threshold, blur, cam_layer: box extraction of every class (``cam_layer`` default:
             ``model.cam_layer``) ...
         per_class: ... unless a class has its own ``{"cam_layer", "cam_threshold", "blur"}``
-            here (the per-class settings :func:`tune_box_extraction` chooses).
+            here (the per-class settings :func:`tune_box_extraction` chooses). A
+            ``cam_layer`` may be any box source of :func:`source_maps`.
+        attention: ``(N, S, S)`` attention maps of ``images``, for the attention sources.
 
     Returns:
         per image the boxes (all classes, best first per class) in ``S``-pixel coordinates,
-        and (if ``return_maps``) per image ``{class: (S, S) map}`` (each class's own layer).
+        and (if ``return_maps``) per image ``{class: (S, S) map}`` (each class's own source).
     """
     base = {"cam_layer": cam_layer or model.cam_layer, "cam_threshold": threshold, "blur": blur, "per_class": per_class or {}}
     chosen = {c: class_setting(base, class_names[c]) for cs in requests for c in cs}
-    cams = class_cams(model, images, requests, [s[0] for s in chosen.values()] or [base["cam_layer"]], cam_method, batch, device)
+    cams = source_maps(model, images, requests, [s[0] for s in chosen.values()] or [base["cam_layer"]], attention, cam_method, batch, device)
     boxes: list[list[Box]] = [[] for _ in requests]
     maps: list[dict[int, np.ndarray]] = [{} for _ in requests]
     for i, cs in enumerate(requests):
@@ -192,12 +282,19 @@ THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 BLUR_GRID = (1, 3, 5, 9)
 
 
-def box_settings(state: dict[str, Any]) -> dict[str, Any]:
+def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[str, Any]:
     """How a saved model localises: ``{"cam_threshold", "blur", "cam_layer", "per_class",
     "split"}`` as tuned on its validation split (``box_extraction`` in ``kacl.pt``), else
     :data:`DEFAULT_BOX_SETTINGS` on the model's own CAM layer. Models saved before per-class
-    tuning have no ``cam_layer`` / ``per_class`` entries: every class then uses the overall values."""
+    tuning have no ``cam_layer`` / ``per_class`` entries: every class then uses the overall values.
+
+    Settings tuned with an attention model's map as a box source are returned only when
+    ``attention``, the fingerprint of the attention model the caller has
+    (:func:`attention_fingerprint`), is the one they were tuned with; otherwise the best
+    CAM-only settings of the same tuning (``cam_only``)."""
     tuned = state.get("box_extraction") or {}
+    if needs_attention(tuned) and tuned.get("cam_only") and attention != tuned.get("attention_fingerprint"):
+        tuned = {**tuned["cam_only"], "split": tuned.get("split")}
     layer = state.get("config", {}).get("cam_layer")
     if "cam_threshold" in tuned and "skipped" not in tuned:
         per = {c: {k: v[k] for k in ("cam_layer", "cam_threshold", "blur") if k in v} for c, v in (tuned.get("per_class") or {}).items()}
@@ -222,18 +319,22 @@ def tune_box_extraction(
     blurs: Sequence[int] = BLUR_GRID,
     device: str | torch.device = "cpu",
     layers: Sequence[str] | None = None,
+    attention_model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """The CAM layer, threshold and blur that localise ``rows``' boxes best, overall and per class.
+    """The box source (CAM layer), threshold and blur that localise ``rows``' boxes best, overall and per class.
 
     One CAM per (image, boxed class) on each of ``layers`` (default: the model's
     ``cam_candidates``; a class's best layer depends on its size: coarse for the heart, fine
-    for a mass); every (threshold, blur) pair re-boxes the same maps. Overall: the best
-    (layer, threshold, blur) by T(IoU=0.3) over all boxes, then mean best IoU; per class, the
-    same over that class's boxes, ties going to the overall setting.
+    for a mass); with ``attention_model`` (a FocusContrast attention predictor) its map and
+    each layer's CAM gated by it are sources too (:func:`gaze_sources`). Every (threshold,
+    blur) pair re-boxes the same maps. Overall: the best (source, threshold, blur) by
+    T(IoU=0.3) over all boxes, then mean best IoU; per class, the same over that class's
+    boxes, ties going to the overall setting.
 
     Returns ``{"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes",
     "per_class": {class: {"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou",
-    "n_boxes"}}, "grid"}``.
+    "n_boxes"}}, "grid"}``; with ``attention_model`` also ``"cam_only"``: the same choice among
+    the CAM layers alone (what :func:`box_settings` serves without the attention map).
     """
     from gazerad.data.inputs import encoder_inputs
 
@@ -244,11 +345,24 @@ def tune_box_extraction(
     ids = [table.ids[rows[k]] for k in keep]
     images = encoder_inputs([table.paths[rows[k]] for k in keep], image_size)
     layers = list(layers or getattr(model, "cam_candidates", [model.cam_layer]))
-    cams = class_cams(model, images, [requests[k] for k in keep], layers, cam_method, device=device)
+    heat = None if attention_model is None else predicted_attention(attention_model, images)
+    sources = layers + ([] if heat is None else gaze_sources(layers))
+    maps = source_maps(model, images, [requests[k] for k in keep], sources, heat, cam_method, device=device)
     sc = {ids[j]: scales[k] for j, k in enumerate(keep)}
-    by_layer = {layer: best_box_settings(dict(zip(ids, m)), truth, table.classes, sc, thresholds, blurs) for layer, m in cams.items()}
-    grid = [{"cam_layer": layer, **g} for layer, r in by_layer.items() for g in r["grid"]]
-    return {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+    by_source = {src: best_box_settings(dict(zip(ids, m)), truth, table.classes, sc, thresholds, blurs) for src, m in maps.items()}
+    grid = [{"cam_layer": src, **g} for src, r in by_source.items() for g in r["grid"]]
+    out = {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
+    if heat is not None:
+        out["cam_only"] = choose_box_settings([g for g in grid if not uses_attention(g["cam_layer"])])
+        out["attention_fingerprint"] = attention_fingerprint(attention_model)
+    return out
+
+
+def attention_fingerprint(attention_model: torch.nn.Module) -> str:
+    """The short fingerprint (config and weights) that ties box settings to the attention model they were tuned with."""
+    from gazerad.attention.checkpoint import model_fingerprint
+
+    return model_fingerprint(attention_model)[:16]
 
 
 def _rank(g: dict[str, Any], key: str = "") -> tuple[float, float]:
@@ -311,6 +425,17 @@ def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blu
     return out
 
 
+def attention_file(state: dict[str, Any], attention: str | Path | None = None) -> Path | None:
+    """The attention model a saved run localises with: ``attention`` (an error if missing),
+    else the run's own ``attention`` setting when that file exists, else ``None``."""
+    if attention is not None:
+        if not Path(attention).is_file():
+            raise InputError(attention, "no attention model here (run 'gazerad train-attention' first)")
+        return Path(attention)
+    own = state.get("config", {}).get("attention")
+    return Path(own) if own and Path(own).is_file() else None
+
+
 def _calibration_report(state: dict[str, Any], table: Any, rows: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """ECE and reliability bins of the evaluated images the temperature was *not* fitted on."""
     fit = state.get("calibration") or {}
@@ -338,11 +463,15 @@ def evaluate_kacl(
     cam_threshold: float | None = None,
     device: str | None = None,
     blur: int | None = None,
+    attention: str | Path | None = None,
 ) -> dict[str, Any]:
     """AUC and T(IoU) localisation of a trained model on held-out studies (see module docstring).
 
     ``cam_threshold`` and ``blur`` default to the model's own (:func:`box_settings`: tuned on
-    the validation split at the end of training, else 0.5 and 5).
+    the validation split at the end of training, else 0.5 and 5). ``attention``: the
+    attention model (``attention.pt``) the run's box extraction was tuned with (default: the
+    run's ``attention`` setting when that file exists); without one, a model tuned with
+    attention sources localises with its CAM-only settings.
 
     Returns:
         ``{"auc": {class: auc, "macro": ...}, "calibration": {temperature, ece, ece_uncalibrated,
@@ -372,7 +501,14 @@ def evaluate_kacl(
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
         truth, requests, scales = box_requests(table, rows, bpath, size)
-        tuned = overridden(box_settings(state), cam_threshold, blur)
+        att_path = attention_file(state, attention)
+        att_model = None
+        if att_path is not None:
+            from gazerad.attention.checkpoint import load_attention_model
+
+            att_model = load_attention_model(att_path, dev)
+        tuned = overridden(box_settings(state, None if att_model is None else attention_fingerprint(att_model)), cam_threshold, blur)
+        heat = predicted_attention(att_model, images) if needs_attention(tuned) else None
         boxes, maps = localize_images(
             model,
             images,
@@ -385,10 +521,15 @@ def evaluate_kacl(
             return_maps=overlays > 0,
             cam_layer=tuned["cam_layer"],
             per_class=tuned["per_class"],
+            attention=heat,
         )
         pred = {ids[k]: [b.scaled(*scales[k]) for b in bs] for k, bs in enumerate(boxes)}
         result["localization"] = localization_accuracy(pred, truth, thresholds)
-        result["box_extraction"] = {**{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")}, "tuned_on": tuned.get("split")}
+        result["box_extraction"] = {
+            **{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
+            "tuned_on": tuned.get("split"),
+            "attention": None if heat is None else str(att_path),
+        }
         base = {}
         for k, i in enumerate(rows):
             h_, w_ = size * scales[k][1], size * scales[k][0]

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from gazerad.engine.checkpoint import load_model_file, save_model_file
+from gazerad.engine.checkpoint import load_model_file, rewrite_model_file, save_model_file
 from gazerad.engine.handlers import CheckpointSaver, EpochPrinter, ProgressBar, RunSummary, TensorBoardLogger
 from gazerad.engine.loop import Events, TrainLoop
 from gazerad.engine.run import start_run, training_rows
@@ -57,6 +57,7 @@ __all__ = [
     "precise_bn",
     "fit_calibration",
     "fit_box_extraction",
+    "retune_boxes",
     "model_logits",
 ]
 
@@ -112,6 +113,7 @@ def refresh_radiomics(
     device: torch.device | str = "cpu",
     box_settings: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
+    attention: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], list[Box]]:
     """CAM -> ROI -> radiomics for ``images`` ``(N, 1, S, S)`` in ``[0, 1]``.
 
@@ -121,6 +123,8 @@ def refresh_radiomics(
             "per_class"}`` as :func:`fit_box_extraction` tunes them (each class its own CAM
             layer, threshold and blur; ``per_class`` keys are ``class_names``); settings
             whose tuning was ``"skipped"`` are ignored.
+        attention: ``(N, S, S)`` attention maps of ``images``, for settings whose box source
+            is the attention map (:func:`gazerad.kacl.evaluate.source_maps`).
 
     Returns:
         ``(N, F)`` float32 raw (unstandardised) features, ``{"cam_seconds",
@@ -162,6 +166,7 @@ def refresh_radiomics(
                 device=device,
                 cam_layer=settings.get("cam_layer"),
                 per_class=settings.get("per_class"),
+                attention=None if attention is None else attention[b0 : b0 + batch],
             )
             # the best box of the class (the whole image if none), labelled with the class
             chosen = [bs[0] if bs else Box(0.0, 0.0, float(s), float(s), 0.0, names[c]) for bs, c in zip(boxes, which)]
@@ -250,6 +255,13 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     secs = {"cam_seconds": 0.0, "radiomics_seconds": 0.0}
 
     roi: dict[str, Any] = {}  # the last refresh's ROI extraction (tuned on validation with roi_tuning)
+    attention_model = None
+    if cfg.attention:
+        from gazerad.attention.checkpoint import load_attention_model
+        from gazerad.kacl.evaluate import predicted_attention
+
+        attention_model = load_attention_model(cfg.attention, dev)
+    heat = predicted_attention(attention_model, images) if attention_model is not None and use_rad and cfg.roi_tuning else None
 
     def refresh(whole: bool) -> None:
         nonlocal raw, roi
@@ -257,7 +269,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             precise_bn(model, images, device=dev)
         t = time.perf_counter()
         if not whole and cfg.roi_tuning:  # every rank tunes the same weights on the same images
-            roi = fit_box_extraction(model, table, cfg, dev, thresholds=ROI_THRESHOLDS, blurs=ROI_BLURS)
+            roi = fit_box_extraction(model, table, cfg, dev, thresholds=ROI_THRESHOLDS, blurs=ROI_BLURS, attention_model=attention_model)
             roi.pop("grid", None)
         tuning = time.perf_counter() - t
         mine = torch.arange(rank, n, world)
@@ -274,6 +286,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
             device=dev,
             box_settings=roi,
             class_names=table.classes,
+            attention=None if heat is None else heat[mine.numpy()],
         )
         took["cam_seconds"] += tuning
         new = torch.zeros(n, feats.shape[1])
@@ -366,7 +379,7 @@ def train_kacl(cfg: KACLConfig | dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"history": state.history, "seconds": state.seconds, "steps": state.iteration}
     if run.is_main:
         result["calibration"] = calibration = fit_calibration(model, table, cfg, dev)
-        result["box_extraction"] = box_extraction = fit_box_extraction(model, table, cfg, dev)
+        result["box_extraction"] = box_extraction = fit_box_extraction(model, table, cfg, dev, attention_model=attention_model)
         result["model"] = str(
             save_model_file(
                 run.out / "kacl.pt",
@@ -425,11 +438,13 @@ def fit_box_extraction(
     split: str = "validate",
     thresholds: Sequence[float] | None = None,
     blurs: Sequence[int] | None = None,
+    attention_model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """CAM layer, threshold and blur tuned on the ``split`` rows' boxes (``BBox_List_2017.csv``
-    in ``cfg.data``; :func:`gazerad.kacl.evaluate.tune_box_extraction` over ``thresholds`` x
-    ``blurs``, default its full grid), with a ``"skipped"`` reason (and the defaults) when
-    there are none or the split was trained on."""
+    """Box source (CAM layer; with ``attention_model`` also its gaze map), threshold and
+    blur tuned on the ``split`` rows' boxes (``BBox_List_2017.csv`` in ``cfg.data``;
+    :func:`gazerad.kacl.evaluate.tune_box_extraction` over ``thresholds`` x ``blurs``, default
+    its full grid), with a ``"skipped"`` reason (and the defaults) when there are none or the
+    split was trained on."""
     from gazerad.kacl.evaluate import BLUR_GRID, DEFAULT_BOX_SETTINGS, THRESHOLD_GRID, tune_box_extraction
 
     bpath = Path(cfg.data) / "BBox_List_2017.csv"
@@ -445,9 +460,44 @@ def fit_box_extraction(
     )
     if why:
         return {**DEFAULT_BOX_SETTINGS, "split": split, "skipped": why}
-    out = tune_box_extraction(model, table, rows, bpath, cfg.image_size, cfg.cam_method, thresholds or THRESHOLD_GRID, blurs or BLUR_GRID, device=device)
+    grid = dict(thresholds=thresholds or THRESHOLD_GRID, blurs=blurs or BLUR_GRID)
+    out = tune_box_extraction(model, table, rows, bpath, cfg.image_size, cfg.cam_method, **grid, device=device, attention_model=attention_model)
     model.zero_grad(set_to_none=True)
     return {**out, "split": split}
+
+
+def retune_boxes(
+    model_path: str | Path, data: str | Path, attention: str | Path | None = None, out: str | Path | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Re-tune a saved model's box extraction on ``data``'s validation boxes
+    (:func:`fit_box_extraction`, the full grid; with ``attention``, an ``attention.pt``, its
+    map and the CAMs it gates are box sources too) and write the model file with the new
+    settings (and ``attention`` in its config) to ``out`` (default: in place), atomically.
+
+    Returns the new ``box_extraction`` (``"skipped"`` and the file unchanged when ``data``
+    has no validation boxes).
+    """
+    from gazerad.attention.checkpoint import load_attention_model
+    from gazerad.pretrain.data import read_study_table
+
+    src = Path(model_path) / "kacl.pt" if Path(model_path).is_dir() else Path(model_path)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, state = load_kacl(src, dev)
+    table = read_study_table(data)
+    if list(table.classes) != list(state["classes"]):
+        raise InputError(Path(data) / "labels.csv", f"classes {table.classes} differ from the model's {state['classes']}")
+    att = None if attention is None else str(Path(attention).resolve())
+    cfg = KACLConfig(**{**state["config"], "data": str(data), "attention": att})
+    tuned = fit_box_extraction(model, table, cfg, dev, attention_model=None if att is None else load_attention_model(att, dev))
+    if "skipped" in tuned:
+        return tuned
+
+    def change(s: dict[str, Any]) -> None:
+        s["box_extraction"] = tuned
+        s["config"]["attention"] = att
+
+    rewrite_model_file(src, Path(out) if out else src, change)
+    return tuned
 
 
 def load_kacl(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

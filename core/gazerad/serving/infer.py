@@ -317,9 +317,43 @@ class LocalizationService(ClassificationService):
     - ``top_k``: also the ``k`` most probable classes, for exploration.
 
     Boxes of classes below ``min_score`` (named or top-k) carry ``below_min_score: true``.
+
+    Box sources: a model whose box extraction was tuned with an attention model (``train-kacl
+    --attention``, :func:`gazerad.kacl.retune_boxes`) takes a class's boxes from the attention
+    map (or a CAM gated by it) where validation chose that, as long as the served attention
+    model (``attention_path``, default ``attention.pt`` beside the model; shipped
+    ``pretrained_attention.pt`` beside ``fallback``) is the one it was tuned with; otherwise
+    from its CAM-only settings. The answer's ``box_extraction.attention`` says which.
     """
 
     name = "localization"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        device: str | None = None,
+        fallback: str | os.PathLike | None = None,
+        attention_path: str | os.PathLike | None = None,
+    ) -> None:
+        from gazerad.serving.train import PUBLISHED
+
+        super().__init__(model_path, device, fallback)
+        att = PUBLISHED["attention"]
+        self.attention = AttentionService(
+            attention_path or Path(model_path).with_name(att), self.device, Path(fallback).with_name(f"pretrained_{att}") if fallback else None
+        )
+        self._fingerprint: tuple[str | None, str | None] = (None, None)  # (attention weights version, fingerprint)
+
+    def attention_fingerprint(self) -> str | None:
+        """The served attention model's fingerprint (``None`` without one); computed once per weights version."""
+        from gazerad.kacl.evaluate import attention_fingerprint
+
+        if not self.attention.slot.exists():
+            return None
+        model = self.attention.slot.get()
+        if self._fingerprint[0] != self.attention.slot.version:
+            self._fingerprint = (self.attention.slot.version, attention_fingerprint(model))
+        return self._fingerprint[1]
 
     def __call__(
         self,
@@ -339,7 +373,7 @@ class LocalizationService(ClassificationService):
         the model's, tuned per class on its validation split; :func:`gazerad.kacl.evaluate.box_settings`);
         either, when given, applies to every class.
         """
-        from gazerad.kacl.evaluate import box_settings, localize_images, overridden
+        from gazerad.kacl.evaluate import box_settings, localize_images, needs_attention, overridden, predicted_attention
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()
@@ -362,11 +396,13 @@ class LocalizationService(ClassificationService):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
         if cam_threshold is not None and not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
-        tuned = overridden(box_settings(state), cam_threshold=cam_threshold, cam_layer=cam_layer)
+        tuned = overridden(box_settings(state, self.attention_fingerprint()), cam_threshold=cam_threshold, cam_layer=cam_layer)
+        gaze = needs_attention(tuned)
         t1 = time.perf_counter()
         boxes, maps = [[]], [{}]
         if want:
-            kw = dict(threshold=tuned["cam_threshold"], blur=tuned["blur"], device=self.device, return_maps=cam_out is not None)
+            heat = predicted_attention(self.attention.slot.get(), x.cpu()) if gaze else None
+            kw = dict(threshold=tuned["cam_threshold"], blur=tuned["blur"], device=self.device, return_maps=cam_out is not None, attention=heat)
             boxes, maps = localize_images(model, x.cpu(), [want], names, cam_layer=tuned["cam_layer"], per_class=tuned["per_class"], **kw)
         t2 = time.perf_counter()
         size = x.shape[-1]
@@ -407,7 +443,10 @@ class LocalizationService(ClassificationService):
             "finding": bool(above),
             "min_score": min_score,
             "calibration": {"temperature": temperature_of(state)},
-            "box_extraction": {k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
+            "box_extraction": {
+                **{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
+                "attention": self.attention.slot.version if gaze else None,
+            },
             "size": [w, h],
             "geometry": geom.to_dict(),
             "model_version": self.slot.version,

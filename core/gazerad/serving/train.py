@@ -304,6 +304,9 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
         if enc_backbone == cfg.backbone:
             cfg.init_encoder = str(enc)
             print(f"[gazerad] fine-tuning from the published encoder {enc}", flush=True)
+    att = model_dir / PUBLISHED["attention"]
+    if name == "localization" and att.is_file():  # the served attention map joins the CAM layers as a box source
+        cfg.attention = str(att)
     _fresh_start(Path(cfg.out), p)
     nproc = _n_procs(p, dev)
     if nproc > 1:

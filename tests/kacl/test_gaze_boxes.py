@@ -1,0 +1,181 @@
+"""Gaze as a box source: the attention map (alone, or gating a CAM layer) competes with the
+CAM layers per class on validation; settings tuned with it are served only beside the same
+attention model, else the CAM-only choice of the same tuning."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gazerad.kacl import KACLConfig, evaluate_kacl, load_kacl, retune_boxes, train_kacl
+from gazerad.kacl.evaluate import (
+    ATTENTION_SOURCE,
+    attention_fingerprint,
+    box_settings,
+    class_cams,
+    needs_attention,
+    source_maps,
+    uses_attention,
+)
+from tests.support.studies import SIZE, mass_boxes
+from tests.support.studies import mass_studies as _mass_studies
+
+
+def test_source_maps_compose_cams_and_attention() -> None:
+    from gazerad.kacl.model import KACLModel
+
+    torch.manual_seed(0)
+    model = KACLModel(2, 8, "resnet10", cam_layer="backbone.layer3").eval()
+    images = torch.rand(3, 1, 64, 64)
+    heat = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    requests = [[0], [1], [0, 1]]
+    gated = "attention*backbone.layer3"
+    maps = source_maps(model, images, requests, ["backbone.layer3", ATTENTION_SOURCE, gated], heat)
+    cams = class_cams(model, images, requests, ["backbone.layer3"])["backbone.layer3"]
+    for i, cs in enumerate(requests):
+        assert set(maps[ATTENTION_SOURCE][i]) == set(cs)
+        for c in cs:
+            assert np.array_equal(maps[ATTENTION_SOURCE][i][c], heat[i])
+            np.testing.assert_allclose(maps["backbone.layer3"][i][c], cams[i][c], atol=1e-5)
+            np.testing.assert_allclose(maps[gated][i][c], cams[i][c] * heat[i] / heat[i].max(), atol=1e-5)
+    with pytest.raises(ValueError, match="need the attention map"):
+        source_maps(model, images, requests, [gated])
+    with pytest.raises(ValueError, match="2 attention maps for 3 images"):
+        source_maps(model, images, requests, [ATTENTION_SOURCE], heat[:2])
+    assert uses_attention(gated) and uses_attention(ATTENTION_SOURCE) and not uses_attention("backbone.layer3") and not uses_attention(None)
+
+
+def test_box_settings_serve_gaze_sources_only_beside_their_attention_model() -> None:
+    gaze = {"cam_layer": "attention", "cam_threshold": 0.4, "blur": 3}
+    cam = {"cam_layer": "backbone.layer3", "cam_threshold": 0.6, "blur": 5}
+    state = {
+        "config": {"cam_layer": "backbone.layer2"},
+        "box_extraction": {
+            "cam_layer": "backbone.layer2",
+            "cam_threshold": 0.5,
+            "blur": 5,
+            "per_class": {"Mass": gaze, "Nodule": cam},
+            "split": "validate",
+            "cam_only": {"cam_layer": "backbone.layer2", "cam_threshold": 0.3, "blur": 1, "per_class": {"Mass": cam, "Nodule": cam}},
+            "attention_fingerprint": "abc",
+        },
+    }
+    served = box_settings(state, "abc")
+    assert served["per_class"]["Mass"] == gaze and needs_attention(served) and served["cam_threshold"] == 0.5
+    for other in (None, "abd"):
+        fallback = box_settings(state, other)
+        assert fallback["per_class"]["Mass"] == cam and not needs_attention(fallback)
+        assert fallback["cam_threshold"] == 0.3 and fallback["split"] == "validate"
+
+
+def _random_attention(path: Path, seed: int) -> Path:
+    from gazerad.attention.checkpoint import save_attention_model
+    from gazerad.attention.network import AttentionPredictor
+
+    torch.manual_seed(seed)
+    return save_attention_model(AttentionPredictor(input_size=32), path)
+
+
+@pytest.fixture(scope="module")
+def gaze_setup(tmp_path_factory: pytest.TempPathFactory):
+    """A mass set with a validation split, a small classifier trained on it, two attention
+    model files (different weights), and an oracle attention map: the mass box itself."""
+    from gazerad.data.inputs import encoder_inputs
+
+    root = tmp_path_factory.mktemp("gaze")
+    data = _mass_studies(root / "studies", n=64)
+    rows = list(csv.reader((data / "labels.csv").open()))
+    for r in rows[1:]:
+        if r[2] == "test" and int(r[0][:5]) < 55:
+            r[2] = "validate"
+    with (data / "labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    run = root / "run"
+    kw = dict(backbone="resnet10", image_size=SIZE, epochs=3, batch_size=16, lr=1e-3, cam_layer="backbone.layer3", bin_width=16, progress=False)
+    train_kacl(KACLConfig(data=str(data), out=str(run), method="supervised", **kw))
+    names = sorted(p.name for p in (data / "images").glob("*.png"))
+    stored = encoder_inputs([data / "images" / n for n in names], SIZE)
+    boxes = mass_boxes(data)
+
+    def oracle(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+        out = np.full((len(images), SIZE, SIZE), 1.0, np.float32)
+        for k, img in enumerate(images):
+            name = names[int(((stored - img[None]) ** 2).flatten(1).sum(1).argmin())]
+            if name in boxes:
+                x, y, w, h = boxes[name]
+                out[k] = 0.0
+                out[k, y : y + h, x : x + w] = 1.0
+        return out / out.sum(axis=(1, 2), keepdims=True)
+
+    att = _random_attention(root / "attention.pt", 0)
+    other = _random_attention(root / "other.pt", 1)
+    return data, run, att, other, oracle
+
+
+def test_retune_with_attention_chooses_gaze_where_it_localises_and_falls_back(gaze_setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gazerad.kacl.evaluate as ev
+    from gazerad.attention.checkpoint import load_attention_model
+
+    data, run, att, other, oracle = gaze_setup
+    monkeypatch.setattr(ev, "predicted_attention", oracle)
+    before = (run / "kacl.pt").read_bytes()
+    cam_only = retune_boxes(run, data, out=tmp_path / "cam.pt")
+    gaze = retune_boxes(run, data, att, out=tmp_path / "gaze.pt")
+    assert not needs_attention(cam_only) and "cam_only" not in cam_only
+    assert uses_attention(gaze["per_class"]["Mass"]["cam_layer"]) and gaze["per_class"]["Mass"]["t_iou_0.3"] == 1.0
+    assert not needs_attention(gaze["cam_only"]) and gaze["attention_fingerprint"] == attention_fingerprint(load_attention_model(att))
+    _, state = load_kacl(tmp_path / "gaze.pt")
+    assert state["box_extraction"]["per_class"] == gaze["per_class"] and state["config"]["attention"] == str(att.resolve())
+    assert (run / "kacl.pt").read_bytes() == before  # written to out, the source run untouched
+
+    ref = evaluate_kacl(tmp_path / "cam.pt", data, splits=("test",), overlays=0, device="cpu")
+    with_gaze = evaluate_kacl(tmp_path / "gaze.pt", data, splits=("test",), overlays=0, device="cpu")  # its own attention setting
+    assert with_gaze["box_extraction"]["attention"] == str(att.resolve())
+    assert with_gaze["localization"]["per_class"]["Mass"][0.5] == 1.0  # the oracle's boxes
+    assert with_gaze["localization"]["mean_best_iou_per_class"]["Mass"] > ref["localization"]["mean_best_iou_per_class"]["Mass"] + 0.1
+    assert with_gaze["auc"]["macro"] == pytest.approx(ref["auc"]["macro"], abs=1e-9)  # same weights: only the boxes differ
+    wrong = evaluate_kacl(tmp_path / "gaze.pt", data, splits=("test",), overlays=0, device="cpu", attention=other)
+    assert wrong["box_extraction"]["attention"] is None and not needs_attention(wrong["box_extraction"])
+    with pytest.raises(Exception, match="no attention model here"):
+        evaluate_kacl(tmp_path / "gaze.pt", data, splits=("test",), overlays=0, device="cpu", attention=tmp_path / "missing.pt")
+
+    from gazerad.serving.infer import LocalizationService
+
+    image = data / "images" / "00060.png"  # a test mass
+    x, y, w, h = mass_boxes(data)["00060.png"]
+    served = LocalizationService(tmp_path / "gaze.pt", device="cpu", attention_path=att)(image, classes=["Mass"], max_boxes=1)
+    assert served["box_extraction"]["attention"] == served_version(att)
+    b = served["boxes"][0]
+    assert b["label"] == "Mass" and iou((b["x"], b["y"], b["w"], b["h"]), (x, y, w, h)) >= 0.5
+    fallback = LocalizationService(tmp_path / "gaze.pt", device="cpu", attention_path=other)(image, classes=["Mass"], max_boxes=1)
+    assert fallback["box_extraction"]["attention"] is None
+    layers = {c: v["cam_layer"] for c, v in fallback["box_extraction"]["per_class"].items()}
+    assert layers == {c: v["cam_layer"] for c, v in gaze["cam_only"]["per_class"].items()}
+
+
+def iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def served_version(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}:{st.st_mtime_ns}-{st.st_size}"
+
+
+def test_retune_without_validation_boxes_changes_nothing(gaze_setup, tmp_path: Path) -> None:
+    data, run, att, _, _ = gaze_setup
+    import shutil
+
+    plain = tmp_path / "studies"
+    shutil.copytree(data, plain)
+    (plain / "labels.csv").write_text((plain / "labels.csv").read_text().replace(",validate,", ",test,"))
+    before = (run / "kacl.pt").read_bytes()
+    out = retune_boxes(run, plain, att)
+    assert out["skipped"] == "no images in the validate split" and (run / "kacl.pt").read_bytes() == before
