@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=False,
         help="KACL re-tunes its ROI extraction (CAM layer, threshold, blur per class) on the validation boxes at every refresh (KACLConfig.roi_tuning)",
     )
+    ap.add_argument(
+        "--gaze",
+        action="store_true",
+        help="KACL's box sources include the attention predictor's map (KACLConfig.attention): for its ROIs with --roi-tuning and its final boxes",
+    )
     ap.add_argument("--w-con", type=float, default=None, help="KACL's reference contrastive weight (default: the trainer's 0.3)")
     ap.add_argument(
         "--w-con-sweep",
@@ -133,7 +138,9 @@ def run_one(
     from gazerad.kacl import evaluate_kacl, train_kacl
 
     augment = a.augment if augment is None else augment
-    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if augment else "") + ("-roi" if method == "kacl" and a.roi_tuning else "")
+    kacl = method == "kacl"
+    tag = ("" if w_con is None else f"-wcon{w_con:g}") + ("-aug" if augment else "")
+    tag += ("-roi" if kacl and a.roi_tuning else "") + ("-gaze" if kacl and a.gaze else "")
     out = work / "runs" / f"{method}-{frac}-s{seed}-{a.image_size}px-{a.epochs}ep{tag}"
     t = time.perf_counter()
     cfg = dict(
@@ -150,7 +157,8 @@ def run_one(
         cam_layer=a.cam_layer,
         bin_width=16.0,
         augment=augment,
-        roi_tuning=method == "kacl" and a.roi_tuning,
+        roi_tuning=kacl and a.roi_tuning,
+        attention=str(attention_model(a, studies, work)) if kacl and a.gaze else None,
         device=a.device,
         progress=False,
     )
@@ -185,19 +193,26 @@ def run_one(
     }
 
 
-def attention_baseline(a: argparse.Namespace, studies: Path, work: Path) -> dict[str, Any]:
-    """Boxes of the attention predictor's map, threshold and blur chosen on validation, scored on test."""
-    from gazerad.attention import load_attention_model, predict_attention, train_attention
-    from gazerad.io.xray import read_xray
-    from gazerad.kacl.evaluate import best_box_settings, box_requests
-    from gazerad.localize import localization_accuracy, map_to_boxes
-    from gazerad.pretrain.data import read_study_table
+def attention_model(a: argparse.Namespace, studies: Path, work: Path) -> Path:
+    """The attention predictor of the training split's gaze (trained once, at most 128 px)."""
+    from gazerad.attention import train_attention
 
     model_file = work / "attention" / "attention.pt"
     if not model_file.is_file():
         size = min(a.image_size, 128)
         train_attention(studies, work / "attention", epochs=a.attention_epochs, batch_size=16, image_size=size, progress=False, device=a.device)
-    model = load_attention_model(model_file)
+    return model_file
+
+
+def attention_baseline(a: argparse.Namespace, studies: Path, work: Path) -> dict[str, Any]:
+    """Boxes of the attention predictor's map, threshold and blur chosen on validation, scored on test."""
+    from gazerad.attention import load_attention_model, predict_attention
+    from gazerad.io.xray import read_xray
+    from gazerad.kacl.evaluate import best_box_settings, box_requests
+    from gazerad.localize import localization_accuracy, map_to_boxes
+    from gazerad.pretrain.data import read_study_table
+
+    model = load_attention_model(attention_model(a, studies, work))
     table = read_study_table(studies)
     bpath = studies / "BBox_List_2017.csv"
 

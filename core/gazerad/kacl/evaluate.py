@@ -464,6 +464,7 @@ def evaluate_kacl(
     device: str | None = None,
     blur: int | None = None,
     attention: str | Path | None = None,
+    use_attention: bool = True,
 ) -> dict[str, Any]:
     """AUC and T(IoU) localisation of a trained model on held-out studies (see module docstring).
 
@@ -471,7 +472,8 @@ def evaluate_kacl(
     the validation split at the end of training, else 0.5 and 5). ``attention``: the
     attention model (``attention.pt``) the run's box extraction was tuned with (default: the
     run's ``attention`` setting when that file exists); without one, a model tuned with
-    attention sources localises with its CAM-only settings.
+    attention sources localises with its CAM-only settings (as it does with ``use_attention``
+    false: the reference of the same weights without gaze).
 
     Returns:
         ``{"auc": {class: auc, "macro": ...}, "calibration": {temperature, ece, ece_uncalibrated,
@@ -501,7 +503,7 @@ def evaluate_kacl(
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
         truth, requests, scales = box_requests(table, rows, bpath, size)
-        att_path = attention_file(state, attention)
+        att_path = attention_file(state, attention) if use_attention else None
         att_model = None
         if att_path is not None:
             from gazerad.attention.checkpoint import load_attention_model

@@ -17,7 +17,7 @@ INTENDED_USE = "Research and teaching only. Not a medical device: not for diagno
 
 TASKS = {
     "attention": "predicted radiologist attention (FocusContrast's predictor): a heatmap summing to 1",
-    "localization": "KACL: multi-label finding classifier with Grad-CAM boxes per finding",
+    "localization": "KACL: multi-label finding classifier with boxes per finding (Grad-CAM, or the attention map where validation chose it)",
     "classification": "supervised multi-label finding classifier (fine-tuned from the gaze-guided encoder when one was published)",
     "pretrain": "self-supervised encoder (McGIP / FocusContrast pre-training): initialises the classifier",
 }
@@ -71,6 +71,8 @@ def heldout_metrics(stats: dict[str, Any]) -> dict[str, Any]:
         out["mean_best_iou"] = loc.get("mean_best_iou")
         base = stats.get("baseline_centred") or {}
         out["centred_box_t_iou"] = base.get("overall")
+        if stats.get("box_sources"):
+            out["box_sources"] = stats["box_sources"]
     if "heldout" in stats:
         out["heldout"] = stats["heldout"]
         out["centre_prior"] = stats.get("centre_prior")

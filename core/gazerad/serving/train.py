@@ -287,6 +287,9 @@ def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
         loc = m["localization"]
         out["localization"] = loc
         out["baseline_centred"] = m.get("baseline_centred")
+        box = m["box_extraction"]  # where each class's boxes come from (a CAM layer, the attention map, or a CAM gated by it)
+        out["box_sources"] = {c: (box["per_class"].get(c) or {}).get("cam_layer") or box["cam_layer"] for c in m["auc"] if c != "macro"}
+        out["box_attention"] = box.get("attention")
     return out
 
 

@@ -118,7 +118,7 @@ class LocalizationInfer(_Task):
         super().__init__(
             path,
             InferType.DETECTION,
-            "KACL localisation: Grad-CAM boxes per finding with scores, and class probabilities",
+            "KACL localisation: boxes per finding (Grad-CAM, or the attention map where validation chose it) with scores, and class probabilities",
             labels=labels,
             config={"min_score": 0.5, "top_k": 0, "max_boxes": 3, "output": "json"},
             fallback=fallback,
