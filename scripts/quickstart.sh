@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Command 1 of the README: set everything up in ./.venv (idempotent) and run the main job on
 # the sample data: 200 synthetic chest studies with simulated radiologist gaze (+ a preview
-# picture), the first models (attention and classification trained on them, a few minutes
-# on a laptop CPU, once; localisation copied from the shipped weights that
+# picture), the first models (classification trained on them, a few minutes on a laptop
+# CPU, once; attention and localisation copied from the shipped weights that
 # scripts/make_weights.py rebuilds, else trained too), then the MONAI Label server with
 # GazeRad's app on 127.0.0.1:8000.
 # GAZERAD_NO_SERVE=1 stops after preparing studies and models. Extra arguments go to
