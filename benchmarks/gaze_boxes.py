@@ -185,11 +185,11 @@ def write(rows: list[dict[str, Any]], results: list[dict[str, Any]], att: dict[s
     for r in rows:
         lines.append(f"| {r['labelled']:.0%} | {r['method']} | {r['boxes']} | " + " | ".join(f"{r['per_class'][c]['t_iou_0.3']:.2f}" for c in classes) + " |")
     lines.append("| - | attention box | - | " + " | ".join(f"{att['t_iou_per_class'].get(c, {}).get('0.3', float('nan')):.2f}" for c in classes) + " |")
-    lines += ["", "## KACL minus supervised, both with gaze boxes (paired by seed)", "", "| labelled | AUC diff | T(0.3) diff |", "|---|---|---|"]
+    lines += ["", "## KACL minus supervised, both with gaze boxes (paired by seed)", "", "| labelled | method | AUC diff | T(0.3) diff |", "|---|---|---|---|"]
     for r in rows:
         v = r.get("vs_supervised")
         if v:
-            lines.append(f"| {r['labelled']:.0%} | {_ci(v['auc_diff'], *v['auc_ci'])} | {_ci(v['t03_diff'], *v['t03_ci'])} |")
+            lines.append(f"| {r['labelled']:.0%} | {r['method']} | {_ci(v['auc_diff'], *v['auc_ci'])} | {_ci(v['t03_diff'], *v['t03_ci'])} |")
     lines += ["", "## Sources chosen on validation (gaze boxes), per seed", "", "| labelled | method | seed | " + " | ".join(classes) + " |", rule]
     for r in rows:
         if r["boxes"] == "gaze":
