@@ -425,6 +425,16 @@ def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blu
     return out
 
 
+def model_study_table(state: dict[str, Any], data: str | Path) -> Any:
+    """``data``'s study table, checked to have the saved model's classes (an error naming ``labels.csv`` if not)."""
+    from gazerad.pretrain.data import read_study_table
+
+    table = read_study_table(data)
+    if list(table.classes) != list(state["classes"]):
+        raise InputError(Path(data) / "labels.csv", f"classes {table.classes} differ from the model's {state['classes']}")
+    return table
+
+
 def attention_file(state: dict[str, Any], attention: str | Path | None = None) -> Path | None:
     """The attention model a saved run localises with: ``attention`` (an error if missing),
     else the run's own ``attention`` setting when that file exists, else ``None``."""
@@ -482,13 +492,10 @@ def evaluate_kacl(
     """
     from gazerad.data.inputs import encoder_inputs
     from gazerad.kacl.trainer import load_kacl, model_logits
-    from gazerad.pretrain.data import read_study_table
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, state = load_kacl(model_path, dev)
-    table = read_study_table(data)
-    if list(table.classes) != list(state["classes"]):
-        raise InputError(Path(data) / "labels.csv", f"classes {table.classes} differ from the model's {state['classes']}")
+    table = model_study_table(state, data)
     rows = table.subset(splits)
     if len(rows) == 0:
         raise InputError(Path(data) / "labels.csv", f"no images in splits {list(splits)}")

@@ -478,14 +478,12 @@ def retune_boxes(
     has no validation boxes).
     """
     from gazerad.attention.checkpoint import load_attention_model
-    from gazerad.pretrain.data import read_study_table
+    from gazerad.kacl.evaluate import model_study_table
 
     src = Path(model_path) / "kacl.pt" if Path(model_path).is_dir() else Path(model_path)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, state = load_kacl(src, dev)
-    table = read_study_table(data)
-    if list(table.classes) != list(state["classes"]):
-        raise InputError(Path(data) / "labels.csv", f"classes {table.classes} differ from the model's {state['classes']}")
+    table = model_study_table(state, data)
     att = None if attention is None else str(Path(attention).resolve())
     cfg = KACLConfig(**{**state["config"], "data": str(data), "attention": att})
     tuned = fit_box_extraction(model, table, cfg, dev, attention_model=None if att is None else load_attention_model(att, dev))

@@ -396,7 +396,9 @@ class LocalizationService(ClassificationService):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
         if cam_threshold is not None and not 0.0 < cam_threshold < 1.0:
             raise InputError(None, f"cam_threshold must be in (0, 1), got {cam_threshold}")
-        tuned = overridden(box_settings(state, self.attention_fingerprint()), cam_threshold=cam_threshold, cam_layer=cam_layer)
+        # the attention model is loaded (and fingerprinted) only for settings tuned with one
+        fp = self.attention_fingerprint() if needs_attention(state.get("box_extraction") or {}) else None
+        tuned = overridden(box_settings(state, fp), cam_threshold=cam_threshold, cam_layer=cam_layer)
         gaze = needs_attention(tuned)
         t1 = time.perf_counter()
         boxes, maps = [[]], [{}]
