@@ -10,15 +10,18 @@ defaults (:func:`gazerad.serving.train.run_job`), on a *separate* synthetic set
 
 1. ``attention``: the FocusContrast attention predictor on that set's gaze (float32: the
    localiser's box settings are tied to these exact weights by their fingerprint).
-2. ``localization``: KACL, ResNet-10 at 256 px, 12 epochs, temperature fitted on the
-   validation split, and per-class box extraction tuned there with the attention model's map
-   as a box source beside the CAM layers (the job finds ``attention.pt`` beside it); stored
-   in float16 (~10 MB).
+2. ``localization``: ResNet-10 at 256 px, 12 epochs, temperature fitted on the validation
+   split, and per-class box extraction tuned there with the attention model's map as a box
+   source beside the CAM layers (the job finds ``attention.pt`` beside it); stored in
+   float16 (~10 MB). Each ``--methods`` candidate (KACL with the job's validated
+   contrastive weight, and the supervised baseline) is trained alike; the one with the best
+   *validation* macro AUC + T(IoU=0.3) (the KACL table's rule) is shipped, and every
+   candidate's validation figures go into its statistics (``selection``, on the model card).
 
 Each comes with its statistics (model card: training data, held-out metrics). ``gazerad
 serve`` copies them to ``attention.pt`` / ``localization.pt`` when those are missing.
 
-    python scripts/make_weights.py                  # about 20 min on 2 CPU cores
+    python scripts/make_weights.py                  # about 30 min on 2 CPU cores
     python scripts/make_weights.py --device cuda
 """
 
@@ -33,6 +36,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def validation_score(model_file: Path, studies: Path, device: str) -> dict[str, float]:
+    """A trained localiser's validation macro AUC and T(IoU=0.3) (its gaze boxes where tuned so)."""
+    from gazerad.kacl.evaluate import evaluate_kacl
+
+    m = evaluate_kacl(model_file, studies, splits=("validate",), overlays=0, device=None if device == "auto" else device)
+    auc, t = m["auc"]["macro"], m["localization"]["overall"][0.3]
+    return {"auc": auc, "t_iou_0.3": t, "score": auc + t}
+
+
+def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str) -> None:
+    from gazerad.engine.checkpoint import half_model_file
+    from gazerad.io.atomic import atomic_write_text
+    from gazerad.serving.train import publish
+
+    half_model_file(src, dest) if dtype == "float16" else publish(src, dest)
+    stats["shipped"] = {"script": "scripts/make_weights.py", "n": a.n, "seed": a.seed, "dtype": dtype}
+    atomic_write_text(dest.with_suffix(".stats.json"), json.dumps(stats, indent=1))
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "monailabel_app" / "model"))
@@ -40,10 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--work", default=None, help="folder for the studies and the run (default: a temporary one)")
+    ap.add_argument("--methods", nargs="+", default=["kacl", "supervised"], choices=["kacl", "supervised"], help="localiser candidates")
     a = ap.parse_args(argv)
 
-    from gazerad.engine.checkpoint import half_model_file
-    from gazerad.io.atomic import atomic_write_text
     from gazerad.serving.launch import datastore_dir
     from gazerad.serving.train import publish, run_job
     from gazerad.synth.study import generate_studies
@@ -54,16 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         generate_studies(studies, n=a.n, seed=a.seed, size=512, workers=2, progress=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, dtype in (("attention", "float32"), ("localization", "float16")):  # attention first: the localiser tunes its boxes with it
-        stats = run_job(name, datastore_dir(studies), work / "model", {"device": a.device})
-        dest = out / f"pretrained_{name}.pt"
-        if dtype == "float16":
-            half_model_file(work / "model" / f"{name}.pt", dest)
-        else:
-            publish(work / "model" / f"{name}.pt", dest)
-        stats["shipped"] = {"script": "scripts/make_weights.py", "n": a.n, "seed": a.seed, "dtype": dtype}
-        atomic_write_text(dest.with_suffix(".stats.json"), json.dumps(stats, indent=1))
-        print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    model = work / "model"
+    stats = run_job("attention", datastore_dir(studies), model, {"device": a.device})
+    _ship(model / "attention.pt", out / "pretrained_attention.pt", stats, a, "float32")  # the localiser tunes its boxes with it
+    runs = {}
+    for method in a.methods:
+        cand = work / f"model-{method}"
+        cand.mkdir(parents=True, exist_ok=True)
+        publish(model / "attention.pt", cand / "attention.pt")
+        runs[method] = (cand, run_job("localization", datastore_dir(studies), cand, {"device": a.device, "method": method}))
+    selection = {m: validation_score(cand / "localization.pt", studies, a.device) for m, (cand, _) in runs.items()}
+    best = max(selection, key=lambda m: selection[m]["score"])
+    for m, v in selection.items():
+        print(f"validation {m}: macro AUC {v['auc']:.3f}, T(IoU=0.3) {v['t_iou_0.3']:.3f}" + ("  <- shipped" if m == best else ""))
+    cand, stats = runs[best]
+    stats["selection"] = {"chosen": best, "rule": "validation macro AUC + T(IoU=0.3)", "validation": selection}
+    _ship(cand / "localization.pt", out / "pretrained_localization.pt", stats, a, "float16")
     return 0
 
 

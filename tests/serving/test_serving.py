@@ -296,6 +296,35 @@ def test_training_parameters_are_cast_and_checked() -> None:
     assert _params("attention", {})["precision"] == "auto" and _params("pretrain", {"precision": "fp32"})["precision"] == "fp32"
     with pytest.raises(ValueError, match="'precision' must be one of"):
         _params("attention", {"precision": "int8"})
+    # the localiser's method and contrastive weight (KACL by default, at the validated weight 0.1)
+    loc = _params("localization", {})
+    assert loc["method"] == "kacl" and loc["w_con"] == pytest.approx(0.1)
+    loc = _params("localization", {"method": "Supervised", "w_con": "0.3"})
+    assert loc["method"] == "supervised" and loc["w_con"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="'method' must be one of"):
+        _params("localization", {"method": "simclr"})
+    with pytest.raises(ValueError, match="'w_con'"):
+        _params("localization", {"w_con": -1})
+    with pytest.raises(ValueError, match="unknown training parameter 'method' for classification"):
+        _params("classification", {"method": "kacl"})
+
+
+def test_localization_job_trains_the_requested_method(tmp_path: Path) -> None:
+    """``POST /train/localization`` with ``method: supervised``: the baseline (no radiomics
+    branch) is trained, served, and its card says which method it is."""
+    from gazerad.kacl import load_kacl
+    from gazerad.serving.infer import LocalizationService
+    from gazerad.serving.model_card import model_card
+    from gazerad.serving.train import read_stats, run_job
+    from tests.support.studies import mass_studies
+
+    root = mass_studies(tmp_path / "m", n=32, seed=3)
+    md = tmp_path / "model"
+    s = run_job("localization", root / "images", md, {"method": "supervised", "epochs": 1, "image_size": 64, "batch_size": 8, "device": "cpu"})
+    _, state = load_kacl(md / "localization.pt")
+    assert state["config"]["method"] == "supervised"
+    assert s["params"]["method"] == "supervised" and model_card("localization", read_stats(md, "localization"))["training_params"]["method"] == "supervised"
+    assert "finding" in LocalizationService(md / "localization.pt", "cpu")(next((root / "images").glob("*.png")))
 
 
 def test_model_card_names_training_data_and_heldout_metrics(studies: Path, tmp_path: Path) -> None:
@@ -327,6 +356,9 @@ def test_model_card_names_training_data_and_heldout_metrics(studies: Path, tmp_p
     assert m["heldout_macro_auc"] == 0.71 and m["auc_per_class"] == {"Mass": 0.8, "Nodule": 0.62}
     assert m["t_iou_0.3_per_class"] == {"Mass": 0.6} and m["centred_box_t_iou"] == {"0.3": 0.07}
     assert m["calibration"]["ece"] == 0.04 and "reliability" not in m["calibration"] and "history" not in json.dumps(card)
+    assert "selection" not in card
+    chosen = {"chosen": "supervised", "rule": "validation macro AUC + T(IoU=0.3)", "validation": {"kacl": {"score": 1.1}, "supervised": {"score": 1.2}}}
+    assert model_card("localization", {**stats, "selection": chosen})["selection"] == chosen
     blank = model_card("attention", {})
     assert blank["status"].startswith("no statistics") and "clinical" in blank["intended_use"]
 

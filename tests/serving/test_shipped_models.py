@@ -4,6 +4,7 @@ tied to the attention model shipped beside it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,17 @@ def test_shipped_weights_fit_the_budget() -> None:
     assert sum(p.stat().st_size for p in shipped) <= 20e6
     for p in shipped:
         assert p.with_suffix(".stats.json").is_file(), f"{p.name} has no model card statistics"
+
+
+def test_shipped_localiser_is_the_validation_choice() -> None:
+    """make_weights trains each localiser method alike and ships the best on validation."""
+    stats = json.loads((MODELS / "pretrained_localization.stats.json").read_text())
+    sel = stats["selection"]
+    scores = {m: v["auc"] + v["t_iou_0.3"] for m, v in sel["validation"].items()}
+    assert set(scores) == {"kacl", "supervised"} and sel["chosen"] == max(scores, key=scores.get)
+    assert stats["params"]["method"] == sel["chosen"]
+    _, state = load_kacl(MODELS / "pretrained_localization.pt")
+    assert state["config"]["method"] == sel["chosen"]
 
 
 @pytest.mark.parametrize("served", ["shipped", "other"])

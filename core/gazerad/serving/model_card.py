@@ -17,7 +17,10 @@ INTENDED_USE = "Research and teaching only. Not a medical device: not for diagno
 
 TASKS = {
     "attention": "predicted radiologist attention (FocusContrast's predictor): a heatmap summing to 1",
-    "localization": "KACL: multi-label finding classifier with boxes per finding (Grad-CAM, or the attention map where validation chose it)",
+    "localization": (
+        "multi-label finding classifier (KACL, or its supervised baseline: see training_params.method) with boxes per finding "
+        "(Grad-CAM, or the attention map where validation chose it)"
+    ),
     "classification": "supervised multi-label finding classifier (fine-tuned from the gaze-guided encoder when one was published)",
     "pretrain": "self-supervised encoder (McGIP / FocusContrast pre-training): initialises the classifier",
 }
@@ -87,7 +90,8 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
 
     Fields: ``model``, ``task``, ``intended_use``, ``status``, ``weights``, ``training_data``,
     ``heldout_metrics``, ``trained`` (date), ``gazerad_version`` (that trained it),
-    ``training_params``.
+    ``training_params``; ``selection`` where the model was chosen among candidates on the
+    validation split (``scripts/make_weights.py``).
     """
     import gazerad
 
@@ -105,4 +109,6 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
         gazerad_version=stats.get("gazerad_version"),
         training_params=stats.get("params"),
     )
+    if stats.get("selection"):
+        card["selection"] = stats["selection"]
     return card
