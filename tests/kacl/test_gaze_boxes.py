@@ -5,6 +5,7 @@ attention model, else the CAM-only choice of the same tuning."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,21 @@ def test_retune_with_attention_chooses_gaze_where_it_localises_and_falls_back(ga
     assert wrong["box_extraction"]["attention"] is None and not needs_attention(wrong["box_extraction"])
     with pytest.raises(Exception, match="no attention model here"):
         evaluate_kacl(tmp_path / "gaze.pt", data, splits=("test",), overlays=0, device="cpu", attention=tmp_path / "missing.pt")
+    # a shipped model: its own attention path is gone; the served one beside it counts, as in the server
+    served_dir = tmp_path / "model"
+    served_dir.mkdir()
+    blob = torch.load(tmp_path / "gaze.pt", map_location="cpu", weights_only=False)
+    blob["config"]["attention"] = str(tmp_path / "gone" / "attention.pt")
+    torch.save(blob, served_dir / "localization.pt")
+
+    def served_source() -> str | None:
+        return evaluate_kacl(served_dir / "localization.pt", data, splits=("test",), overlays=0, device="cpu")["box_extraction"]["attention"]
+
+    assert served_source() is None  # nothing beside it: CAM-only
+    shutil.copyfile(att, served_dir / "pretrained_attention.pt")
+    assert served_source() == str(served_dir / "pretrained_attention.pt")
+    shutil.copyfile(other, served_dir / "attention.pt")  # a retrained attention model is served first: not the tuned one
+    assert served_source() is None
 
     from gazerad.serving.infer import LocalizationService
 
@@ -171,7 +187,6 @@ def served_version(path: Path) -> str:
 
 def test_retune_without_validation_boxes_changes_nothing(gaze_setup, tmp_path: Path) -> None:
     data, run, att, _, _ = gaze_setup
-    import shutil
 
     plain = tmp_path / "studies"
     shutil.copytree(data, plain)

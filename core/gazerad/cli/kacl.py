@@ -47,7 +47,10 @@ def _add_evaluate_localization(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--attention",
         default=None,
-        help="attention.pt the run's box extraction was tuned with (train-kacl --attention; default: that file when it exists, else CAM-only boxes)",
+        help=(
+            "attention.pt the run's box extraction was tuned with (train-kacl --attention; default: that file when it exists, "
+            "else attention.pt or pretrained_attention.pt beside the model, as the server serves them, else CAM-only boxes)"
+        ),
     )
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
 

@@ -435,15 +435,23 @@ def model_study_table(state: dict[str, Any], data: str | Path) -> Any:
     return table
 
 
-def attention_file(state: dict[str, Any], attention: str | Path | None = None) -> Path | None:
+def attention_file(state: dict[str, Any], attention: str | Path | None = None, beside: str | Path | None = None) -> Path | None:
     """The attention model a saved run localises with: ``attention`` (an error if missing),
-    else the run's own ``attention`` setting when that file exists, else ``None``."""
+    else the run's own ``attention`` setting when that file exists, else the one a server
+    would serve beside the model file in folder ``beside`` (``attention.pt``, else the
+    shipped ``pretrained_attention.pt``), else ``None``. Its gaze settings are used only if
+    its fingerprint matches (:func:`box_settings`)."""
     if attention is not None:
         if not Path(attention).is_file():
             raise InputError(attention, "no attention model here (run 'gazerad train-attention' first)")
         return Path(attention)
     own = state.get("config", {}).get("attention")
-    return Path(own) if own and Path(own).is_file() else None
+    if own and Path(own).is_file():
+        return Path(own)
+    for name in ("attention.pt", "pretrained_attention.pt") if beside is not None else ():
+        if (Path(beside) / name).is_file():
+            return Path(beside) / name
+    return None
 
 
 def _calibration_report(state: dict[str, Any], table: Any, rows: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
@@ -481,7 +489,8 @@ def evaluate_kacl(
     ``cam_threshold`` and ``blur`` default to the model's own (:func:`box_settings`: tuned on
     the validation split at the end of training, else 0.5 and 5). ``attention``: the
     attention model (``attention.pt``) the run's box extraction was tuned with (default: the
-    run's ``attention`` setting when that file exists); without one, a model tuned with
+    run's ``attention`` setting when that file exists, else the served one beside the model
+    file: :func:`attention_file`); without one, a model tuned with
     attention sources localises with its CAM-only settings (as it does with ``use_attention``
     false: the reference of the same weights without gaze).
 
@@ -510,7 +519,8 @@ def evaluate_kacl(
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
         truth, requests, scales = box_requests(table, rows, bpath, size)
-        att_path = attention_file(state, attention) if use_attention else None
+        beside = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+        att_path = attention_file(state, attention, beside) if use_attention else None
         att_model = None
         if att_path is not None:
             from gazerad.attention.checkpoint import load_attention_model
