@@ -50,7 +50,10 @@ def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str)
     from gazerad.io.atomic import atomic_write_text
     from gazerad.serving.train import publish
 
-    half_model_file(src, dest) if dtype == "float16" else publish(src, dest)
+    if dtype == "float16":
+        half_model_file(src, dest)
+    else:
+        publish(src, dest)
     stats["shipped"] = {"script": "scripts/make_weights.py", "n": a.n, "seed": a.seed, "dtype": dtype}
     atomic_write_text(dest.with_suffix(".stats.json"), json.dumps(stats, indent=1))
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
