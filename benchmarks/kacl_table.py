@@ -345,6 +345,7 @@ def validation_choice(runs: dict[Any, list[dict[str, Any]]], ref: Any, describe)
     ``describe(key)`` fields, mean / std of AUC and T(IoU=0.3), the paired difference to the
     ``ref`` setting with its 95 % CI, the last contrastive loss, and ``chosen``: the best mean
     AUC + T(IoU=0.3) (the first candidate on a tie)."""
+    from gazerad.kacl.evaluate import selection_score
     from gazerad.pretrain.diagnostics import paired_summary
 
     rows = []
@@ -357,7 +358,7 @@ def validation_choice(runs: dict[Any, list[dict[str, Any]]], ref: Any, describe)
             row.update({f"ci_low_{name}": ps["ci_low"], f"ci_high_{name}": ps["ci_high"]})
         row["contrastive"] = float(np.mean([r["history"][-1].get("contrastive", np.nan) for r in rs]))
         rows.append(row)
-    best = max(range(len(rows)), key=lambda i: (rows[i]["auc"] + rows[i]["t_iou_0.3"], -i))
+    best = max(range(len(rows)), key=lambda i: (selection_score(rows[i]["auc"], rows[i]["t_iou_0.3"]), -i))
     for i, r in enumerate(rows):
         r["chosen"] = i == best
     return rows

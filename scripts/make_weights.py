@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def validation_score(model_file: Path, studies: Path, device: str) -> dict[str, float]:
     """A trained localiser's validation macro AUC and T(IoU=0.3) (its gaze boxes where tuned so)."""
-    from gazerad.kacl.evaluate import evaluate_kacl
+    from gazerad.kacl.evaluate import evaluate_kacl, selection_score
 
     m = evaluate_kacl(model_file, studies, splits=("validate",), overlays=0, device=None if device == "auto" else device)
     auc, t = m["auc"]["macro"], m["localization"]["overall"][0.3]
-    return {"auc": auc, "t_iou_0.3": t, "score": auc + t}
+    return {"auc": auc, "t_iou_0.3": t, "score": selection_score(auc, t)}
 
 
 def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str) -> None:

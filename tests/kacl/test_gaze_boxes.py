@@ -19,8 +19,10 @@ from gazerad.kacl.evaluate import (
     box_settings,
     class_cams,
     needs_attention,
+    overridden,
     source_maps,
     uses_attention,
+    validation_hit_rate,
 )
 from tests.support.studies import SIZE, mass_boxes
 from tests.support.studies import mass_studies as _mass_studies
@@ -71,6 +73,30 @@ def test_box_settings_serve_gaze_sources_only_beside_their_attention_model() -> 
         fallback = box_settings(state, other)
         assert fallback["per_class"]["Mass"] == cam and not needs_attention(fallback)
         assert fallback["cam_threshold"] == 0.3 and fallback["split"] == "validate"
+
+
+def test_box_settings_carry_validation_hit_rates_until_overridden() -> None:
+    """Each class's tuned validation T(IoU=0.3) travels with the served settings (the overall
+    one for a class without its own); any explicit override drops them all."""
+    state = {
+        "config": {"cam_layer": "backbone.layer2"},
+        "box_extraction": {
+            "cam_layer": "backbone.layer2",
+            "cam_threshold": 0.5,
+            "blur": 5,
+            "t_iou_0.3": 0.42,
+            "per_class": {"Mass": {"cam_layer": "backbone.layer3", "cam_threshold": 0.6, "blur": 3, "t_iou_0.3": 0.71, "mean_best_iou": 0.4, "n_boxes": 9}},
+        },
+    }
+    tuned = box_settings(state)
+    assert tuned["per_class"]["Mass"] == {"cam_layer": "backbone.layer3", "cam_threshold": 0.6, "blur": 3, "t_iou_0.3": 0.71}
+    assert validation_hit_rate(tuned, "Mass") == pytest.approx(0.71) and validation_hit_rate(tuned, "Nodule") == pytest.approx(0.42)
+    assert validation_hit_rate(overridden(tuned), "Mass") == pytest.approx(0.71)  # no override: figures kept
+    for kw in ({"cam_threshold": 0.3}, {"cam_layer": "backbone.layer1"}, {"blur": 1}):
+        changed = overridden(tuned, **kw)
+        assert validation_hit_rate(changed, "Mass") is None and validation_hit_rate(changed, "Nodule") is None, kw
+    assert validation_hit_rate(tuned, "Mass") == pytest.approx(0.71)  # the original is untouched
+    assert validation_hit_rate(box_settings({"config": {"cam_layer": "backbone.layer2"}}), "Mass") is None  # untuned
 
 
 def _random_attention(path: Path, seed: int) -> Path:

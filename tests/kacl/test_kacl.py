@@ -11,6 +11,7 @@ import torch
 
 from gazerad.cli import main as cli
 from gazerad.kacl import KACLConfig, cam_classes, evaluate_kacl, load_kacl, train_kacl
+from gazerad.kacl.evaluate import box_settings, validation_hit_rate
 from tests.support.studies import SIZE
 from tests.support.studies import mass_studies as _mass_studies
 
@@ -215,6 +216,7 @@ def test_localization_service_honours_min_score_and_top_k(kacl_run, masses: Path
     assert allc["finding"] and {b["label"] for b in allc["boxes"]} == set(probs)
     assert all(b["score"] == pytest.approx(probs[b["label"]]) and not b["below_min_score"] for b in allc["boxes"])
     assert [b["score"] for b in allc["boxes"]] == sorted((b["score"] for b in allc["boxes"]), reverse=True)
+    assert all(b["validation_t_iou_0.3"] is None for b in allc["boxes"])  # this run never tuned its boxes on validation
     cut = (max(probs.values()) + min(probs.values())) / 2
     mid = svc(image, min_score=cut)
     assert {b["label"] for b in mid["boxes"]} == {c for c, p in probs.items() if p >= cut}
@@ -230,6 +232,34 @@ def test_localization_service_honours_min_score_and_top_k(kacl_run, masses: Path
     assert {b["label"] for b in named["boxes"]} <= {"Nodule"} and all(b["below_min_score"] for b in named["boxes"])
     with pytest.raises(Exception, match="unknown classes"):
         svc(image, classes=["Pneumonia"])
+
+
+def test_served_boxes_carry_their_class_validation_hit_rate(kacl_run, masses: Path, tmp_path: Path) -> None:
+    """A model whose boxes were tuned on validation serves each box with its class's tuned
+    T(IoU=0.3) (the overall one for a class without its own); an explicit override serves none."""
+    from gazerad.serving.infer import LocalizationService
+
+    out, _ = kacl_run
+    state = torch.load(out / "kacl.pt", map_location="cpu", weights_only=False)
+    layer = state["config"]["cam_layer"]
+    state["box_extraction"] = {
+        "cam_layer": layer,
+        "cam_threshold": 0.5,
+        "blur": 5,
+        "t_iou_0.3": 0.25,
+        "per_class": {"Mass": {"cam_layer": layer, "cam_threshold": 0.4, "blur": 3, "t_iou_0.3": 0.75}},
+        "split": "validate",
+    }
+    torch.save(state, tmp_path / "tuned.pt")
+    svc = LocalizationService(tmp_path / "tuned.pt", device="cpu")
+    image = masses / "images" / "00000.png"
+    boxes = svc(image, min_score=0.0)["boxes"]
+    assert {b["label"] for b in boxes} == set(state["classes"])
+    assert {b["label"]: b["validation_t_iou_0.3"] for b in boxes} == pytest.approx({c: 0.75 if c == "Mass" else 0.25 for c in state["classes"]})
+    tuned = box_settings(state)
+    assert all(b["validation_t_iou_0.3"] == pytest.approx(validation_hit_rate(tuned, b["label"])) for b in boxes)
+    for kw in ({"cam_threshold": 0.4}, {"cam_layer": layer}):
+        assert all(b["validation_t_iou_0.3"] is None for b in svc(image, min_score=0.0, **kw)["boxes"]), kw
 
 
 def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from gazerad.errors import InputError
 from gazerad.gaze.store import GazeStore, parse_gaze_upload, read_gaze_json, write_gaze_json
-from gazerad.serving.active import entropy_scores, novelty_scores
+from gazerad.serving.active import embed_and_predict, entropy_scores, novelty_scores
 from gazerad.serving.data import DatastoreView, image_id_of, is_safe_id
 from gazerad.serving.infer import attention_summary, load_input, read_geometry, write_heatmap
 from gazerad.serving.markups import roi_markups
@@ -140,6 +141,25 @@ def test_active_scores() -> None:
     n = novelty_scores(f, [0])
     assert n[0] == pytest.approx(0.0, abs=1e-12) and n[1] < n[2] and n[2] == pytest.approx(1.0)
     assert (novelty_scores(f, []) == 1).all()
+
+
+def test_active_probabilities_are_the_calibrated_ones() -> None:
+    """Active learning ranks by the probabilities the server answers with: sigmoid(logit / T)."""
+    from gazerad.kacl.calibration import calibrated_probabilities
+    from gazerad.kacl.model import KACLModel
+
+    torch.manual_seed(0)
+    model = KACLModel(3, 6, "resnet10", proj_dim=8, dropout=0.0).eval()
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        logits = model.classifier(model.backbone(x)).numpy()
+    for t in (1.0, 2.5):
+        got = embed_and_predict(model, x, temperature=t, mc_passes=3)
+        assert got["probs"] == pytest.approx(calibrated_probabilities(logits, t), abs=1e-5)
+        assert got["mc_std"].shape == logits.shape
+    assert not np.allclose(embed_and_predict(model, x, temperature=2.5)["probs"], embed_and_predict(model, x)["probs"], atol=1e-3)
+    with pytest.raises(ValueError, match="temperature"):
+        embed_and_predict(model, x, temperature=0.0)
 
 
 def test_markups_roi() -> None:

@@ -32,6 +32,8 @@ __all__ = [
     "class_setting",
     "choose_box_settings",
     "overridden",
+    "validation_hit_rate",
+    "selection_score",
     "localize_images",
     "evaluate_kacl",
     "save_overlay",
@@ -284,7 +286,9 @@ BLUR_GRID = (1, 3, 5, 9)
 
 def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[str, Any]:
     """How a saved model localises: ``{"cam_threshold", "blur", "cam_layer", "per_class",
-    "split"}`` as tuned on its validation split (``box_extraction`` in ``kacl.pt``), else
+    "split", "t_iou_0.3"}`` as tuned on its validation split (``box_extraction`` in
+    ``kacl.pt``; ``t_iou_0.3``, overall and per class, is the tuned setting's validation hit
+    rate, what a served box's ``validation_t_iou_0.3`` reports), else
     :data:`DEFAULT_BOX_SETTINGS` on the model's own CAM layer. Models saved before per-class
     tuning have no ``cam_layer`` / ``per_class`` entries: every class then uses the overall values.
 
@@ -297,9 +301,10 @@ def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[st
         tuned = {**tuned["cam_only"], "split": tuned.get("split")}
     layer = state.get("config", {}).get("cam_layer")
     if "cam_threshold" in tuned and "skipped" not in tuned:
-        per = {c: {k: v[k] for k in ("cam_layer", "cam_threshold", "blur") if k in v} for c, v in (tuned.get("per_class") or {}).items()}
+        per = {c: {k: v[k] for k in ("cam_layer", "cam_threshold", "blur", "t_iou_0.3") if k in v} for c, v in (tuned.get("per_class") or {}).items()}
         return {
             "cam_threshold": float(tuned["cam_threshold"]),
+            **({"t_iou_0.3": float(tuned["t_iou_0.3"])} if "t_iou_0.3" in tuned else {}),
             "blur": int(tuned["blur"]),
             "cam_layer": tuned.get("cam_layer") or layer,
             "per_class": per,
@@ -415,14 +420,35 @@ def best_box_settings(
 
 def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blur: int | None = None, cam_layer: str | None = None) -> dict[str, Any]:
     """``settings`` (:func:`box_settings`) with a caller's explicit threshold / blur / layer
-    applied to *every* class (their per-class values dropped)."""
+    applied to *every* class (their per-class values dropped). Any override also drops the
+    validation hit rates (``t_iou_0.3``): they were measured with the tuned settings."""
     out = {**settings, "per_class": {c: dict(v) for c, v in settings.get("per_class", {}).items()}}
-    for key, value in (("cam_threshold", cam_threshold), ("blur", blur), ("cam_layer", cam_layer)):
+    changes = (("cam_threshold", cam_threshold), ("blur", blur), ("cam_layer", cam_layer))
+    for key, value in changes:
         if value is not None:
             out[key] = value
             for v in out["per_class"].values():
                 v.pop(key, None)
+    if any(value is not None for _, value in changes):
+        for v in [out, *out["per_class"].values()]:
+            v.pop("t_iou_0.3", None)
     return out
+
+
+def selection_score(auc: float, t_iou_03: float) -> float:
+    """How GazeRad ranks candidate localisers (training settings, methods) on a validation
+    split: macro AUC + T(IoU=0.3), classification and localisation weighted alike (used by
+    ``benchmarks/kacl_table.py`` and ``scripts/make_weights.py``)."""
+    return float(auc) + float(t_iou_03)
+
+
+def validation_hit_rate(settings: dict[str, Any], class_name: str) -> float | None:
+    """The validation T(IoU=0.3) of ``class_name``'s tuned box extraction in ``settings``
+    (:func:`box_settings`): its own where tuned per class, else the overall one; ``None``
+    when untuned or overridden (:func:`overridden`)."""
+    own = (settings.get("per_class") or {}).get(class_name) or {}
+    v = own.get("t_iou_0.3", settings.get("t_iou_0.3"))
+    return None if v is None else float(v)
 
 
 def model_study_table(state: dict[str, Any], data: str | Path) -> Any:

@@ -2,7 +2,7 @@
 
 Each score is "higher = read it sooner" and is computed for every image at once:
 
-- ``entropy``: mean binary entropy of the classifier's class probabilities.
+- ``entropy``: mean binary entropy of the classifier's calibrated class probabilities.
 - ``mc_dropout``: classifier disagreement under Monte-Carlo dropout on the pooled image
   features (``T`` passes, dropout ``p``): the mean over classes of the probability's std.
 - ``gaze_novelty``: 1 - the highest cosine similarity of the image's embedding to any image
@@ -27,9 +27,20 @@ SCORES = ("entropy", "mc_dropout", "gaze_novelty", "diversity")
 
 @torch.no_grad()
 def embed_and_predict(
-    model: torch.nn.Module, images: torch.Tensor, batch: int = 32, device: str | torch.device = "cpu", mc_passes: int = 0, p_drop: float = 0.25, seed: int = 0
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch: int = 32,
+    device: str | torch.device = "cpu",
+    mc_passes: int = 0,
+    p_drop: float = 0.25,
+    seed: int = 0,
+    temperature: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """``(N, 1, S, S)`` -> ``{"features": (N, F), "probs": (N, C), "mc_std": (N, C) if mc_passes}``."""
+    """``(N, 1, S, S)`` -> ``{"features": (N, F), "probs": (N, C), "mc_std": (N, C) if mc_passes}``;
+    probabilities are ``sigmoid(logit / temperature)`` (the model's calibration, the same
+    probabilities the server answers with)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
     feats, probs, stds = [], [], []
@@ -37,12 +48,12 @@ def embed_and_predict(
         x = images[i : i + batch].to(device)
         f = model.backbone(x)
         feats.append(f.cpu())
-        probs.append(torch.sigmoid(model.classifier(f)).cpu())
+        probs.append(torch.sigmoid(model.classifier(f) / temperature).cpu())
         if mc_passes:
             mc = []
             for _ in range(mc_passes):
                 keep = (torch.rand(f.shape, generator=g) >= p_drop).to(f.device, f.dtype) / (1 - p_drop)
-                mc.append(torch.sigmoid(model.classifier(f * keep)).cpu())
+                mc.append(torch.sigmoid(model.classifier(f * keep) / temperature).cpu())
             stds.append(torch.stack(mc).std(0))
     out = {"features": torch.cat(feats).numpy(), "probs": torch.cat(probs).numpy()}
     if mc_passes:
@@ -92,6 +103,7 @@ def score_datastore(method: str, root, model_dir, device: str | None = None, mc_
     from pathlib import Path
 
     from gazerad.data.inputs import encoder_inputs
+    from gazerad.kacl.calibration import temperature_of
     from gazerad.kacl.trainer import load_kacl
     from gazerad.serving.data import DatastoreView
     from gazerad.serving.infer import ModelNotReady
@@ -110,7 +122,7 @@ def score_datastore(method: str, root, model_dir, device: str | None = None, mc_
     if model_file is not None:
         model, state = load_kacl(model_file, dev)
         x = encoder_inputs([imgs[i] for i in ids], int(state["config"]["image_size"]))
-        res = embed_and_predict(model, x, device=dev, mc_passes=mc_passes if method == "mc_dropout" else 0)
+        res = embed_and_predict(model, x, device=dev, mc_passes=mc_passes if method == "mc_dropout" else 0, temperature=temperature_of(state))
         feats = res["features"]
     else:
         res, feats = {}, _thumbnails([imgs[i] for i in ids])

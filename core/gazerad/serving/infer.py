@@ -373,7 +373,7 @@ class LocalizationService(ClassificationService):
         the model's, tuned per class on its validation split; :func:`gazerad.kacl.evaluate.box_settings`);
         either, when given, applies to every class.
         """
-        from gazerad.kacl.evaluate import box_settings, localize_images, needs_attention, overridden, predicted_attention
+        from gazerad.kacl.evaluate import box_settings, localize_images, needs_attention, overridden, predicted_attention, validation_hit_rate
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()
@@ -430,6 +430,8 @@ class LocalizationService(ClassificationService):
                     "cam_score": float(b.score),
                     "probability": prob,
                     "below_min_score": prob < min_score,
+                    # how often this class's tuned boxes hit a true box (IoU >= 0.3) on the validation split
+                    "validation_t_iou_0.3": validation_hit_rate(tuned, b.label),
                     "center_mm": list(c0),
                     "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
                 }

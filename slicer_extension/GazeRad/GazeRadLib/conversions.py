@@ -133,7 +133,8 @@ def roi_markups(
     With ``ijk_to_ras`` (the image volume's), centre and size come from the pixel box
     (``x, y, w, h``) and are written in RAS; without it, from the server's ``center_mm`` /
     ``size_mm`` in LPS. Each ROI is named ``"<label> <score>"`` (score to 2 decimals); the
-    control point's label says the same, its description the CAM score and probability.
+    control point's label says the same, its description the CAM score, probability and the class's validation hit rate
+    (``validation_t_iou_0.3``: the share of validation boxes its tuned boxes found at IoU 0.3).
     """
     markups = []
     seen: List[str] = []
@@ -161,6 +162,8 @@ def roi_markups(
             desc += f"; CAM {float(b['cam_score']):.3f}"
         if b.get("probability") is not None:
             desc += f"; probability {float(b['probability']):.3f}"
+        if b.get("validation_t_iou_0.3") is not None:
+            desc += f"; validation hit rate {100 * float(b['validation_t_iou_0.3']):.0f}% at IoU 0.3"
         markups.append(
             {
                 "type": "ROI",
