@@ -3,6 +3,7 @@ datastore view, heatmap geometry, active-learning scores, Slicer markups."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -410,3 +411,80 @@ def test_serve_prepare_only_readies_all_three_models(studies: Path, tmp_path: Pa
     assert AttentionService(md / "attention.pt", "cpu")(image)[0].shape == (512, 512)
     assert len(ClassificationService(md / "classification.pt", "cpu")(image)["prediction"]) == 5
     assert "finding" in LocalizationService(md / "localization.pt", "cpu")(image)
+
+
+def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path) -> None:
+    """A localiser whose boxes use the attention map keeps them after ``POST /train/attention``:
+    its box extraction is re-tuned on the validation boxes with the new attention model (weights
+    untouched, fingerprint updated, card says so); a localiser without gaze boxes is left alone."""
+    from gazerad.attention.checkpoint import load_attention_model
+    from gazerad.engine.checkpoint import rewrite_model_file
+    from gazerad.gaze.store import GazeStore, parse_gaze_upload
+    from gazerad.kacl.evaluate import ATTENTION_SOURCE, attention_fingerprint, box_settings, needs_attention
+    from gazerad.serving.infer import LocalizationService
+    from gazerad.serving.model_card import model_card
+    from gazerad.serving.train import read_stats, retune_served_localiser, run_job
+    from tests.support.studies import SIZE, mass_boxes, mass_studies, simulated_gaze_csv
+
+    root = mass_studies(tmp_path / "m", n=32, seed=4)
+    rows = list(csv.reader((root / "labels.csv").open()))
+    for r in rows[15:23]:  # a validation split: the boxes are tuned there
+        r[2] = "validate"
+    with (root / "labels.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    boxes = mass_boxes(root)
+    store = GazeStore(root / "images" / "labels" / "gaze")
+    for k in range(24):
+        i = f"{k:05d}"
+        store.put(i, parse_gaze_upload(simulated_gaze_csv(tmp_path / f"{i}.csv", boxes.get(f"{i}.png"), seed=k), i, (SIZE, SIZE), reader_id="sim"))
+    md = tmp_path / "model"
+    first = run_job("attention", root / "images", md, {"epochs": 1, "input_size": 64, "device": "cpu"})
+    assert first["localization_boxes"] == {"retuned": False, "reason": "no localiser is published"}
+    run_job("localization", root / "images", md, {"method": "supervised", "epochs": 1, "image_size": 64, "batch_size": 8, "device": "cpu"})
+    loc = md / "localization.pt"
+    fp_a = attention_fingerprint(load_attention_model(md / "attention.pt"))
+
+    def gaze_boxes(state: dict) -> None:  # as if the tuning had chosen the attention map for Mass
+        be = state["box_extraction"]
+        be["per_class"]["Mass"] = {**be["per_class"].get("Mass", {}), "cam_layer": ATTENTION_SOURCE, "cam_threshold": 0.5, "blur": 3, "t_iou_0.3": 0.5}
+        be.setdefault("cam_only", {k: be[k] for k in ("cam_layer", "cam_threshold", "blur", "t_iou_0.3")})
+        be["attention_fingerprint"] = fp_a
+
+    rewrite_model_file(loc, loc, gaze_boxes)
+    before = torch.load(loc, map_location="cpu", weights_only=True)
+    assert needs_attention(box_settings(before, fp_a))
+    again = run_job("attention", root / "images", md, {"epochs": 2, "input_size": 64, "device": "cpu", "seed": 3})
+    fp_b = attention_fingerprint(load_attention_model(md / "attention.pt"))
+    assert fp_b != fp_a
+    done = again["localization_boxes"]
+    assert done["retuned"] and done["attention_fingerprint"] == fp_b and 0.0 <= done["t_iou_0.3"] <= 1.0, done
+    after = torch.load(loc, map_location="cpu", weights_only=True)
+    assert after["box_extraction"]["attention_fingerprint"] == fp_b and after["config"]["attention"] == str((md / "attention.pt").resolve())
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])  # the weights are untouched
+    served = box_settings(after, fp_b)["per_class"]  # beside the new attention model: the re-tuned choice itself
+    assert served == {c: {k: v[k] for k in served[c]} for c, v in after["box_extraction"]["per_class"].items()}
+    card = model_card("localization", read_stats(md, "localization"))
+    assert card["boxes_retuned"]["attention_fingerprint"] == fp_b and "earlier attention model" in card["boxes_retuned"]["note"]
+    assert "finding" in LocalizationService(loc, "cpu")(root / "images" / "00000.png", min_score=0.0)
+
+    # a localiser whose boxes do not use the attention map is left as it is
+    def cam_only(state: dict) -> None:
+        be = state["box_extraction"]
+        be.update(be["cam_only"])
+        be["per_class"] = {}
+
+    rewrite_model_file(loc, loc, cam_only)
+    raw = loc.read_bytes()
+    from gazerad.serving.data import DatastoreView
+
+    left = retune_served_localiser(DatastoreView(root / "images"), tmp_path / "run", md, "cpu")
+    assert left == {"retuned": False, "reason": "the localiser's boxes do not use the attention map"} and loc.read_bytes() == raw
+    # without validation boxes the gaze boxes cannot be re-tuned: the file stays, the reason is given
+    rewrite_model_file(loc, loc, gaze_boxes)
+    for r in rows[15:23]:
+        r[2] = "train"
+    with (root / "labels.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    raw = loc.read_bytes()
+    left = retune_served_localiser(DatastoreView(root / "images"), tmp_path / "run", md, "cpu")
+    assert not left["retuned"] and "validate" in left["reason"] and "CAM layers alone" in left["reason"] and loc.read_bytes() == raw, left

@@ -91,7 +91,8 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
     Fields: ``model``, ``task``, ``intended_use``, ``status``, ``weights``, ``training_data``,
     ``heldout_metrics``, ``trained`` (date), ``gazerad_version`` (that trained it),
     ``training_params``; ``selection`` where the model was chosen among candidates on the
-    validation split (``scripts/make_weights.py``).
+    validation split (``scripts/make_weights.py``); ``boxes_retuned`` where a later attention
+    model re-tuned a localiser's boxes (:func:`gazerad.serving.train.retune_served_localiser`).
     """
     import gazerad
 
@@ -109,6 +110,7 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
         gazerad_version=stats.get("gazerad_version"),
         training_params=stats.get("params"),
     )
-    if stats.get("selection"):
-        card["selection"] = stats["selection"]
+    for key in ("selection", "boxes_retuned"):
+        if stats.get(key):
+            card[key] = stats[key]
     return card

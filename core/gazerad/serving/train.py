@@ -406,6 +406,55 @@ def _pretrain_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, m
     return out / "encoder.pt", {"key_metric": "final_loss", "best_metric": final, "methods": used or ["plain"], "history": hist}
 
 
+def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev: str) -> dict[str, Any]:
+    """Keep the served localiser's gaze box sources after a new attention model is published.
+
+    A localiser whose boxes were tuned with an attention model's map serves them only
+    beside that very model (:func:`gazerad.kacl.evaluate.box_settings`: the fingerprint
+    must match), so a new ``attention.pt`` would silently send it back to its CAM-only
+    boxes. Its box extraction is therefore re-tuned on the datastore's validation boxes
+    with the new attention model (:func:`gazerad.kacl.trainer.retune_boxes`, weights
+    untouched) and republished atomically. Without validation boxes, or when the localiser
+    does not use the attention map, nothing changes. Returns what happened
+    (``{"retuned": bool, "reason" | "t_iou_0.3", "per_class"}``)."""
+    from gazerad.kacl.evaluate import needs_attention
+    from gazerad.kacl.trainer import retune_boxes
+
+    loc = next((f for f in (model_dir / PUBLISHED["localization"], model_dir / f"pretrained_{PUBLISHED['localization']}") if f.is_file()), None)
+    if loc is None:
+        return {"retuned": False, "reason": "no localiser is published"}
+    state = torch.load(loc, map_location="cpu", weights_only=True)
+    if not needs_attention(state.get("box_extraction") or {}):
+        return {"retuned": False, "reason": "the localiser's boxes do not use the attention map"}
+    tmp = run / "localization_retuned.pt"
+    kept = "its boxes come from the CAM layers alone until it is retrained (POST /train/localization)"
+    try:
+        tuned = retune_boxes(loc, view.workspace(run / "localization_workspace"), attention=model_dir / PUBLISHED["attention"], out=tmp, device=dev)
+    except InputError as exc:
+        return {"retuned": False, "reason": f"{exc}; {kept}"}
+    if "skipped" in tuned:
+        return {"retuned": False, "reason": f"{tuned['skipped']} in the datastore's validation split; {kept}"}
+    publish(tmp, model_dir / PUBLISHED["localization"])
+    tmp.unlink()
+    print(f"[gazerad] localiser's boxes re-tuned with the new attention model: validation T(IoU=0.3) {tuned['t_iou_0.3']:.3f}", flush=True)
+    done = {
+        "retuned": True,
+        "split": "validate",
+        "attention_fingerprint": tuned.get("attention_fingerprint"),
+        "t_iou_0.3": tuned["t_iou_0.3"],
+        "per_class": {c: {"cam_layer": v.get("cam_layer"), "t_iou_0.3": v["t_iou_0.3"]} for c, v in tuned["per_class"].items()},
+    }
+    loc_stats = read_stats(model_dir, "localization")
+    if loc_stats:  # its card says the boxes changed after its held-out metrics were measured
+        loc_stats["boxes_retuned"] = {
+            **done,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "note": "held-out metrics were measured with the earlier attention model",
+        }
+        atomic_write_text(model_dir / "localization.stats.json", json.dumps(_json_safe(loc_stats), indent=1))
+    return done
+
+
 JOBS: dict[str, Callable[..., tuple[Path, dict]]] = {
     "attention": _attention_job,
     "localization": functools.partial(_kacl_job, "localization"),
@@ -473,6 +522,8 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
     weights, stats = JOBS[name](view, run, p, dev, model_dir)
     check_servable(name, weights, view)
     dest = publish(weights, model_dir / PUBLISHED[name])
+    if name == "attention":
+        stats["localization_boxes"] = retune_served_localiser(view, run, model_dir, dev)
     stats.update(
         name=name,
         published=str(dest),
