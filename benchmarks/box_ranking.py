@@ -57,10 +57,15 @@ def first_boxes(svc: Any, data: Path, split: str, progress: bool = True) -> list
     return out
 
 
-RULES = {
-    "probability": lambda b: (-b["score"], -b["cam_score"]),
-    "expected_hit": lambda b: (-b["score"] * (b["validation_t_iou_0.3"] or 0.0), -b["score"]),
-}
+def order_key(box: dict[str, Any], rule: str) -> tuple[float, ...]:
+    """The server's own order of served boxes (:func:`gazerad.serving.infer.box_rank_key`), CAM score breaking ties."""
+    from gazerad.serving.infer import box_rank_key
+
+    rate = box.get("validation_t_iou_0.3")
+    return (*box_rank_key(box["score"], None if rate is None else (rate, box.get("validation_boxes")), rule), -box["cam_score"])
+
+
+RULES = ("probability", "expected_hit")
 
 
 def top_box_scores(images: list[dict[str, Any]], rule: str) -> dict[str, dict[str, float]]:
@@ -73,7 +78,7 @@ def top_box_scores(images: list[dict[str, Any]], rule: str) -> dict[str, dict[st
             hit[im["id"]] = overlap[im["id"]] = 0.0
             label[im["id"]] = None
             continue
-        b = min(im["boxes"], key=RULES[rule])
+        b = min(im["boxes"], key=lambda x: order_key(x, rule))
         mine = (b["x"], b["y"], b["w"], b["h"])
         hit[im["id"]] = float(any(lab == b["label"] and iou(mine, t) >= 0.3 for lab, t in im["truth"]))
         overlap[im["id"]] = float(any(iou(mine, t) > 0 for _, t in im["truth"]))

@@ -134,8 +134,11 @@ def test_typed_params() -> None:
     with pytest.raises(ValueError, match="'reader'"):
         UploadParams.parse({"reader": "a\nb"})
     p = InferParams.parse({"boxes": [[1, 2, 3, 4]], "output": "cam", "image": "ignored"})
-    assert p.boxes == ((1.0, 2.0, 3.0, 4.0),) and p.output == "cam"
+    assert p.boxes == ((1.0, 2.0, 3.0, 4.0),) and p.output == "cam" and p.rank == "expected_hit"
+    assert InferParams.parse({"rank": "probability"}).rank == "probability"
     for bad, words in [
+        ({"rank": "cam_score"}, "'rank'"),
+        ({"rank": ["probability"]}, "'rank'"),
         ({"output": "../x"}, "'output'"),
         ({"max_boxes": 1e9}, "'max_boxes'"),
         ({"boxes": [[0, 0, -1, 1]]}, "boxes"),

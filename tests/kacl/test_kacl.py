@@ -236,30 +236,53 @@ def test_localization_service_honours_min_score_and_top_k(kacl_run, masses: Path
 
 def test_served_boxes_carry_their_class_validation_hit_rate(kacl_run, masses: Path, tmp_path: Path) -> None:
     """A model whose boxes were tuned on validation serves each box with its class's tuned
-    T(IoU=0.3) (the overall one for a class without its own); an explicit override serves none."""
+    T(IoU=0.3) and box count (the overall ones for a class without its own) and its expected
+    hit; boxes and top-k classes are ordered by expected hit unless ``rank: probability``;
+    an explicit override serves no validation figures (and falls back to probability order)."""
     from gazerad.serving.infer import LocalizationService
 
     out, _ = kacl_run
+    image = masses / "images" / "00000.png"
+    probs = {q["label"]: q["score"] for q in LocalizationService(out / "kacl.pt", device="cpu")(image, min_score=0.0)["prediction"]}
+    likely, unlikely = max(probs, key=probs.get), min(probs, key=probs.get)
+    poor = 0.45 * probs[unlikely] / probs[likely]  # a hit rate that reverses the order: p_unlikely x 0.9 > p_likely x poor
     state = torch.load(out / "kacl.pt", map_location="cpu", weights_only=False)
     layer = state["config"]["cam_layer"]
-    state["box_extraction"] = {
+    state["box_extraction"] = {  # the least probable class localises well on validation, the others poorly
         "cam_layer": layer,
         "cam_threshold": 0.5,
         "blur": 5,
-        "t_iou_0.3": 0.25,
-        "per_class": {"Mass": {"cam_layer": layer, "cam_threshold": 0.4, "blur": 3, "t_iou_0.3": 0.75}},
+        "t_iou_0.3": poor,
+        "n_boxes": 30,
+        "per_class": {unlikely: {"cam_layer": layer, "cam_threshold": 0.4, "blur": 3, "t_iou_0.3": 0.9, "n_boxes": 10}},
         "split": "validate",
     }
     torch.save(state, tmp_path / "tuned.pt")
     svc = LocalizationService(tmp_path / "tuned.pt", device="cpu")
-    image = masses / "images" / "00000.png"
-    boxes = svc(image, min_score=0.0)["boxes"]
-    assert {b["label"] for b in boxes} == set(state["classes"])
-    assert {b["label"]: b["validation_t_iou_0.3"] for b in boxes} == pytest.approx({c: 0.75 if c == "Mass" else 0.25 for c in state["classes"]})
+    res = svc(image, min_score=0.0)
+    boxes = res["boxes"]
+    assert {b["label"] for b in boxes} == set(state["classes"]) and res["rank"] == "expected_hit"
+    rate = {c: 0.9 if c == unlikely else poor for c in state["classes"]}
+    assert {b["label"]: b["validation_t_iou_0.3"] for b in boxes} == pytest.approx(rate)
+    assert {b["label"]: b["validation_boxes"] for b in boxes} == {c: 10 if c == unlikely else 30 for c in state["classes"]}
     tuned = box_settings(state)
-    assert all(b["validation_t_iou_0.3"] == pytest.approx(validation_hit_rate(tuned, b["label"])) for b in boxes)
+    assert all((b["validation_t_iou_0.3"], b["validation_boxes"]) == validation_hit_rate(tuned, b["label"]) for b in boxes)
+    assert all(b["expected_hit"] == pytest.approx(b["probability"] * b["validation_t_iou_0.3"]) for b in boxes)
+
+    def first_of_each(bs: list) -> list:
+        return list(dict.fromkeys(b["label"] for b in bs))
+
+    assert first_of_each(boxes) == sorted(probs, key=lambda c: -probs[c] * rate[c]) and boxes[0]["label"] == unlikely
+    by_p = sorted(probs, key=lambda c: -probs[c])
+    assert first_of_each(svc(image, min_score=0.0, rank="probability")["boxes"]) == by_p
+    assert {b["label"] for b in svc(image, min_score=1.0, top_k=1)["boxes"]} == {unlikely}
+    assert {b["label"] for b in svc(image, min_score=1.0, top_k=1, rank="probability")["boxes"]} == {likely}
     for kw in ({"cam_threshold": 0.4}, {"cam_layer": layer}):
-        assert all(b["validation_t_iou_0.3"] is None for b in svc(image, min_score=0.0, **kw)["boxes"]), kw
+        over = svc(image, min_score=0.0, **kw)["boxes"]
+        assert all(b["validation_t_iou_0.3"] is None and b["expected_hit"] is None for b in over), kw
+        assert first_of_each(over) == by_p, kw
+    with pytest.raises(Exception, match="rank must be one of expected_hit, probability"):
+        svc(image, rank="cam")
 
 
 def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:

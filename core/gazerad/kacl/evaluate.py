@@ -287,8 +287,9 @@ BLUR_GRID = (1, 3, 5, 9)
 def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[str, Any]:
     """How a saved model localises: ``{"cam_threshold", "blur", "cam_layer", "per_class",
     "split", "t_iou_0.3"}`` as tuned on its validation split (``box_extraction`` in
-    ``kacl.pt``; ``t_iou_0.3``, overall and per class, is the tuned setting's validation hit
-    rate, what a served box's ``validation_t_iou_0.3`` reports), else
+    ``kacl.pt``; ``t_iou_0.3`` and ``n_boxes``, overall and per class, are the tuned
+    setting's validation hit rate and the boxes it was measured on, what a served box's
+    ``validation_t_iou_0.3`` and ``validation_boxes`` report), else
     :data:`DEFAULT_BOX_SETTINGS` on the model's own CAM layer. Models saved before per-class
     tuning have no ``cam_layer`` / ``per_class`` entries: every class then uses the overall values.
 
@@ -301,10 +302,11 @@ def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[st
         tuned = {**tuned["cam_only"], "split": tuned.get("split")}
     layer = state.get("config", {}).get("cam_layer")
     if "cam_threshold" in tuned and "skipped" not in tuned:
-        per = {c: {k: v[k] for k in ("cam_layer", "cam_threshold", "blur", "t_iou_0.3") if k in v} for c, v in (tuned.get("per_class") or {}).items()}
+        keep = ("cam_layer", "cam_threshold", "blur", "t_iou_0.3", "n_boxes")
+        per = {c: {k: v[k] for k in keep if k in v} for c, v in (tuned.get("per_class") or {}).items()}
         return {
             "cam_threshold": float(tuned["cam_threshold"]),
-            **({"t_iou_0.3": float(tuned["t_iou_0.3"])} if "t_iou_0.3" in tuned else {}),
+            **{k: tuned[k] for k in ("t_iou_0.3", "n_boxes") if k in tuned},
             "blur": int(tuned["blur"]),
             "cam_layer": tuned.get("cam_layer") or layer,
             "per_class": per,
@@ -432,6 +434,7 @@ def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blu
     if any(value is not None for _, value in changes):
         for v in [out, *out["per_class"].values()]:
             v.pop("t_iou_0.3", None)
+            v.pop("n_boxes", None)
     return out
 
 
@@ -442,13 +445,17 @@ def selection_score(auc: float, t_iou_03: float) -> float:
     return float(auc) + float(t_iou_03)
 
 
-def validation_hit_rate(settings: dict[str, Any], class_name: str) -> float | None:
-    """The validation T(IoU=0.3) of ``class_name``'s tuned box extraction in ``settings``
-    (:func:`box_settings`): its own where tuned per class, else the overall one; ``None``
-    when untuned or overridden (:func:`overridden`)."""
+def validation_hit_rate(settings: dict[str, Any], class_name: str) -> tuple[float, int | None] | None:
+    """``(T(IoU=0.3), boxes it was measured on)`` of ``class_name``'s tuned box extraction
+    on the validation split, from ``settings`` (:func:`box_settings`): the class's own where
+    tuned per class, else the overall figures; ``None`` when untuned or overridden
+    (:func:`overridden`). The box count is ``None`` for models saved without it."""
     own = (settings.get("per_class") or {}).get(class_name) or {}
-    v = own.get("t_iou_0.3", settings.get("t_iou_0.3"))
-    return None if v is None else float(v)
+    src = own if "t_iou_0.3" in own else settings
+    if src.get("t_iou_0.3") is None:
+        return None
+    n = src.get("n_boxes")
+    return float(src["t_iou_0.3"]), None if n is None else int(n)
 
 
 def model_study_table(state: dict[str, Any], data: str | Path) -> Any:

@@ -24,8 +24,11 @@ import torch
 from gazerad.data.inputs import encoder_input
 from gazerad.errors import InputError
 from gazerad.kacl.calibration import calibrated_probabilities, temperature_of
+from gazerad.serving.params import BOX_RANKS
 
 __all__ = [
+    "BOX_RANKS",
+    "box_rank_key",
     "ModelNotReady",
     "ModelSlot",
     "Geometry",
@@ -304,6 +307,19 @@ class ClassificationService:
         return {"prediction": pred, "model_version": self.slot.version, "latencies": {"total": round(time.perf_counter() - t0, 4)}}
 
 
+def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank: str = "expected_hit") -> tuple[float, float]:
+    """Sort key (ascending = first) of a finding's boxes under ``rank`` (:data:`BOX_RANKS`).
+
+    ``expected_hit``: probability x the class's validation T(IoU=0.3) (``hit``, from
+    :func:`gazerad.kacl.evaluate.validation_hit_rate`), the chance that the finding is there
+    and its box finds it, as detectors that weigh a box's localisation quality with its
+    class score rank them; without a validation figure (untuned, or overridden), the
+    probability. ``probability``: the calibrated probability alone. Ties: the probability.
+    ``benchmarks/box_ranking.py`` compares the two on held-out boxes."""
+    value = probability * hit[0] if rank == "expected_hit" and hit is not None else probability
+    return -value, -probability
+
+
 class LocalizationService(ClassificationService):
     """Grad-CAM boxes per class (KACL's localisation) plus calibrated class probabilities.
 
@@ -314,7 +330,7 @@ class LocalizationService(ClassificationService):
       When no class reaches it the answer has no boxes, ``finding: false`` and a
       ``message`` saying so (with the most probable class), never a guess;
     - ``classes``: the named classes, whatever their probability;
-    - ``top_k``: also the ``k`` most probable classes, for exploration.
+    - ``top_k``: also the ``k`` first classes by ``rank`` (:func:`box_rank_key`), for exploration.
 
     Boxes of classes below ``min_score`` (named or top-k) carry ``below_min_score: true``.
 
@@ -365,8 +381,14 @@ class LocalizationService(ClassificationService):
         cam_out: str | os.PathLike | None = None,
         cam_layer: str | None = None,
         top_k: int = 0,
+        rank: str = BOX_RANKS[0],
     ) -> dict[str, Any]:
         """Boxes (pixels and LPS mm) with scores, class probabilities, optionally the CAM.
+
+        ``rank`` orders the boxes (the first is the top box) and picks the ``top_k``
+        classes: ``expected_hit`` (default) by probability x the class's validation hit rate
+        (:data:`BOX_RANKS`; the finding is there *and* its box finds it), ``probability`` by
+        the probability alone. Boxes of findings at or above ``min_score`` always come first.
 
         ``cam_layer`` overrides the layer Grad-CAM hooks (default: the model's own, the one
         its KACL training used); ``cam_threshold`` is on the normalised, blurred map (default:
@@ -386,11 +408,8 @@ class LocalizationService(ClassificationService):
             raise InputError(None, f"unknown classes {unknown}; the model knows {names}")
         if not 0.0 <= min_score <= 1.0 or top_k < 0:
             raise InputError(None, f"min_score must be in [0, 1] and top_k >= 0, got {min_score} and {top_k}")
-        above = [i for i in range(len(names)) if p[i] >= min_score]
-        want = [names.index(c) for c in classes] if classes else list(above)
-        for i in np.argsort(-p, kind="stable")[:top_k]:
-            if int(i) not in want:
-                want.append(int(i))
+        if rank not in BOX_RANKS:
+            raise InputError(None, f"rank must be one of {', '.join(BOX_RANKS)}, got {rank!r:.40}")
         model, _ = self.slot.get()
         if cam_layer and cam_layer not in dict(model.named_modules()):
             raise InputError(None, f"cam_layer {cam_layer!r} is not a layer of the model (e.g. backbone.layer2, backbone.layer3)")
@@ -400,6 +419,13 @@ class LocalizationService(ClassificationService):
         fp = self.attention_fingerprint() if needs_attention(state.get("box_extraction") or {}) else None
         tuned = overridden(box_settings(state, fp), cam_threshold=cam_threshold, cam_layer=cam_layer)
         gaze = needs_attention(tuned)
+        hits = {c: validation_hit_rate(tuned, c) for c in names}
+        above = [i for i in range(len(names)) if p[i] >= min_score]
+        want = [names.index(c) for c in classes] if classes else list(above)
+        ranked = sorted(range(len(names)), key=lambda i: box_rank_key(float(p[i]), hits[names[i]], rank))
+        for i in ranked[:top_k]:
+            if i not in want:
+                want.append(i)
         t1 = time.perf_counter()
         boxes, maps = [[]], [{}]
         if want:
@@ -418,6 +444,7 @@ class LocalizationService(ClassificationService):
             per_class[b.label] = per_class.get(b.label, 0) + 1
             bb = b.scaled(sx, sy)
             prob = float(p[names.index(b.label)])
+            hit = hits[b.label]
             c0 = geom.to_physical(bb.x + bb.w / 2, bb.y + bb.h / 2)
             out_boxes.append(
                 {
@@ -430,13 +457,16 @@ class LocalizationService(ClassificationService):
                     "cam_score": float(b.score),
                     "probability": prob,
                     "below_min_score": prob < min_score,
-                    # how often this class's tuned boxes hit a true box (IoU >= 0.3) on the validation split
-                    "validation_t_iou_0.3": validation_hit_rate(tuned, b.label),
+                    # how often this class's tuned boxes hit a true box (IoU >= 0.3) on the validation split, of how many
+                    "validation_t_iou_0.3": None if hit is None else hit[0],
+                    "validation_boxes": None if hit is None else hit[1],
+                    "expected_hit": None if hit is None else prob * hit[0],
                     "center_mm": list(c0),
                     "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
                 }
             )
-        out_boxes.sort(key=lambda b: (b["below_min_score"], -b["score"], -b["cam_score"]))  # the top box first
+        # the top box first: findings at or above min_score, then by rank, the CAM's own score breaking ties
+        out_boxes.sort(key=lambda b: (b["below_min_score"], *box_rank_key(b["score"], hits[b["label"]], rank), -b["cam_score"]))
         result = {
             "boxes": out_boxes,
             # MONAI Label's detection result: centre + size in physical (LPS) mm
@@ -446,6 +476,7 @@ class LocalizationService(ClassificationService):
             "prediction": [{"idx": i, "label": c, "score": float(p[i])} for i, c in enumerate(names)],
             "finding": bool(above),
             "min_score": min_score,
+            "rank": rank,
             "calibration": {"temperature": temperature_of(state)},
             "box_extraction": {
                 **{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},

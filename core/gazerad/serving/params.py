@@ -91,6 +91,7 @@ class UploadParams:
 
 
 _BOX_MAX = 1e6
+BOX_RANKS = ("expected_hit", "probability")  # how localisation orders its boxes; the first is the default
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class InferParams:
     cam_threshold: float | None = None  # None: the model's own (tuned on its validation split)
     max_boxes: int = 3
     top_k: int = 0
+    rank: str = BOX_RANKS[0]  # box order and top-k choice (gazerad.serving.infer.box_rank_key)
     output: str = "json"
     cam_layer: str | None = None
 
@@ -131,6 +133,7 @@ class InferParams:
             cam_threshold=parse_number(p["cam_threshold"], "cam_threshold", 0.0, 1.0) if p.get("cam_threshold") is not None else None,
             max_boxes=parse_number(p.get("max_boxes", 3), "max_boxes", 1, 100, integer=True),
             top_k=parse_number(p.get("top_k", 0), "top_k", 0, 64, integer=True),
+            rank=parse_choice(p.get("rank", BOX_RANKS[0]), "rank", BOX_RANKS),
             output=parse_choice(p.get("output", "json"), "output", ("json", "slicer", "cam")),
             cam_layer=parse_text(p["cam_layer"], "cam_layer") if p.get("cam_layer") else None,
         )

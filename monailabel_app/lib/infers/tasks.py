@@ -11,7 +11,9 @@ first request and reloaded when training publishes new ones. Request params:
 - ``localization``: ``classes`` (optional list: localise these whatever their probability),
   ``min_score`` (0.5: boxes only for classes whose calibrated probability reaches it; none
   reaches it: no boxes, ``finding: false`` and a ``message``), ``top_k`` (0: also localise
-  the k most probable classes, flagged ``below_min_score``), ``cam_threshold`` (default: the
+  the k first classes by ``rank``, flagged ``below_min_score``), ``rank`` (``expected_hit``:
+  boxes ordered by probability x their class's validation hit rate; ``probability``: by
+  probability alone), ``cam_threshold`` (default: the
   model's, tuned on its validation split's boxes),
   ``max_boxes`` (3 per class), ``cam_layer`` (default: the model's), ``output`` = ``json``
   (default) or ``slicer``: MONAI Label detection JSON (also with pixel boxes and class
@@ -120,7 +122,7 @@ class LocalizationInfer(_Task):
             InferType.DETECTION,
             "KACL localisation: boxes per finding (Grad-CAM, or the attention map where validation chose it) with scores, and class probabilities",
             labels=labels,
-            config={"min_score": 0.5, "top_k": 0, "max_boxes": 3, "output": "json"},
+            config={"min_score": 0.5, "top_k": 0, "rank": "expected_hit", "max_boxes": 3, "output": "json"},
             fallback=fallback,
         )
 
@@ -135,6 +137,7 @@ class LocalizationInfer(_Task):
                 cam_threshold=p.cam_threshold,
                 max_boxes=p.max_boxes,
                 top_k=p.top_k,
+                rank=p.rank,
                 cam_out=cam,
                 cam_layer=p.cam_layer,
             )

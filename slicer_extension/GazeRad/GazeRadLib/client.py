@@ -319,13 +319,15 @@ class GazeRadClient:
         cam_threshold: Optional[float] = None,
         max_boxes: Optional[int] = None,
         top_k: Optional[int] = None,
+        rank: Optional[str] = None,
     ) -> Dict[str, Any]:
         """``POST /infer/localization?output=json``: boxes (pixels and LPS mm) with scores, class
-        probabilities; ``finding: false`` and a ``message`` when no class reaches ``min_score``."""
+        probabilities; ``finding: false`` and a ``message`` when no class reaches ``min_score``.
+        ``rank``: ``expected_hit`` (the server's default) or ``probability``, the box order."""
         p: Dict[str, Any] = {"output": "json"}
         if classes:
             p["classes"] = list(classes)
-        for k, v in (("min_score", min_score), ("cam_threshold", cam_threshold), ("max_boxes", max_boxes), ("top_k", top_k)):
+        for k, v in (("min_score", min_score), ("cam_threshold", cam_threshold), ("max_boxes", max_boxes), ("top_k", top_k), ("rank", rank)):
             if v is not None:
                 p[k] = v
         return self.request("POST", "/infer/localization", params={"image": image_id, "output": "json"}, fields={"params": json.dumps(p)}).json()

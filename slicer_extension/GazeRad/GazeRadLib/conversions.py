@@ -163,7 +163,8 @@ def roi_markups(
         if b.get("probability") is not None:
             desc += f"; probability {float(b['probability']):.3f}"
         if b.get("validation_t_iou_0.3") is not None:
-            desc += f"; validation hit rate {100 * float(b['validation_t_iou_0.3']):.0f}% at IoU 0.3"
+            n = b.get("validation_boxes")
+            desc += f"; validation hit rate {100 * float(b['validation_t_iou_0.3']):.0f}%" + (f" of {int(n)} boxes" if n else "") + " at IoU 0.3"
         markups.append(
             {
                 "type": "ROI",
