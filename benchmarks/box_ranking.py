@@ -58,8 +58,8 @@ def first_boxes(svc: Any, data: Path, split: str, progress: bool = True) -> list
 
 
 def order_key(box: dict[str, Any], rule: str) -> tuple[float, ...]:
-    """The server's own order of served boxes (:func:`gazerad.serving.infer.box_rank_key`), CAM score breaking ties."""
-    from gazerad.serving.infer import box_rank_key
+    """The server's own order of served boxes (:func:`gazerad.kacl.evaluate.box_rank_key`), CAM score breaking ties."""
+    from gazerad.kacl.evaluate import box_rank_key
 
     rate = box.get("validation_t_iou_0.3")
     return (*box_rank_key(box["score"], None if rate is None else (rate, box.get("validation_boxes")), rule), -box["cam_score"])

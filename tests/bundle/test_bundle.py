@@ -124,6 +124,8 @@ def test_bundle_run_classifier_equals_gazerad(bundles: dict, xrays: Path) -> Non
         boxes = sorted((b["label"], round(b["x"], 3), round(b["y"], 3), round(b["w"], 3), round(b["h"], 3)) for b in res["boxes"])
         theirs = sorted((b["label"], round(b["x"], 3), round(b["y"], 3), round(b["w"], 3), round(b["h"], 3)) for b in ours["boxes"])
         assert boxes == theirs and boxes  # every class >= 0.0: boxes for each
+        assert [b["label"] for b in res["boxes"]] == [b["label"] for b in ours["boxes"]]  # in the server's order
+        assert [b["expected_hit"] for b in res["boxes"]] == pytest.approx([b["expected_hit"] for b in ours["boxes"]], abs=1e-5)
 
 
 def test_bundle_run_encoder_equals_gazerad(bundles: dict, xrays: Path) -> None:

@@ -108,7 +108,9 @@ class ClassProbabilitiesd(MapTransform):
 
 
 class CAMBoxesd(MapTransform):
-    """Grad-CAM boxes of the classes whose probability (``prob_key``) is >= ``min_score``.
+    """Grad-CAM boxes of the classes whose probability (``prob_key``) is >= ``min_score``,
+    in the server's order (expected hit: probability x the class's validation hit rate,
+    :func:`gazerad.kacl.evaluate.box_rank_key`).
 
     Args:
         keys: the model input key (``(1, S, S)``).
@@ -117,7 +119,8 @@ class CAMBoxesd(MapTransform):
         box_extraction: the model's box settings (:func:`gazerad.kacl.evaluate.box_settings`).
         prob_key, shape_key: where the probabilities and the original ``(H, W)`` are.
         min_score: classes at or above it get boxes.
-        boxes_key: output key: ``[{"label", "x", "y", "w", "h", "score", "cam_score"}]``.
+        boxes_key: output key: ``[{"label", "x", "y", "w", "h", "score", "cam_score",
+            "validation_t_iou_0.3", "expected_hit"}]`` (the last two ``None`` for an untuned model).
     """
 
     def __init__(
@@ -137,7 +140,7 @@ class CAMBoxesd(MapTransform):
         self.prob_key, self.shape_key, self.min_score, self.boxes_key = prob_key, shape_key, float(min_score), boxes_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from gazerad.kacl.evaluate import localize_images
+        from gazerad.kacl.evaluate import box_rank_key, localize_images, validation_hit_rate
 
         d = dict(data)
         p = _array(d[self.prob_key]).astype(np.float64)
@@ -158,7 +161,12 @@ class CAMBoxesd(MapTransform):
                 for b in boxes[0]:
                     bb = b.scaled(w / size, h / size)
                     prob = float(p[self.classes.index(b.label)])
-                    out.append({"label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h, "score": prob, "cam_score": float(b.score)})
+                    hit = validation_hit_rate(self.settings, b.label)
+                    out.append(
+                        {"label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h, "score": prob, "cam_score": float(b.score),
+                         "validation_t_iou_0.3": None if hit is None else hit[0], "expected_hit": None if hit is None else prob * hit[0]}
+                    )  # fmt: skip
+                out.sort(key=lambda o: (*box_rank_key(o["score"], validation_hit_rate(self.settings, o["label"])), -o["cam_score"]))
             d[self.boxes_key] = out
         return d
 

@@ -34,6 +34,7 @@ __all__ = [
     "overridden",
     "validation_hit_rate",
     "selection_score",
+    "box_rank_key",
     "localize_images",
     "evaluate_kacl",
     "save_overlay",
@@ -436,6 +437,19 @@ def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blu
             v.pop("t_iou_0.3", None)
             v.pop("n_boxes", None)
     return out
+
+
+def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank: str = "expected_hit") -> tuple[float, float]:
+    """Sort key (ascending = first) of a finding's boxes under ``rank`` (``expected_hit`` or
+    ``probability``, :data:`gazerad.serving.params.BOX_RANKS`).
+
+    ``expected_hit``: probability x the class's validation T(IoU=0.3) (``hit``, from
+    :func:`validation_hit_rate`), the chance that the finding is there and its box finds
+    it, as detectors that weigh a box's localisation quality with its class score rank them; without a validation figure (untuned, or overridden), the
+    probability. ``probability``: the calibrated probability alone. Ties: the probability.
+    ``benchmarks/box_ranking.py`` compares the two on held-out boxes."""
+    value = probability * hit[0] if rank == "expected_hit" and hit is not None else probability
+    return -value, -probability
 
 
 def selection_score(auc: float, t_iou_03: float) -> float:

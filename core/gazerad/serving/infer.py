@@ -28,7 +28,6 @@ from gazerad.serving.params import BOX_RANKS
 
 __all__ = [
     "BOX_RANKS",
-    "box_rank_key",
     "ModelNotReady",
     "ModelSlot",
     "Geometry",
@@ -307,19 +306,6 @@ class ClassificationService:
         return {"prediction": pred, "model_version": self.slot.version, "latencies": {"total": round(time.perf_counter() - t0, 4)}}
 
 
-def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank: str = "expected_hit") -> tuple[float, float]:
-    """Sort key (ascending = first) of a finding's boxes under ``rank`` (:data:`BOX_RANKS`).
-
-    ``expected_hit``: probability x the class's validation T(IoU=0.3) (``hit``, from
-    :func:`gazerad.kacl.evaluate.validation_hit_rate`), the chance that the finding is there
-    and its box finds it, as detectors that weigh a box's localisation quality with its
-    class score rank them; without a validation figure (untuned, or overridden), the
-    probability. ``probability``: the calibrated probability alone. Ties: the probability.
-    ``benchmarks/box_ranking.py`` compares the two on held-out boxes."""
-    value = probability * hit[0] if rank == "expected_hit" and hit is not None else probability
-    return -value, -probability
-
-
 class LocalizationService(ClassificationService):
     """Grad-CAM boxes per class (KACL's localisation) plus calibrated class probabilities.
 
@@ -330,7 +316,7 @@ class LocalizationService(ClassificationService):
       When no class reaches it the answer has no boxes, ``finding: false`` and a
       ``message`` saying so (with the most probable class), never a guess;
     - ``classes``: the named classes, whatever their probability;
-    - ``top_k``: also the ``k`` first classes by ``rank`` (:func:`box_rank_key`), for exploration.
+    - ``top_k``: also the ``k`` first classes by ``rank`` (:func:`gazerad.kacl.evaluate.box_rank_key`), for exploration.
 
     Boxes of classes below ``min_score`` (named or top-k) carry ``below_min_score: true``.
 
@@ -395,7 +381,7 @@ class LocalizationService(ClassificationService):
         the model's, tuned per class on its validation split; :func:`gazerad.kacl.evaluate.box_settings`);
         either, when given, applies to every class.
         """
-        from gazerad.kacl.evaluate import box_settings, localize_images, needs_attention, overridden, predicted_attention, validation_hit_rate
+        from gazerad.kacl.evaluate import box_rank_key, box_settings, localize_images, needs_attention, overridden, predicted_attention, validation_hit_rate
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()

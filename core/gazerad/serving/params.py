@@ -105,7 +105,7 @@ class InferParams:
     cam_threshold: float | None = None  # None: the model's own (tuned on its validation split)
     max_boxes: int = 3
     top_k: int = 0
-    rank: str = BOX_RANKS[0]  # box order and top-k choice (gazerad.serving.infer.box_rank_key)
+    rank: str = BOX_RANKS[0]  # box order and top-k choice (gazerad.kacl.evaluate.box_rank_key)
     output: str = "json"
     cam_layer: str | None = None
 
