@@ -20,9 +20,10 @@ from gazerad.ssl import MaskedCosineLoss, MoCoInfoNCELoss, MultiPositiveNTXentLo
 
 # bf16 keeps 8 bits of mantissa (relative rounding 2^-8 = 0.4 %): over a few optimiser steps
 # the curves drift apart a little. Stated tolerance: the largest per-step gap between the fast
-# and the float32 curve is under 0.1 loss units and under a quarter of the gap a real change
-# (a 10x learning rate, float32) makes.
-ABS_TOL = 0.1
+# and the float32 curve is under 0.15 loss units and under a quarter of the gap a real change
+# (a 10x learning rate, float32) makes. (SimSiam's trajectory drifts most: 0.103 by step 6 on
+# one Xeon, 0.03-0.06 at other seeds, against 0.96 for the 10x learning rate; 0.1 was too tight.)
+ABS_TOL = 0.15
 STEPS = 6
 
 

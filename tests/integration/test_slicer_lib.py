@@ -273,9 +273,10 @@ def test_roi_markups_have_the_schema_fields_labels_and_scores(loc: dict) -> None
         assert mk["coordinateSystem"] == "LPS" and mk["center"][:2] == pytest.approx(b["center_mm"])
         assert f"score {b['score']:.3f}" in mk["controlPoints"][0]["description"]
     # the class's validation hit rate, where the server sends one (null under an override)
-    for rate, says in ((0.18, True), (None, False)):
-        desc = roi_markups([{**loc["boxes"][0], "validation_t_iou_0.3": rate}])["markups"][0]["controlPoints"][0]["description"]
-        assert ("validation hit rate 18% at IoU 0.3" in desc) is says and ("hit rate" in desc) is says, desc
+    for rate, n, says in ((0.18, 17, "validation hit rate 18% of 17 boxes at IoU 0.3"), (0.18, None, "validation hit rate 18% at IoU 0.3"), (None, None, None)):
+        box = {**loc["boxes"][0], "validation_t_iou_0.3": rate, "validation_boxes": n}
+        desc = roi_markups([box])["markups"][0]["controlPoints"][0]["description"]
+        assert (says in desc) if says else ("hit rate" not in desc), desc
     # the same ROIs as the server's own Slicer output (gazerad.serving.markups)
     ref = server_roi_markups(loc["boxes"])
     for mine, theirs in zip(lps["markups"], ref["markups"]):

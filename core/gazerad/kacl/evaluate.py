@@ -34,6 +34,7 @@ __all__ = [
     "overridden",
     "validation_hit_rate",
     "selection_score",
+    "extraction_used",
     "box_rank_key",
     "localize_images",
     "evaluate_kacl",
@@ -303,7 +304,7 @@ def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[st
         tuned = {**tuned["cam_only"], "split": tuned.get("split")}
     layer = state.get("config", {}).get("cam_layer")
     if "cam_threshold" in tuned and "skipped" not in tuned:
-        keep = ("cam_layer", "cam_threshold", "blur", "t_iou_0.3", "n_boxes")
+        keep = (*EXTRACTION_KEYS, "t_iou_0.3", "n_boxes")
         per = {c: {k: v[k] for k in keep if k in v} for c, v in (tuned.get("per_class") or {}).items()}
         return {
             "cam_threshold": float(tuned["cam_threshold"]),
@@ -452,6 +453,16 @@ def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank:
     return -value, -probability
 
 
+EXTRACTION_KEYS = ("cam_layer", "cam_threshold", "blur")
+
+
+def extraction_used(settings: dict[str, Any]) -> dict[str, Any]:
+    """The extraction part of box ``settings`` (:func:`box_settings`), overall and per class,
+    without their validation figures: what an answer reports as the settings it used."""
+    per = {c: {k: v[k] for k in EXTRACTION_KEYS if k in v} for c, v in (settings.get("per_class") or {}).items()}
+    return {**{k: settings[k] for k in EXTRACTION_KEYS}, "per_class": per}
+
+
 def selection_score(auc: float, t_iou_03: float) -> float:
     """How GazeRad ranks candidate localisers (training settings, methods) on a validation
     split: macro AUC + T(IoU=0.3), classification and localisation weighted alike (used by
@@ -592,7 +603,7 @@ def evaluate_kacl(
         pred = {ids[k]: [b.scaled(*scales[k]) for b in bs] for k, bs in enumerate(boxes)}
         result["localization"] = localization_accuracy(pred, truth, thresholds)
         result["box_extraction"] = {
-            **{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
+            **extraction_used(tuned),
             "tuned_on": tuned.get("split"),
             "attention": None if heat is None else str(att_path),
         }

@@ -381,7 +381,16 @@ class LocalizationService(ClassificationService):
         the model's, tuned per class on its validation split; :func:`gazerad.kacl.evaluate.box_settings`);
         either, when given, applies to every class.
         """
-        from gazerad.kacl.evaluate import box_rank_key, box_settings, localize_images, needs_attention, overridden, predicted_attention, validation_hit_rate
+        from gazerad.kacl.evaluate import (
+            box_rank_key,
+            box_settings,
+            extraction_used,
+            localize_images,
+            needs_attention,
+            overridden,
+            predicted_attention,
+            validation_hit_rate,
+        )
         from gazerad.kacl.model import feature_layers
 
         t0 = time.perf_counter()
@@ -464,8 +473,8 @@ class LocalizationService(ClassificationService):
             "min_score": min_score,
             "rank": rank,
             "calibration": {"temperature": temperature_of(state)},
-            "box_extraction": {
-                **{k: tuned[k] for k in ("cam_layer", "cam_threshold", "blur", "per_class")},
+            "box_extraction": {  # the settings used (each box carries its class's validation figures)
+                **extraction_used(tuned),
                 "attention": self.attention.slot.version if gaze else None,
             },
             "size": [w, h],
