@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -283,6 +284,15 @@ def test_served_boxes_carry_their_class_validation_hit_rate(kacl_run, masses: Pa
         assert first_of_each(over) == by_p, kw
     with pytest.raises(Exception, match="rank must be one of expected_hit, probability"):
         svc(image, rank="cam")
+    # the CAM returned (output "cam") is the top box's class's: here the less probable one
+    import SimpleITK as sitk
+
+    top = svc(image, min_score=0.0, cam_out=tmp_path / "top.nrrd")["boxes"][0]["label"]
+    svc(image, classes=[top], cam_out=tmp_path / "named.nrrd")
+    svc(image, classes=[likely], cam_out=tmp_path / "likely.nrrd")
+    cams = {k: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{k}.nrrd"))) for k in ("top", "named", "likely")}
+    assert top == unlikely and cams["top"].shape == cams["likely"].shape
+    assert np.abs(cams["top"] - cams["named"]).max() < 1e-6 < np.abs(cams["top"] - cams["likely"]).max()
 
 
 def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:

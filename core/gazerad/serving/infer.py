@@ -488,7 +488,7 @@ class LocalizationService(ClassificationService):
         if cam_out is not None and maps[0]:
             import torch.nn.functional as F
 
-            m = maps[0][want[0]]
+            m = maps[0][names.index(out_boxes[0]["label"]) if out_boxes else want[0]]  # the top box's class
             up = F.interpolate(torch.from_numpy(m)[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
             write_heatmap(cam_out, up, geom)
         return result
