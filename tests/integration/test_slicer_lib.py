@@ -262,6 +262,17 @@ def loc(client: GazeRadClient) -> dict:
     return res
 
 
+def test_localization_rank_over_http(client: GazeRadClient, loc: dict) -> None:
+    """``rank`` reaches the server (default expected hit); an unknown one is a 4xx naming it."""
+    assert loc["rank"] == "expected_hit"
+    by_p = client.localization("00044", min_score=0.0, max_boxes=2, rank="probability")
+    assert by_p["rank"] == "probability" and by_p["prediction"] == loc["prediction"]
+    assert sorted((b["label"], b["x"], b["y"]) for b in by_p["boxes"]) == sorted((b["label"], b["x"], b["y"]) for b in loc["boxes"])
+    with pytest.raises(ServerError) as e:
+        client.localization("00044", rank="cam_score")
+    assert 400 <= e.value.status < 500 and "'rank'" in str(e.value), str(e.value)
+
+
 def test_roi_markups_have_the_schema_fields_labels_and_scores(loc: dict) -> None:
     from gazerad.serving.markups import roi_markups as server_roi_markups
 
