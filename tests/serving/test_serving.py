@@ -444,9 +444,12 @@ def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path) -
     loc = md / "localization.pt"
     fp_a = attention_fingerprint(load_attention_model(md / "attention.pt"))
 
+    NODULE = {"cam_layer": "backbone.layer3", "cam_threshold": 0.7, "blur": 9, "t_iou_0.3": 0.33, "n_boxes": 3}
+
     def gaze_boxes(state: dict) -> None:  # as if the tuning had chosen the attention map for Mass
         be = state["box_extraction"]
         be["per_class"]["Mass"] = {**be["per_class"].get("Mass", {}), "cam_layer": ATTENTION_SOURCE, "cam_threshold": 0.5, "blur": 3, "t_iou_0.3": 0.5}
+        be["per_class"]["Nodule"] = dict(NODULE)  # a class boxed from a CAM layer alone: kept as it is
         be.setdefault("cam_only", {k: be[k] for k in ("cam_layer", "cam_threshold", "blur", "t_iou_0.3")})
         be["attention_fingerprint"] = fp_a
 
@@ -458,9 +461,11 @@ def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path) -
     assert fp_b != fp_a
     done = again["localization_boxes"]
     assert done["retuned"] and done["attention_fingerprint"] == fp_b and 0.0 <= done["t_iou_0.3"] <= 1.0, done
+    assert done["kept"] == ["Nodule"] and done["per_class"]["Nodule"] == {"cam_layer": "backbone.layer3", "t_iou_0.3": 0.33}
     after = torch.load(loc, map_location="cpu", weights_only=True)
     assert after["box_extraction"]["attention_fingerprint"] == fp_b and after["config"]["attention"] == str((md / "attention.pt").resolve())
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])  # the weights are untouched
+    assert after["box_extraction"]["per_class"]["Nodule"] == NODULE
     served = box_settings(after, fp_b)["per_class"]  # beside the new attention model: the re-tuned choice itself
     assert served == {c: {k: v[k] for k in served[c]} for c, v in after["box_extraction"]["per_class"].items()}
     card = model_card("localization", read_stats(md, "localization"))

@@ -414,10 +414,13 @@ def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev
     must match), so a new ``attention.pt`` would silently send it back to its CAM-only
     boxes. Its box extraction is therefore re-tuned on the datastore's validation boxes
     with the new attention model (:func:`gazerad.kacl.trainer.retune_boxes`, weights
-    untouched) and republished atomically. Without validation boxes, or when the localiser
-    does not use the attention map, nothing changes. Returns what happened
-    (``{"retuned": bool, "reason" | "t_iou_0.3", "per_class"}``)."""
-    from gazerad.kacl.evaluate import needs_attention
+    untouched) and republished atomically. Only what depends on the attention map changes:
+    a class whose boxes came from a CAM layer alone keeps its settings and their validation
+    figures (``kept``). Without validation boxes, or when the localiser does not use the
+    attention map, nothing changes. Returns what happened (``{"retuned": bool, "reason" |
+    "t_iou_0.3", "per_class", "kept"}``)."""
+    from gazerad.engine.checkpoint import rewrite_model_file
+    from gazerad.kacl.evaluate import class_setting, needs_attention, uses_attention
     from gazerad.kacl.trainer import retune_boxes
 
     loc = next((f for f in (model_dir / PUBLISHED["localization"], model_dir / f"pretrained_{PUBLISHED['localization']}") if f.is_file()), None)
@@ -434,6 +437,15 @@ def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev
         return {"retuned": False, "reason": f"{exc}; {kept}"}
     if "skipped" in tuned:
         return {"retuned": False, "reason": f"{tuned['skipped']} in the datastore's validation split; {kept}"}
+    before = state["box_extraction"]
+    cam_only = {c: dict(v) for c, v in (before.get("per_class") or {}).items() if not uses_attention(class_setting(before, c)[0])}
+
+    def keep_cam_only(s: dict[str, Any]) -> None:
+        s["box_extraction"]["per_class"].update(cam_only)
+
+    if cam_only:
+        rewrite_model_file(tmp, tmp, keep_cam_only)
+        tuned["per_class"].update(cam_only)
     publish(tmp, model_dir / PUBLISHED["localization"])
     tmp.unlink()
     print(f"[gazerad] localiser's boxes re-tuned with the new attention model: validation T(IoU=0.3) {tuned['t_iou_0.3']:.3f}", flush=True)
@@ -443,6 +455,7 @@ def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev
         "attention_fingerprint": tuned.get("attention_fingerprint"),
         "t_iou_0.3": tuned["t_iou_0.3"],
         "per_class": {c: {"cam_layer": v.get("cam_layer"), "t_iou_0.3": v["t_iou_0.3"]} for c, v in tuned["per_class"].items()},
+        "kept": sorted(cam_only),
     }
     loc_stats = read_stats(model_dir, "localization")
     if loc_stats:  # its card says the boxes changed after its held-out metrics were measured
