@@ -288,11 +288,13 @@ def test_roi_markups_have_the_schema_fields_labels_and_scores(loc: dict) -> None
         box = {**loc["boxes"][0], "validation_t_iou_0.3": rate, "validation_boxes": n}
         desc = roi_markups([box])["markups"][0]["controlPoints"][0]["description"]
         assert (says in desc) if says else ("hit rate" not in desc), desc
+        assert desc == server_roi_markups([box])["markups"][0]["controlPoints"][0]["description"]
     # the same ROIs as the server's own Slicer output (gazerad.serving.markups)
     ref = server_roi_markups(loc["boxes"])
     for mine, theirs in zip(lps["markups"], ref["markups"]):
         for k in ("type", "name", "coordinateSystem", "roiType", "center", "orientation", "size"):
             assert mine[k] == pytest.approx(theirs[k]) if isinstance(mine[k], list) else mine[k] == theirs[k], k
+        assert mine["controlPoints"][0]["description"] == theirs["controlPoints"][0]["description"]  # the same words
     # in RAS from the pixel boxes and the heatmap's IJK-to-RAS: the LPS centres negated in x, y
     geo_ijk = np.diag([-1.0, -1.0, 1.0, 1.0]).tolist()
     ras = roi_markups(loc["boxes"], ijk_to_ras=geo_ijk)

@@ -9,14 +9,32 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["MARKUPS_SCHEMA", "roi_markups", "roi_node"]
+__all__ = ["MARKUPS_SCHEMA", "box_description", "roi_markups", "roi_node"]
 
 MARKUPS_SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
 _LPS_IDENTITY = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]
 
 
-def roi_node(label: str, score: float, center_mm: Sequence[float], size_mm: Sequence[float], thickness_mm: float = 1.0) -> dict[str, Any]:
-    """One ROI markup: ``center_mm`` / ``size_mm`` are the in-plane (x, y) LPS centre and size."""
+def box_description(box: Mapping[str, Any]) -> str:
+    """A served box in words, for its ROI's control point: label, score, CAM score,
+    probability and its class's validation hit rate where the answer has them (the Slicer
+    module's ``GazeRadLib.conversions`` writes the same)."""
+    desc = f"{box['label']}; score {float(box['score']):.3f}"
+    if box.get("cam_score") is not None:
+        desc += f"; CAM {float(box['cam_score']):.3f}"
+    if box.get("probability") is not None:
+        desc += f"; probability {float(box['probability']):.3f}"
+    if box.get("validation_t_iou_0.3") is not None:
+        n = box.get("validation_boxes")
+        desc += f"; validation hit rate {100 * float(box['validation_t_iou_0.3']):.0f}%" + (f" of {int(n)} boxes" if n else "") + " at IoU 0.3"
+    return desc
+
+
+def roi_node(
+    label: str, score: float, center_mm: Sequence[float], size_mm: Sequence[float], thickness_mm: float = 1.0, description: str | None = None
+) -> dict[str, Any]:
+    """One ROI markup: ``center_mm`` / ``size_mm`` are the in-plane (x, y) LPS centre and size;
+    ``description`` (default: label and score) goes on its control point."""
     center = [float(center_mm[0]), float(center_mm[1]), 0.0]
     name = f"{label} {score:.2f}"
     return {
@@ -37,7 +55,7 @@ def roi_node(label: str, score: float, center_mm: Sequence[float], size_mm: Sequ
             {
                 "id": "1",
                 "label": name,
-                "description": f"{label}; score {score:.3f}",
+                "description": description or f"{label}; score {score:.3f}",
                 "associatedNodeID": "",
                 "position": center,
                 "orientation": list(_LPS_IDENTITY),
@@ -54,4 +72,5 @@ def roi_node(label: str, score: float, center_mm: Sequence[float], size_mm: Sequ
 
 def roi_markups(boxes: Sequence[Mapping[str, Any]], geometry: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A markups file with one ROI per box (dicts with ``label``, ``score``, ``center_mm``, ``size_mm``)."""
-    return {"@schema": MARKUPS_SCHEMA, "markups": [roi_node(b["label"], float(b["score"]), b["center_mm"], b["size_mm"]) for b in boxes]}
+    nodes = [roi_node(b["label"], float(b["score"]), b["center_mm"], b["size_mm"], description=box_description(b)) for b in boxes]
+    return {"@schema": MARKUPS_SCHEMA, "markups": nodes}
