@@ -35,7 +35,7 @@ except ImportError as _exc:  # pragma: no cover - the message is the point
 import numpy as np
 
 import GazeRadLib
-from GazeRadLib import GazeRadClient, GazeRadError
+from GazeRadLib import GazeRadClient, GazeRadError, localization_status
 from GazeRadLib.scene import COLOR_MAPS, IMAGE_ID_ATTR, SceneLogic, volume_ijk_to_ras
 
 SETTINGS = "GazeRad"  # QSettings group: GazeRad/serverUrl, GazeRad/strategy, ...
@@ -100,6 +100,7 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
         self.ui.readerEdit.text = settings.value(f"{SETTINGS}/reader", "")
         self.ui.opacitySlider.value = float(settings.value(f"{SETTINGS}/opacity", 0.5))
         self.ui.minScoreSlider.value = float(settings.value(f"{SETTINGS}/minScore", 0.5))
+        self.ui.topKSpinBox.value = int(settings.value(f"{SETTINGS}/topK", 0))
         self.ui.colorMapComboBox.addItems(COLOR_MAPS)
         self.ui.colorMapComboBox.currentText = settings.value(f"{SETTINGS}/colorMap", COLOR_MAPS[0])
 
@@ -247,13 +248,15 @@ class GazeRadWidget(ScriptedLoadableModuleWidget):
     # ------------------------------------------------------------------ localisation
     def onLocalize(self):
         classes = [c.strip() for c in self.ui.classesEdit.text.split(",") if c.strip()] or None
-        self.saveSetting("minScore", self.ui.minScoreSlider.value)
-        res = self.run("Localisation", lambda: self.logic.showLocalization(self.currentImage(), classes, self.ui.minScoreSlider.value))
+        minScore, topK = self.ui.minScoreSlider.value, int(self.ui.topKSpinBox.value)
+        self.saveSetting("minScore", minScore)
+        self.saveSetting("topK", topK)
+        res = self.run("Localisation", lambda: self.logic.showLocalization(self.currentImage(), classes, minScore, topK))
         if res is None:
             return
         rois, _, table, answer = res
         self.fillScoreTable(table)
-        self.ui.statusLabel.text = answer.get("message") or f"{len(rois)} finding box(es) at probability >= {self.ui.minScoreSlider.value:.2f}"
+        self.ui.statusLabel.text = localization_status(answer, minScore)
 
     def fillScoreTable(self, table):
         cols = table["columns"]

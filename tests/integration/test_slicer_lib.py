@@ -48,6 +48,7 @@ from GazeRadLib import (  # noqa: E402
     colour_table,
     decode_multipart,
     heatmap_volume,
+    localization_status,
     pixel_to_ras,
     read_nrrd,
     roi_markups,
@@ -615,6 +616,23 @@ def test_cmake_lists_every_module_file() -> None:
     entry = json.loads((EXT / "GazeRad.json").read_text())
     assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
     assert {"scm_url", "scm_revision", "category", "build_subdirectory", "tier"} <= set(entry)
+
+
+def test_localization_status_says_what_is_shown(client: GazeRadClient) -> None:
+    """The status line: findings at or above the minimum score, explored candidates below it
+    (``top_k``), and the server's "no finding" message when nothing reaches it."""
+    none = client.localization("00044", min_score=1.0)
+    assert localization_status(none, 1.0) == none["message"] and "no finding" in none["message"]
+    explored = client.localization("00044", min_score=1.0, top_k=2)
+    n = len(explored["boxes"])
+    assert n and all(b["below_min_score"] for b in explored["boxes"])
+    assert localization_status(explored, 1.0) == f"{none['message']}; showing {n} candidate box(es) below it, best first"
+    desc = roi_markups(explored["boxes"])["markups"][0]["controlPoints"][0]["description"]
+    assert desc.endswith("; below the minimum score (explored)"), desc
+    found = client.localization("00044", min_score=0.0, max_boxes=1)
+    assert localization_status(found, 0.0) == f"{len(found['boxes'])} finding box(es) at probability >= 0.00"
+    mixed = {"boxes": [{"below_min_score": False}, {"below_min_score": True}]}
+    assert localization_status(mixed, 0.5) == "1 finding box(es) at probability >= 0.50; also 1 candidate box(es) below it, best first"
 
 
 def test_training_progress_reads_the_log_lines() -> None:

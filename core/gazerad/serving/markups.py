@@ -27,6 +27,8 @@ def box_description(box: Mapping[str, Any]) -> str:
     if box.get("validation_t_iou_0.3") is not None:
         n = box.get("validation_boxes")
         desc += f"; validation hit rate {100 * float(box['validation_t_iou_0.3']):.0f}%" + (f" of {int(n)} boxes" if n else "") + " at IoU 0.3"
+    if box.get("below_min_score"):
+        desc += "; below the minimum score (explored)"
     return desc
 
 

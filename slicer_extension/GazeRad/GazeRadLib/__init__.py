@@ -24,6 +24,7 @@ from .conversions import (  # noqa: F401
     TrainingProgress,
     colour_table,
     heatmap_volume,
+    localization_status,
     pixel_to_ras,
     roi_markups,
     scanpath_markups,

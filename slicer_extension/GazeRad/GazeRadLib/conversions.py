@@ -165,6 +165,8 @@ def roi_markups(
         if b.get("validation_t_iou_0.3") is not None:
             n = b.get("validation_boxes")
             desc += f"; validation hit rate {100 * float(b['validation_t_iou_0.3']):.0f}%" + (f" of {int(n)} boxes" if n else "") + " at IoU 0.3"
+        if b.get("below_min_score"):
+            desc += "; below the minimum score (explored)"
         markups.append(
             {
                 "type": "ROI",
@@ -199,6 +201,19 @@ def roi_markups(
             }
         )
     return {"@schema": MARKUPS_SCHEMA, "markups": markups}
+
+
+def localization_status(answer: Mapping[str, Any], min_score: float) -> str:
+    """One line for the module's status label from a localisation answer: the server's
+    "no finding" message when there is one, and how many boxes are findings at or above
+    ``min_score`` and how many are explored candidates below it (``top_k``)."""
+    boxes = answer.get("boxes") or []
+    below = sum(1 for b in boxes if b.get("below_min_score"))
+    above = len(boxes) - below
+    explored = f"{below} candidate box(es) below it, best first" if below else ""
+    if answer.get("message"):
+        return answer["message"] + (f"; showing {explored}" if explored else "")
+    return f"{above} finding box(es) at probability >= {min_score:.2f}" + (f"; also {explored}" if explored else "")
 
 
 def scanpath_markups(gaze: Mapping[str, Any], ijk_to_ras: Optional[Sequence[Sequence[float]]] = None, reader: Optional[str] = None) -> Dict[str, Any]:
