@@ -25,6 +25,7 @@ def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: s
     import slicer
     from PIL import Image, ImageDraw
 
+    from GazeRadLib import localization_status
     from GazeRadLib.scene import SceneLogic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,8 +51,9 @@ def render(url: str, image_id: str, out: str, gaze: str | None = None, reader: s
     d = ImageDraw.Draw(sheet)
     top = sorted(att["regions"].items(), key=lambda kv: -kv[1])[:2]
     d.text((6, 6), f"Predicted attention (opacity {opacity:.1f}); most: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in top), fill="black")
-    boxes = res.get("message") or f"{len(rois)} ROI(s), calibrated probability >= {min_score:.2f} (or the top finding, flagged)"
-    d.text((w + 16, 6), f"Findings: {boxes}" + (f"; scanpath of {stored['records'][0]['reader_id']}" if stored else ""), fill="black")
+    boxes = localization_status(res, min_score)
+    text = f"Findings: {boxes}" + (f"; scanpath of {stored['records'][0]['reader_id']}" if stored else "")
+    d.text((w + 16, 4), text.replace("; ", ";\n", 1), fill="black")  # two lines: the header is one view wide
     classes = [r for r in table["rows"] if r[1] == "class"]
     d.text(
         (6, h + 46),
