@@ -433,7 +433,8 @@ def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev
     kept = "its boxes come from the CAM layers alone until it is retrained (POST /train/localization)"
     try:
         tuned = retune_boxes(loc, view.workspace(run / "localization_workspace"), attention=model_dir / PUBLISHED["attention"], out=tmp, device=dev)
-    except InputError as exc:
+    except Exception as exc:  # noqa: BLE001 - the attention model is published either way; the answer says why the boxes were not re-tuned
+        print(f"[gazerad] the localiser's boxes were not re-tuned: {exc}", flush=True)
         return {"retuned": False, "reason": f"{exc}; {kept}"}
     if "skipped" in tuned:
         return {"retuned": False, "reason": f"{tuned['skipped']} in the datastore's validation split; {kept}"}
