@@ -413,7 +413,7 @@ def test_serve_prepare_only_readies_all_three_models(studies: Path, tmp_path: Pa
     assert "finding" in LocalizationService(md / "localization.pt", "cpu")(image)
 
 
-def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path) -> None:
+def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A localiser whose boxes use the attention map keeps them after ``POST /train/attention``:
     its box extraction is re-tuned on the validation boxes with the new attention model (weights
     untouched, fingerprint updated, card says so); a localiser without gaze boxes is left alone."""
@@ -493,3 +493,11 @@ def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path) -
     raw = loc.read_bytes()
     left = retune_served_localiser(DatastoreView(root / "images"), tmp_path / "run", md, "cpu")
     assert not left["retuned"] and "validate" in left["reason"] and "CAM layers alone" in left["reason"] and loc.read_bytes() == raw, left
+
+    # a re-tune that fails leaves the file as it is and says why (the attention job does not fail)
+    def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("CAM hooks failed")
+
+    monkeypatch.setattr("gazerad.kacl.trainer.retune_boxes", boom)
+    left = retune_served_localiser(DatastoreView(root / "images"), tmp_path / "run", md, "cpu")
+    assert not left["retuned"] and "CAM hooks failed" in left["reason"] and loc.read_bytes() == raw, left
