@@ -39,8 +39,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = ROOT / "monailabel_app" / "model" / "pretrained_localization.pt"
 
 
+RULES = ("probability", "expected_hit")  # gazerad.serving.params.BOX_RANKS, the reference first
+
+
 def first_boxes(svc: Any, data: Path, split: str, progress: bool = True) -> list[dict[str, Any]]:
-    """Per image of ``split`` with a true box: its true boxes and the served boxes of every class."""
+    """Per image of ``split`` with a true box: its true boxes and, per rule, the served boxes of every class in the server's order."""
     from gazerad.data.nih import read_bbox_list
     from gazerad.pretrain.data import read_study_table
 
@@ -50,22 +53,11 @@ def first_boxes(svc: Any, data: Path, split: str, progress: bool = True) -> list
     out = []
     t0 = time.perf_counter()
     for n, k in enumerate(rows):
-        res = svc(table.paths[k], min_score=0.0)
-        out.append({"id": table.ids[k], "truth": truth[table.ids[k]], "boxes": res["boxes"]})
+        served = {rule: svc(table.paths[k], min_score=0.0, rank=rule)["boxes"] for rule in RULES}  # the server's own order
+        out.append({"id": table.ids[k], "truth": truth[table.ids[k]], "boxes": served})
         if progress and (n + 1) % 10 == 0:
             print(f"  {data.name}:{split} {n + 1}/{len(rows)} images ({time.perf_counter() - t0:.0f} s)", flush=True)
     return out
-
-
-def order_key(box: dict[str, Any], rule: str) -> tuple[float, ...]:
-    """The server's own order of served boxes (:func:`gazerad.kacl.evaluate.box_rank_key`), CAM score breaking ties."""
-    from gazerad.kacl.evaluate import box_rank_key
-
-    rate = box.get("validation_t_iou_0.3")
-    return (*box_rank_key(box["score"], None if rate is None else (rate, box.get("validation_boxes")), rule), -box["cam_score"])
-
-
-RULES = ("probability", "expected_hit")
 
 
 def top_box_scores(images: list[dict[str, Any]], rule: str) -> dict[str, dict[str, float]]:
@@ -74,11 +66,11 @@ def top_box_scores(images: list[dict[str, Any]], rule: str) -> dict[str, dict[st
 
     hit, overlap, label = {}, {}, {}
     for im in images:
-        if not im["boxes"]:
+        if not im["boxes"][rule]:
             hit[im["id"]] = overlap[im["id"]] = 0.0
             label[im["id"]] = None
             continue
-        b = min(im["boxes"], key=lambda x: order_key(x, rule))
+        b = im["boxes"][rule][0]  # the top box, as the server orders them
         mine = (b["x"], b["y"], b["w"], b["h"])
         hit[im["id"]] = float(any(lab == b["label"] and iou(mine, t) >= 0.3 for lab, t in im["truth"]))
         overlap[im["id"]] = float(any(iou(mine, t) > 0 for _, t in im["truth"]))

@@ -161,12 +161,16 @@ class CAMBoxesd(MapTransform):
                 for b in boxes[0]:
                     bb = b.scaled(w / size, h / size)
                     prob = float(p[self.classes.index(b.label)])
-                    hit = validation_hit_rate(self.settings, b.label)
+                    hit, est = validation_hit_rate(self.settings, b.label), validation_hit_rate(self.settings, b.label, overall=True)
                     out.append(
                         {"label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h, "score": prob, "cam_score": float(b.score),
-                         "validation_t_iou_0.3": None if hit is None else hit[0], "expected_hit": None if hit is None else prob * hit[0]}
+                         "validation_t_iou_0.3": None if hit is None else hit[0], "expected_hit": None if est is None else prob * est[0]}
                     )  # fmt: skip
-                out.sort(key=lambda o: (*box_rank_key(o["score"], validation_hit_rate(self.settings, o["label"])), -o["cam_score"]))
+
+                def order(o: dict[str, Any]) -> tuple[float, ...]:
+                    return (*box_rank_key(o["score"], validation_hit_rate(self.settings, o["label"], overall=True)), -o["cam_score"])
+
+                out.sort(key=order)
             d[self.boxes_key] = out
         return d
 

@@ -445,7 +445,7 @@ def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank:
     ``probability``, :data:`gazerad.serving.params.BOX_RANKS`).
 
     ``expected_hit``: probability x the class's validation T(IoU=0.3) (``hit``, from
-    :func:`validation_hit_rate`), the chance that the finding is there and its box finds
+    :func:`validation_hit_rate` with ``overall``), the chance that the finding is there and its box finds
     it, as detectors that weigh a box's localisation quality with its class score rank them; without a validation figure (untuned, or overridden), the
     probability. ``probability``: the calibrated probability alone. Ties: the probability.
     ``benchmarks/box_ranking.py`` compares the two on held-out boxes."""
@@ -470,13 +470,15 @@ def selection_score(auc: float, t_iou_03: float) -> float:
     return float(auc) + float(t_iou_03)
 
 
-def validation_hit_rate(settings: dict[str, Any], class_name: str) -> tuple[float, int | None] | None:
+def validation_hit_rate(settings: dict[str, Any], class_name: str, overall: bool = False) -> tuple[float, int | None] | None:
     """``(T(IoU=0.3), boxes it was measured on)`` of ``class_name``'s tuned box extraction
-    on the validation split, from ``settings`` (:func:`box_settings`): the class's own where
-    tuned per class, else the overall figures; ``None`` when untuned or overridden
-    (:func:`overridden`). The box count is ``None`` for models saved without it."""
+    on the validation split, from ``settings`` (:func:`box_settings`): the class's own
+    figures where it was tuned per class (it had validation boxes), else ``None`` (not
+    measured on this class) or, with ``overall``, the figures over all classes' boxes (the
+    estimate box ranking falls back on). ``None`` when untuned or overridden
+    (:func:`overridden`); the box count is ``None`` for models saved without it."""
     own = (settings.get("per_class") or {}).get(class_name) or {}
-    src = own if "t_iou_0.3" in own else settings
+    src = own if "t_iou_0.3" in own else (settings if overall else {})
     if src.get("t_iou_0.3") is None:
         return None
     n = src.get("n_boxes")

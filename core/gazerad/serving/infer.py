@@ -414,10 +414,11 @@ class LocalizationService(ClassificationService):
         fp = self.attention_fingerprint() if needs_attention(state.get("box_extraction") or {}) else None
         tuned = overridden(box_settings(state, fp), cam_threshold=cam_threshold, cam_layer=cam_layer)
         gaze = needs_attention(tuned)
-        hits = {c: validation_hit_rate(tuned, c) for c in names}
+        hits = {c: validation_hit_rate(tuned, c) for c in names}  # measured on the class's own validation boxes
+        ranks = {c: validation_hit_rate(tuned, c, overall=True) for c in names}  # else the all-class figure, for the order
         above = [i for i in range(len(names)) if p[i] >= min_score]
         want = [names.index(c) for c in classes] if classes else list(above)
-        ranked = sorted(range(len(names)), key=lambda i: box_rank_key(float(p[i]), hits[names[i]], rank))
+        ranked = sorted(range(len(names)), key=lambda i: box_rank_key(float(p[i]), ranks[names[i]], rank))
         for i in ranked[:top_k]:
             if i not in want:
                 want.append(i)
@@ -455,13 +456,14 @@ class LocalizationService(ClassificationService):
                     # how often this class's tuned boxes hit a true box (IoU >= 0.3) on the validation split, of how many
                     "validation_t_iou_0.3": None if hit is None else hit[0],
                     "validation_boxes": None if hit is None else hit[1],
-                    "expected_hit": None if hit is None else prob * hit[0],
+                    # the value boxes are ordered by (the all-class hit rate where the class had no validation boxes)
+                    "expected_hit": None if ranks[b.label] is None else prob * ranks[b.label][0],
                     "center_mm": list(c0),
                     "size_mm": [bb.w * geom.spacing[0], bb.h * geom.spacing[1]],
                 }
             )
         # the top box first: findings at or above min_score, then by rank, the CAM's own score breaking ties
-        out_boxes.sort(key=lambda b: (b["below_min_score"], *box_rank_key(b["score"], hits[b["label"]], rank), -b["cam_score"]))
+        out_boxes.sort(key=lambda b: (b["below_min_score"], *box_rank_key(b["score"], ranks[b["label"]], rank), -b["cam_score"]))
         result = {
             "boxes": out_boxes,
             # MONAI Label's detection result: centre + size in physical (LPS) mm
