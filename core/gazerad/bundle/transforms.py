@@ -158,19 +158,16 @@ class CAMBoxesd(MapTransform):
                         cam_layer=s.get("cam_layer"), per_class=s.get("per_class"),
                     )  # fmt: skip
                 size = x.shape[-1]
+                est = {c: validation_hit_rate(s, c, overall=True) for c in self.classes}  # what the order uses
                 for b in boxes[0]:
                     bb = b.scaled(w / size, h / size)
                     prob = float(p[self.classes.index(b.label)])
-                    hit, est = validation_hit_rate(self.settings, b.label), validation_hit_rate(self.settings, b.label, overall=True)
+                    hit, rate = validation_hit_rate(s, b.label), est[b.label]
                     out.append(
                         {"label": b.label, "x": bb.x, "y": bb.y, "w": bb.w, "h": bb.h, "score": prob, "cam_score": float(b.score),
-                         "validation_t_iou_0.3": None if hit is None else hit[0], "expected_hit": None if est is None else prob * est[0]}
+                         "validation_t_iou_0.3": None if hit is None else hit[0], "expected_hit": None if rate is None else prob * rate[0]}
                     )  # fmt: skip
-
-                def order(o: dict[str, Any]) -> tuple[float, ...]:
-                    return (*box_rank_key(o["score"], validation_hit_rate(self.settings, o["label"], overall=True)), -o["cam_score"])
-
-                out.sort(key=order)
+                out.sort(key=lambda o: (*box_rank_key(o["score"], est[o["label"]]), -o["cam_score"]))
             d[self.boxes_key] = out
         return d
 
