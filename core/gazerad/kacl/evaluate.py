@@ -425,7 +425,7 @@ def best_box_settings(
 def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blur: int | None = None, cam_layer: str | None = None) -> dict[str, Any]:
     """``settings`` (:func:`box_settings`) with a caller's explicit threshold / blur / layer
     applied to *every* class (their per-class values dropped). Any override also drops the
-    validation hit rates (``t_iou_0.3``): they were measured with the tuned settings."""
+    validation figures (``t_iou_0.3``, ``n_boxes``): they were measured with the tuned settings."""
     out = {**settings, "per_class": {c: dict(v) for c, v in settings.get("per_class", {}).items()}}
     changes = (("cam_threshold", cam_threshold), ("blur", blur), ("cam_layer", cam_layer))
     for key, value in changes:
@@ -445,9 +445,10 @@ def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank:
     ``probability``, :data:`gazerad.serving.params.BOX_RANKS`).
 
     ``expected_hit``: probability x the class's validation T(IoU=0.3) (``hit``, from
-    :func:`validation_hit_rate` with ``overall``), the chance that the finding is there and its box finds
-    it, as detectors that weigh a box's localisation quality with its class score rank them; without a validation figure (untuned, or overridden), the
-    probability. ``probability``: the calibrated probability alone. Ties: the probability.
+    :func:`validation_hit_rate` with ``overall``), the chance that the finding is there and
+    its box finds it, as detectors that weigh a box's localisation quality with its class
+    score rank them; without a validation figure (untuned, or overridden), the probability.
+    ``probability``: the calibrated probability alone. Ties: the probability.
     ``benchmarks/box_ranking.py`` compares the two on held-out boxes."""
     value = probability * hit[0] if rank == "expected_hit" and hit is not None else probability
     return -value, -probability

@@ -36,7 +36,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
 from gazerad.serving.markups import roi_markups
 from gazerad.serving.model_card import model_card
-from gazerad.serving.params import InferParams
+from gazerad.serving.params import BOX_RANKS, InferParams
 from gazerad.serving.train import read_stats
 
 # requests run in FastAPI's thread pool; a model's forward/Grad-CAM (hooks, autograd) must not
@@ -122,7 +122,7 @@ class LocalizationInfer(_Task):
             InferType.DETECTION,
             "KACL localisation: boxes per finding (Grad-CAM, or the attention map where validation chose it) with scores, and class probabilities",
             labels=labels,
-            config={"min_score": 0.5, "top_k": 0, "rank": "expected_hit", "max_boxes": 3, "output": "json"},
+            config={"min_score": 0.5, "top_k": 0, "rank": BOX_RANKS[0], "max_boxes": 3, "output": "json"},
             fallback=fallback,
         )
 
