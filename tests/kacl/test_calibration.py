@@ -59,9 +59,9 @@ def test_bad_input_is_refused() -> None:
 
 def test_train_kacl_fits_temperature_and_box_extraction_on_validation(tmp_path: Path) -> None:
     from gazerad.kacl import KACLConfig, evaluate_kacl, load_kacl, train_kacl
-    from gazerad.kacl.evaluate import BLUR_GRID, THRESHOLD_GRID
+    from gazerad.kacl.evaluate import BLUR_GRID, BOX_SHAPES, THRESHOLD_GRID
     from gazerad.serving.infer import LocalizationService
-    from tests.support.studies import mass_boxes, mass_studies
+    from tests.support.studies import SIZE, mass_boxes, mass_studies
 
     src = mass_studies(tmp_path / "src", n=48, seed=11)
     data = tmp_path / "set"
@@ -82,19 +82,28 @@ def test_train_kacl_fits_temperature_and_box_extraction_on_validation(tmp_path: 
     box = load_kacl(tmp_path / "run")[1]["box_extraction"]
     assert box["split"] == "validate" and box["n_boxes"] == sum(24 <= int(k[:5]) < 34 for k in mass_boxes(src))
     layers = ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4"]
-    assert len(box["grid"]) == len(layers) * len(THRESHOLD_GRID) * len(BLUR_GRID) and {g["cam_layer"] for g in box["grid"]} == set(layers)
+    assert len(box["grid"]) == len(layers) * len(THRESHOLD_GRID) * len(BLUR_GRID) * len(BOX_SHAPES) and {g["cam_layer"] for g in box["grid"]} == set(layers)
     assert box["cam_threshold"] in THRESHOLD_GRID and box["blur"] in BLUR_GRID and box["cam_layer"] in layers
-    assert (box["t_iou_0.3"], box["mean_best_iou"]) == max((g["t_iou_0.3"], g["mean_best_iou"]) for g in box["grid"])
+    extents = [g for g in box["grid"] if "box" not in g]
+    peaks = [g for g in box["grid"] if g.get("box") == "peak"]
+    assert len(extents) == len(peaks)
+    # the overall setting (classes without boxes of their own) is a component extent: no size to centre
+    assert "box_size" not in box and (box["t_iou_0.3"], box["mean_best_iou"]) == max((g["t_iou_0.3"], g["mean_best_iou"]) for g in extents)
+    # peak entries box every Mass at the median validation Mass box, as fractions of the image
+    truth = [b for k, b in mass_boxes(src).items() if 24 <= int(k[:5]) < 34]
+    want = [float(np.median([b[2] for b in truth])) / SIZE, float(np.median([b[3] for b in truth])) / SIZE]
+    assert all(g["per_class"]["Mass"]["box_size"] == pytest.approx(want, rel=1e-9) for g in peaks)
     # per class: the grid entry best on that class's boxes, never worse there than the overall one
-    overall = next(g for g in box["grid"] if all(g[k] == box[k] for k in ("cam_layer", "cam_threshold", "blur")))
+    overall = next(g for g in extents if all(g[k] == box[k] for k in ("cam_layer", "cam_threshold", "blur")))
     assert set(box["per_class"]) == {"Mass"}
     for c, own in box["per_class"].items():
-        entry = next(g for g in box["grid"] if all(g[k] == own[k] for k in ("cam_layer", "cam_threshold", "blur")))
+        shape = {"box": "peak"} if "box_size" in own else {}
+        entry = next(g for g in box["grid"] if all(g[k] == own[k] for k in ("cam_layer", "cam_threshold", "blur")) and g.get("box") == shape.get("box"))
         assert (own["t_iou_0.3"], own["mean_best_iou"]) == (entry["per_class"][c]["t_iou_0.3"], entry["per_class"][c]["mean_best_iou"])
         assert (own["t_iou_0.3"], own["mean_best_iou"]) == max((g["per_class"][c]["t_iou_0.3"], g["per_class"][c]["mean_best_iou"]) for g in box["grid"])
         assert (own["t_iou_0.3"], own["mean_best_iou"]) >= (overall["per_class"][c]["t_iou_0.3"], overall["per_class"][c]["mean_best_iou"])
     keys = ("cam_layer", "cam_threshold", "blur")
-    used = {k: box[k] for k in keys} | {"per_class": {c: {k: v[k] for k in keys} for c, v in box["per_class"].items()}}
+    used = {k: box[k] for k in keys} | {"per_class": {c: {k: v[k] for k in (*keys, "box_size") if k in v} for c, v in box["per_class"].items()}}
     served = LocalizationService(tmp_path / "run" / "kacl.pt", device="cpu")(data / "images" / "00040.png", min_score=0.0)
     assert served["box_extraction"] == used | {"attention": None}  # no attention model beside it: CAM boxes
     m = evaluate_kacl(tmp_path / "run", data, splits=("test", "validate"), overlays=0)

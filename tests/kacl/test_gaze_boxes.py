@@ -16,14 +16,20 @@ from gazerad.kacl import KACLConfig, evaluate_kacl, load_kacl, retune_boxes, tra
 from gazerad.kacl.evaluate import (
     ATTENTION_SOURCE,
     attention_fingerprint,
+    best_box_settings,
     box_settings,
+    box_sizes,
     class_cams,
+    class_setting,
+    extraction_used,
+    map_pixels,
     needs_attention,
     overridden,
     source_maps,
     uses_attention,
     validation_hit_rate,
 )
+from gazerad.localize import localization_accuracy, map_to_boxes
 from tests.support.studies import SIZE, mass_boxes
 from tests.support.studies import mass_studies as _mass_studies
 
@@ -100,6 +106,60 @@ def test_box_settings_carry_validation_hit_rates_until_overridden() -> None:
         assert validation_hit_rate(changed, "Mass") is None and validation_hit_rate(changed, "Nodule", overall=True) is None, kw
     assert validation_hit_rate(tuned, "Mass") == (pytest.approx(0.71), 9)  # the original is untouched
     assert validation_hit_rate(box_settings({"config": {"cam_layer": "backbone.layer2"}}), "Mass") is None  # untuned
+
+
+def _blob(cy: float, cx: float, sigma: float, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_small_findings_get_peak_centred_boxes_of_their_validation_size() -> None:
+    """A nodule under a broad saliency blob (the map peaks on it): no threshold makes the
+    blob's extent a nodule-sized box, the median-size box on its peak does; that choice is
+    per class (the large finding keeps component extents), the overall setting never has a
+    size, and the served settings carry it."""
+    rng = np.random.default_rng(0)
+    maps, truth = {}, {}
+    for k in range(12):
+        ny, nx, s = rng.uniform(20, 44), rng.uniform(20, 44), int(rng.integers(5, 8))
+        nodule = _blob(ny, nx, 16) + 0.1 * _blob(ny, nx, 1.5)  # peaks on the nodule; map pixels x 2 = a 128 px image
+        mass = np.zeros((64, 64), np.float32)
+        mass[4:24, 40:60] = 1.0
+        maps[f"{k}.png"] = {0: nodule, 1: mass}
+        truth[f"{k}.png"] = [("Nodule", (2 * nx - s, 2 * ny - s, 2 * s, 2 * s)), ("Mass", (80.0, 8.0, 40.0, 40.0))]
+    scales = {i: (2.0, 2.0) for i in truth}
+    sizes = box_sizes(truth, scales, 64)
+    nodules = [g[0][1] for g in truth.values()]
+    assert sizes["Mass"] == pytest.approx((40 / 128, 40 / 128)) and sizes["Nodule"][0] == pytest.approx(np.median([b[2] for b in nodules]) / 128)
+    extent_only = best_box_settings(maps, truth, ["Nodule", "Mass"], scales)
+    both = best_box_settings(maps, truth, ["Nodule", "Mass"], scales, sizes=sizes)
+    assert extent_only["per_class"]["Nodule"]["t_iou_0.3"] < 0.2 <= 0.9 <= both["per_class"]["Nodule"]["t_iou_0.3"]
+    assert both["per_class"]["Nodule"]["box_size"] == pytest.approx(list(sizes["Nodule"]))
+    assert "box_size" not in both["per_class"]["Mass"] and both["per_class"]["Mass"]["t_iou_0.3"] == 1.0  # extents box the mass exactly
+    assert "box_size" not in both and len(both["grid"]) == 2 * len(extent_only["grid"])
+    # the grid (one blur and one labelling per map shared by thresholds and shapes) against map_to_boxes per entry
+    for g in both["grid"]:
+        size = sizes if g.get("box") == "peak" else {}
+        pred = {
+            i: [
+                b.scaled(2.0, 2.0)
+                for c, m in by.items()
+                for b in map_to_boxes(m, g["cam_threshold"], g["blur"], ["Nodule", "Mass"][c], size=map_pixels(size.get(["Nodule", "Mass"][c]), m.shape))
+            ]
+            for i, by in maps.items()
+        }
+        ref = localization_accuracy(pred, truth, (0.3,))
+        assert g["t_iou_0.3"] == ref["overall"][0.3] and g["mean_best_iou"] == pytest.approx(ref["mean_best_iou"], abs=1e-12)
+        assert all(g["per_class"][c]["t_iou_0.3"] == ref["per_class"][c][0.3] for c in ("Nodule", "Mass"))
+    assert {k: both[k] for k in ("cam_threshold", "blur", "t_iou_0.3")} == {k: extent_only[k] for k in ("cam_threshold", "blur", "t_iou_0.3")}
+    # served: the size travels with the class's settings, is reported, and survives overrides
+    state = {"config": {"cam_layer": "backbone.layer2"}, "box_extraction": {**both, "cam_layer": "backbone.layer2"}}
+    for c in both["per_class"]:
+        state["box_extraction"]["per_class"][c]["cam_layer"] = "backbone.layer2"
+    tuned = box_settings(state)
+    assert class_setting(tuned, "Nodule")[3] == pytest.approx(sizes["Nodule"]) and class_setting(tuned, "Mass")[3] is None
+    assert extraction_used(tuned)["per_class"]["Nodule"]["box_size"] == pytest.approx(list(sizes["Nodule"]))
+    assert class_setting(overridden(tuned, cam_threshold=0.4), "Nodule")[1:] == (0.4, tuned["per_class"]["Nodule"]["blur"], pytest.approx(sizes["Nodule"]))
 
 
 def _random_attention(path: Path, seed: int) -> Path:

@@ -142,6 +142,28 @@ def test_boxes_from_known_blobs() -> None:
     assert len(map_to_boxes(cam, threshold=0.85, blur=1)) == 1
 
 
+def test_peak_boxes_have_the_given_size_centred_on_each_component_peak() -> None:
+    # a broad blob with a sharp peak off its centre, a second blob, and a third at the border
+    cam = _gauss((96, 128), 40, 50, 12, 0.6) + _gauss((96, 128), 34, 58, 2, 0.5) + _gauss((96, 128), 70, 100, 5, 0.8) + _gauss((96, 128), 2, 126, 3, 0.9)
+    extent = map_to_boxes(cam, threshold=0.3, blur=1)
+    peak = map_to_boxes(cam, threshold=0.3, blur=1, size=(6.0, 8.0), label="Nodule")
+    assert len(peak) == len(extent) == 3  # one box per component, as before
+    assert all((b.w, b.h, b.label) == (6.0, 8.0, "Nodule") for b in peak)
+    centres = sorted((b.x + b.w / 2, b.y + b.h / 2) for b in peak)
+    # pixel centres: the peak pixel (58, 34) -> 58.5, 34.5; the border one is moved inside the map
+    assert centres[0] == pytest.approx((58.5, 34.5)) and centres[1] == pytest.approx((100.5, 70.5))
+    border = max(peak, key=lambda b: b.x)
+    assert (border.x, border.y) == (122.0, 0.0)
+    big = next(b for b in extent if b.x < 80)
+    assert big.w > 20 and iou(next(b for b in peak if abs(b.x + 3 - 58.5) < 1e-9), (55, 30, 6, 8)) > iou(big, (55, 30, 6, 8))
+    # scores are the mean saliency inside each (new) box, best first
+    assert [b.score for b in peak] == sorted((b.score for b in peak), reverse=True)
+    assert map_to_boxes(cam, threshold=0.3, blur=1, size=(500.0, 500.0))[0].w == 128.0  # never larger than the map
+    for bad in [(0.0, 5.0), (float("nan"), 3.0), (-1.0, 2.0)]:
+        with pytest.raises(ValueError, match="box size"):
+            map_to_boxes(cam, size=bad)
+
+
 def test_rois_and_fallback() -> None:
     maps = torch.zeros(2, 40, 40)
     maps[0] = torch.from_numpy(_gauss((40, 40), 10, 28, 3, 1.0)).float()

@@ -45,6 +45,9 @@ __all__ = [
     "attention_fingerprint",
     "tune_box_extraction",
     "best_box_settings",
+    "box_sizes",
+    "map_pixels",
+    "BOX_SHAPES",
     "DEFAULT_BOX_SETTINGS",
 ]
 
@@ -162,15 +165,24 @@ def source_maps(
     return out
 
 
-def class_setting(settings: dict[str, Any], class_name: str) -> tuple[str | None, float, int]:
-    """``(cam_layer, cam_threshold, blur)`` for one class: its own entry in
-    ``settings["per_class"]`` where tuned, else the settings' overall values."""
+def class_setting(settings: dict[str, Any], class_name: str) -> tuple[str | None, float, int, tuple[float, float] | None]:
+    """``(cam_layer, cam_threshold, blur, box_size)`` for one class: its own entry in
+    ``settings["per_class"]`` where tuned, else the settings' overall values; ``box_size``
+    is ``(w, h)`` as fractions of the image's width and height for peak-centred boxes
+    (:func:`gazerad.localize.map_to_boxes`), ``None`` for component extents."""
     own = (settings.get("per_class") or {}).get(class_name) or {}
+    size = own.get("box_size")
     return (
         own.get("cam_layer") or settings.get("cam_layer"),
         float(own.get("cam_threshold", settings.get("cam_threshold", DEFAULT_BOX_SETTINGS["cam_threshold"]))),
         int(own.get("blur", settings.get("blur", DEFAULT_BOX_SETTINGS["blur"]))),
+        None if size is None else (float(size[0]), float(size[1])),
     )
+
+
+def map_pixels(box_size: tuple[float, float] | None, shape: tuple[int, ...]) -> tuple[float, float] | None:
+    """A ``box_size`` (fractions of the image's width and height) in pixels of an ``(H, W)`` map."""
+    return None if box_size is None else (box_size[0] * shape[-1], box_size[1] * shape[-2])
 
 
 def localize_images(
@@ -198,8 +210,9 @@ def localize_images(
         threshold, blur, cam_layer: box extraction of every class (``cam_layer`` default:
             ``model.cam_layer``) ...
         per_class: ... unless a class has its own ``{"cam_layer", "cam_threshold", "blur"}``
-            here (the per-class settings :func:`tune_box_extraction` chooses). A
-            ``cam_layer`` may be any box source of :func:`source_maps`.
+            (and optionally ``"box_size"``: peak-centred boxes of that size, fractions of
+            the image side) here (the per-class settings :func:`tune_box_extraction`
+            chooses). A ``cam_layer`` may be any box source of :func:`source_maps`.
         attention: ``(N, S, S)`` attention maps of ``images``, for the attention sources.
 
     Returns:
@@ -213,9 +226,9 @@ def localize_images(
     maps: list[dict[int, np.ndarray]] = [{} for _ in requests]
     for i, cs in enumerate(requests):
         for c in cs:
-            layer, thr, bl = chosen[c]
+            layer, thr, bl, size = chosen[c]
             mp = cams[layer][i][c]
-            boxes[i].extend(map_to_boxes(mp, thr, bl, label=class_names[c]))
+            boxes[i].extend(map_to_boxes(mp, thr, bl, label=class_names[c], size=map_pixels(size, mp.shape)))
             if return_maps:
                 maps[i][c] = mp
     return boxes, maps
@@ -284,6 +297,7 @@ def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: i
 DEFAULT_BOX_SETTINGS = {"cam_threshold": 0.5, "blur": 5}
 THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 BLUR_GRID = (1, 3, 5, 9)
+BOX_SHAPES = ("extent", "peak")  # a component's own extent; the class's median validation box centred on its peak
 
 
 def box_settings(state: dict[str, Any], attention: str | None = None) -> dict[str, Any]:
@@ -329,22 +343,30 @@ def tune_box_extraction(
     device: str | torch.device = "cpu",
     layers: Sequence[str] | None = None,
     attention_model: torch.nn.Module | None = None,
+    shapes: Sequence[str] = BOX_SHAPES,
 ) -> dict[str, Any]:
-    """The box source (CAM layer), threshold and blur that localise ``rows``' boxes best, overall and per class.
+    """The box source (CAM layer), threshold, blur and box shape that localise ``rows``' boxes best, overall and per class.
 
     One CAM per (image, boxed class) on each of ``layers`` (default: the model's
     ``cam_candidates``; a class's best layer depends on its size: coarse for the heart, fine
     for a mass); with ``attention_model`` (a FocusContrast attention predictor) its map and
     each layer's CAM gated by it are sources too (:func:`gaze_sources`). Every (threshold,
-    blur) pair re-boxes the same maps. Overall: the best (source, threshold, blur) by
-    T(IoU=0.3) over all boxes, then mean best IoU; per class, the same over that class's
-    boxes, ties going to the overall setting.
+    blur) pair re-boxes the same maps, and with ``"peak"`` in ``shapes`` also as boxes of the
+    class's median size on ``rows`` centred on each component's peak (:func:`box_sizes`; a
+    nodule is a tenth of the blob readers' gaze leaves on it). Overall: the best (source,
+    threshold, blur) of component extents by T(IoU=0.3) over all boxes, then mean best IoU
+    (the setting of classes without boxes here, so without a size); per class, the best of
+    every entry over that class's boxes, ties going to the overall setting.
 
     Returns ``{"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes",
-    "per_class": {class: {"cam_layer", "cam_threshold", "blur", "t_iou_0.3", "mean_best_iou",
-    "n_boxes"}}, "grid"}``; with ``attention_model`` also ``"cam_only"``: the same choice among
-    the CAM layers alone (what :func:`box_settings` serves without the attention map).
+    "per_class": {class: {"cam_layer", "cam_threshold", "blur", ["box_size",] "t_iou_0.3",
+    "mean_best_iou", "n_boxes"}}, "grid"}``; with ``attention_model`` also ``"cam_only"``: the
+    same choice among the CAM layers alone (what :func:`box_settings` serves without the
+    attention map).
     """
+    unknown = sorted(set(shapes) - set(BOX_SHAPES))
+    if unknown or "extent" not in shapes:
+        raise ValueError(f"box shapes must include 'extent' and be among {BOX_SHAPES}, got {list(shapes)}")
     from gazerad.data.inputs import encoder_inputs
 
     truth, requests, scales = box_requests(table, rows, boxes_csv, image_size)
@@ -358,7 +380,8 @@ def tune_box_extraction(
     sources = layers + ([] if heat is None else gaze_sources(layers))
     maps = source_maps(model, images, [requests[k] for k in keep], sources, heat, cam_method, device=device)
     sc = {ids[j]: scales[k] for j, k in enumerate(keep)}
-    by_source = {src: best_box_settings(dict(zip(ids, m)), truth, table.classes, sc, thresholds, blurs) for src, m in maps.items()}
+    sizes = box_sizes(truth, sc, image_size) if "peak" in shapes else None
+    by_source = {src: best_box_settings(dict(zip(ids, m)), truth, table.classes, sc, thresholds, blurs, sizes) for src, m in maps.items()}
     grid = [{"cam_layer": src, **g} for src, r in by_source.items() for g in r["grid"]]
     out = {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
     if heat is not None:
@@ -379,17 +402,30 @@ def _rank(g: dict[str, Any], key: str = "") -> tuple[float, float]:
 
 
 def choose_box_settings(grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The overall best entry of a tuning ``grid`` (T(IoU=0.3), then mean best IoU) and, per
-    class, the entry best on that class's boxes; a class keeps the overall setting unless
-    another one is strictly better on it."""
+    """The overall best entry of a tuning ``grid`` (T(IoU=0.3), then mean best IoU) among
+    component extents and, per class, the entry best on that class's boxes (a peak-centred
+    one too, with its ``box_size``); a class keeps the overall setting unless another one is
+    strictly better on it."""
     keys = ("cam_layer", "cam_threshold", "blur")
-    best = max(grid, key=_rank)
+    best = max((g for g in grid if g.get("box") != "peak"), key=_rank)
     out = {**{k: best[k] for k in keys if k in best}, "t_iou_0.3": best["t_iou_0.3"], "mean_best_iou": best["mean_best_iou"], "per_class": {}}
     for c, here in best.get("per_class", {}).items():
         own = max(grid, key=lambda g: _rank(g["per_class"][c]))
         pick = own if _rank(own["per_class"][c]) > _rank(here) else best
         out["per_class"][c] = {**{k: pick[k] for k in keys if k in pick}, **pick["per_class"][c]}
     return out
+
+
+def box_sizes(truth: dict[str, list], scales: dict[str, tuple[float, float]], size: int) -> dict[str, tuple[float, float]]:
+    """Per class the median ``(w, h)`` of its ``truth`` boxes (image pixels) as fractions of
+    their images' width and height (``scales`` map an ``size``-pixel model input back to the
+    image, as in :func:`box_requests`)."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for i, gts in truth.items():
+        sx, sy = scales.get(i, (1.0, 1.0))
+        for lab, (_, _, w, h) in gts:
+            by.setdefault(lab, []).append((w / (size * sx), h / (size * sy)))
+    return {c: (float(np.median([v[0] for v in vs])), float(np.median([v[1] for v in vs]))) for c, vs in by.items()}
 
 
 def best_box_settings(
@@ -399,33 +435,56 @@ def best_box_settings(
     scales: dict[str, tuple[float, float]] | None = None,
     thresholds: Sequence[float] = THRESHOLD_GRID,
     blurs: Sequence[int] = BLUR_GRID,
+    sizes: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """The (threshold, blur) whose boxes of ``maps`` (image id -> {class index: map}) best
     localise ``truth`` (T(IoU=0.3), then mean best IoU), overall and per class; ``scales``
-    map each image's map pixels to image pixels (default 1).
+    map each image's map pixels to image pixels (default 1). With ``sizes`` (class ->
+    ``(w, h)`` fractions of the image, :func:`box_sizes`) every pair is also scored with
+    peak-centred boxes of those sizes (grid entries with ``"box": "peak"``; their per-class
+    entries carry ``box_size``), which only per-class choices take.
 
     Returns ``{"cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes", "per_class",
     "grid"}``; every grid entry carries its per-class T(IoU=0.3), mean best IoU and box count.
     """
-    grid = []
-    for t in thresholds:
-        for b in blurs:
-            pred = {}
-            for i, by_class in maps.items():
+    from gazerad.localize import component_boxes, smoothed
+
+    shapes = [None] if not sizes else [None, sizes]
+    entries: dict[tuple[float, int, int], dict[str, Any]] = {}
+    for b in blurs:  # one blur of every map serves every threshold and shape
+        ready = {i: {c: smoothed(m, b) for c, m in by_class.items()} for i, by_class in maps.items()}
+        for t in thresholds:
+            pred: list[dict[str, list[Box]]] = [{} for _ in shapes]
+            for i, by_class in ready.items():
                 sc = (scales or {}).get(i, (1.0, 1.0))
-                pred[i] = [bx.scaled(*sc) for c, m in by_class.items() for bx in map_to_boxes(m, t, b, label=classes[c])]
-            acc = localization_accuracy(pred, truth, (0.3,))
-            per = {
-                c: {"t_iou_0.3": v[0.3], "mean_best_iou": acc["mean_best_iou_per_class"][c], "n_boxes": acc["n_boxes"][c]} for c, v in acc["per_class"].items()
-            }
-            grid.append({"cam_threshold": float(t), "blur": int(b), "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"], "per_class": per})
+                for p in pred:
+                    p[i] = []
+                for c, m in by_class.items():
+                    per_shape = component_boxes(m, t, classes[c], sizes=[map_pixels((shape or {}).get(classes[c]), m.shape) for shape in shapes])
+                    for p, bxs in zip(pred, per_shape):
+                        p[i].extend(bx.scaled(*sc) for bx in bxs)
+            for k, (shape, p) in enumerate(zip(shapes, pred)):
+                acc = localization_accuracy(p, truth, (0.3,))
+                per = {
+                    c: {
+                        **({"box_size": list(shape[c])} if shape and c in shape else {}),
+                        "t_iou_0.3": v[0.3],
+                        "mean_best_iou": acc["mean_best_iou_per_class"][c],
+                        "n_boxes": acc["n_boxes"][c],
+                    }
+                    for c, v in acc["per_class"].items()
+                }
+                entry = {"cam_threshold": float(t), "blur": int(b), **({"box": "peak"} if shape else {})}
+                entries[(t, b, k)] = {**entry, "t_iou_0.3": acc["overall"][0.3], "mean_best_iou": acc["mean_best_iou"], "per_class": per}
+    grid = [entries[(t, b, k)] for t in thresholds for b in blurs for k in range(len(shapes))]  # ties go to the first
     return {**choose_box_settings(grid), "n_boxes": int(sum(len(v) for v in truth.values())), "grid": grid}
 
 
 def overridden(settings: dict[str, Any], cam_threshold: float | None = None, blur: int | None = None, cam_layer: str | None = None) -> dict[str, Any]:
     """``settings`` (:func:`box_settings`) with a caller's explicit threshold / blur / layer
-    applied to *every* class (their per-class values dropped). Any override also drops the
-    validation figures (``t_iou_0.3``, ``n_boxes``): they were measured with the tuned settings."""
+    applied to *every* class (their per-class values dropped; a class's ``box_size``, its
+    typical box, stays). Any override also drops the validation figures (``t_iou_0.3``,
+    ``n_boxes``): they were measured with the tuned settings."""
     out = {**settings, "per_class": {c: dict(v) for c, v in settings.get("per_class", {}).items()}}
     changes = (("cam_threshold", cam_threshold), ("blur", blur), ("cam_layer", cam_layer))
     for key, value in changes:
@@ -454,14 +513,14 @@ def box_rank_key(probability: float, hit: tuple[float, int | None] | None, rank:
     return -value, -probability
 
 
-EXTRACTION_KEYS = ("cam_layer", "cam_threshold", "blur")
+EXTRACTION_KEYS = ("cam_layer", "cam_threshold", "blur", "box_size")
 
 
 def extraction_used(settings: dict[str, Any]) -> dict[str, Any]:
     """The extraction part of box ``settings`` (:func:`box_settings`), overall and per class,
     without their validation figures: what an answer reports as the settings it used."""
     per = {c: {k: v[k] for k in EXTRACTION_KEYS if k in v} for c, v in (settings.get("per_class") or {}).items()}
-    return {**{k: settings[k] for k in EXTRACTION_KEYS}, "per_class": per}
+    return {**{k: settings[k] for k in EXTRACTION_KEYS if k in settings}, "per_class": per}
 
 
 def selection_score(auc: float, t_iou_03: float) -> float:

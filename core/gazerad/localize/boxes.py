@@ -2,7 +2,10 @@
 
 Recipe (per map): normalise to ``[0, 1]``, blur with a ``k x k`` mean filter (5 x 5),
 threshold (0.5), connected components (8-connectivity), one box per component; each box
-is scored by the mean saliency *inside the box* and the best box becomes the ROI.
+is scored by the mean saliency *inside the box* and the best box becomes the ROI. With a
+``size`` (a class's typical box, e.g. the median of its validation boxes), each component
+gives a box of that size centred on its peak instead of its extent: a small finding (a
+nodule) under a broad saliency blob is boxed at its own scale.
 Boxes are ``(x, y, w, h)`` in pixels, ``x`` along columns (:mod:`gazerad.coords`), the
 NIH ``BBox_List_2017.csv`` convention.
 """
@@ -10,13 +13,14 @@ NIH ``BBox_List_2017.csv`` convention.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["Box", "blur_maps", "map_to_boxes", "maps_to_rois", "box_mask", "iou", "centred_box"]
+__all__ = ["Box", "blur_maps", "map_to_boxes", "smoothed", "component_boxes", "maps_to_rois", "box_mask", "iou", "centred_box"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,14 @@ def _norm(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m, dtype=np.float64)
 
 
-def map_to_boxes(saliency: np.ndarray | torch.Tensor, threshold: float = 0.5, blur: int = 5, label: str = "", min_pixels: int = 1) -> list[Box]:
+def map_to_boxes(
+    saliency: np.ndarray | torch.Tensor,
+    threshold: float = 0.5,
+    blur: int = 5,
+    label: str = "",
+    min_pixels: int = 1,
+    size: tuple[float, float] | None = None,
+) -> list[Box]:
     """Boxes of the thresholded regions of one ``(H, W)`` map, best (mean saliency inside) first.
 
     Args:
@@ -62,22 +73,56 @@ def map_to_boxes(saliency: np.ndarray | torch.Tensor, threshold: float = 0.5, bl
         blur: mean-filter size (1 = none).
         label: label given to every box.
         min_pixels: drop components smaller than this.
+        size: ``(w, h)`` in map pixels: each component's box is this size, centred on the
+            component's peak (its maximum of the blurred map) and moved inside the map;
+            ``None``: the component's extent.
     """
+    return component_boxes(smoothed(saliency, blur), threshold, label, min_pixels, (size,))[0]
+
+
+def smoothed(saliency: np.ndarray | torch.Tensor, blur: int = 5) -> np.ndarray:
+    """One ``(H, W)`` map checked, blurred (:func:`blur_maps`) and normalised to ``[0, 1]``
+    (float64): what :func:`component_boxes` thresholds (shared by every threshold and size)."""
     m = torch.as_tensor(saliency, dtype=torch.float32)
     if m.ndim != 2:
         raise ValueError(f"saliency map must be (H, W), got {tuple(m.shape)}")
     if not torch.isfinite(m).all():
         raise ValueError("saliency map has NaN or infinite values")
-    s = _norm(blur_maps(m[None], blur)[0].cpu().numpy().astype(np.float64))
-    lab, n = ndimage.label(s >= threshold, structure=np.ones((3, 3), bool))
-    boxes = []
+    return _norm(blur_maps(m[None], blur)[0].cpu().numpy().astype(np.float64))
+
+
+def component_boxes(
+    s: np.ndarray, threshold: float, label: str = "", min_pixels: int = 1, sizes: Sequence[tuple[float, float] | None] = (None,)
+) -> list[list[Box]]:
+    """The boxes of the components of ``s >= threshold`` (``s`` from :func:`smoothed`), once
+    per entry of ``sizes`` (``None``: extents; ``(w, h)``: peak-centred boxes, see
+    :func:`map_to_boxes`), each list best first; one labelling serves every size."""
+    for size in sizes:
+        if size is not None and not (np.all(np.isfinite(size)) and min(size) > 0):
+            raise ValueError(f"box size must be two positive numbers, got {size}")
+    lab, _ = ndimage.label(s >= threshold, structure=np.ones((3, 3), bool))
+    hh, ww = s.shape
+    out: list[list[Box]] = [[] for _ in sizes]
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is None or int((lab[sl] == i).sum()) < min_pixels:
+        if sl is None:
+            continue
+        own = lab[sl] == i
+        if int(own.sum()) < min_pixels:
             continue
         ys, xs = sl
-        score = float(s[ys, xs].mean())
-        boxes.append(Box(float(xs.start), float(ys.start), float(xs.stop - xs.start), float(ys.stop - ys.start), score, label))
-    return sorted(boxes, key=lambda b: -b.score)
+        peak = None
+        for boxes, size in zip(out, sizes):
+            if size is None:
+                x, y, w, h = float(xs.start), float(ys.start), float(xs.stop - xs.start), float(ys.stop - ys.start)
+            else:
+                if peak is None:
+                    peak = np.unravel_index(np.argmax(np.where(own, s[sl], -1.0)), own.shape)
+                w, h = min(float(size[0]), float(ww)), min(float(size[1]), float(hh))
+                x = float(np.clip(xs.start + peak[1] + 0.5 - w / 2, 0.0, ww - w))
+                y = float(np.clip(ys.start + peak[0] + 0.5 - h / 2, 0.0, hh - h))
+            inside = s[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))]
+            boxes.append(Box(x, y, w, h, float(inside.mean()), label))
+    return [sorted(b, key=lambda b: -b.score) for b in out]
 
 
 def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
