@@ -286,7 +286,11 @@ def _torchrun(nproc: int, args: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
+def heldout_metrics(model_file: Path, work: Path, dev: str | None) -> dict[str, Any]:
+    """A trained localiser's model-card figures on ``work``'s test split: AUC, calibration,
+    T(IoU) (with ``t_iou_0.3`` and ``mean_best_iou`` at the top), the centred-box baseline
+    and where each class's boxes come from; ``{"evaluation": "skipped: ..."}`` when the
+    split cannot be scored."""
     from gazerad.kacl.evaluate import evaluate_kacl
 
     try:
@@ -301,6 +305,8 @@ def _auc_metrics(model_file: Path, work: Path, dev: str) -> dict[str, Any]:
         box = m["box_extraction"]  # where each class's boxes come from (a CAM layer, the attention map, or a CAM gated by it)
         out["box_sources"] = {c: (box["per_class"].get(c) or {}).get("cam_layer") or box["cam_layer"] for c in m["auc"] if c != "macro"}
         out["box_attention"] = box.get("attention")
+        out["t_iou_0.3"] = loc["overall"].get(0.3)
+        out["mean_best_iou"] = loc["mean_best_iou"]
     return out
 
 
@@ -330,13 +336,9 @@ def _kacl_job(name: str, view: DatastoreView, run: Path, p: dict[str, Any], dev:
     else:
         hist = train_kacl(cfg)["history"]
     model_file = Path(cfg.out) / "kacl.pt"
-    metrics = _auc_metrics(model_file, work, dev)
+    metrics = heldout_metrics(model_file, work, dev)
     auc = metrics.get("auc", {}).get("macro")
-    stats = {"key_metric": "heldout_macro_auc", "best_metric": auc, **metrics, "history": hist}
-    if "localization" in metrics:
-        stats["t_iou_0.3"] = metrics["localization"]["overall"].get(0.3)
-        stats["mean_best_iou"] = metrics["localization"]["mean_best_iou"]
-    return model_file, stats
+    return model_file, {"key_metric": "heldout_macro_auc", "best_metric": auc, **metrics, "history": hist}
 
 
 def _attention_job(view: DatastoreView, run: Path, p: dict[str, Any], dev: str, model_dir: Path) -> tuple[Path, dict]:
