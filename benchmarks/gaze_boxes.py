@@ -4,7 +4,8 @@ map, or a CAM gated by it) is chosen per class on validation, for the same train
 Protocol (README, *Gaze boxes*):
 
 1. The KACL table's study set and runs (``--work``, the folder ``kacl_table.py --work``
-   used: ``studies/``, ``runs/``, ``attention/attention.pt``); missing runs are trained
+   used: ``studies/``, ``runs/``, ``attention/attention.pt``; what is missing is made as
+   the table makes it: 600 studies of seed 0, the attention predictor); missing runs are trained
    with the table's own :func:`kacl_table.run_one` (no augmentation: the setting chosen on
    validation for the supervised baseline; KACL with ``--w-con`` and ``--roi-tuning``).
 2. Per run, two box extractions of the *same weights*, both tuned on the validation
@@ -230,10 +231,9 @@ def plot(rows: list[dict[str, Any]], att: dict[str, Any], classes: list[str], ou
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     work = Path(a.work)
-    studies = work / "studies"
-    if not (studies / "labels.csv").is_file() or not (work / "attention" / "attention.pt").is_file():
-        raise SystemExit(f"{work}: needs studies/ and attention/attention.pt of a kacl_table.py --work run")
     ta = kacl_table.parse_args(["--work", str(work), "--no-augment", "--roi-tuning", "--device", a.device, "--seeds", *map(str, a.seeds)])
+    studies = kacl_table._studies(ta, work)  # the table's study set and attention model: reused, else made as the table makes them
+    kacl_table.attention_model(ta, studies, work)
     results = []
     t0 = time.perf_counter()
     for seed in a.seeds:

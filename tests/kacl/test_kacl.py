@@ -295,6 +295,30 @@ def test_served_boxes_carry_their_class_validation_hit_rate(kacl_run, masses: Pa
     assert np.abs(cams["top"] - cams["named"]).max() < 1e-6 < np.abs(cams["top"] - cams["likely"]).max()
 
 
+def test_served_peak_boxes_have_their_class_size_in_image_pixels(kacl_run, masses: Path, tmp_path: Path) -> None:
+    """A class tuned to peak boxes is served boxes of its ``box_size`` (fractions of the
+    image) on the original image, one per component of the same map as its extents, the
+    size reported in ``box_extraction``."""
+    from gazerad.io.xray import read_xray
+    from gazerad.serving.infer import LocalizationService
+
+    out, _ = kacl_run
+    image = masses / "images" / "00000.png"
+    h, w = read_xray(image)[0].shape
+    state = torch.load(out / "kacl.pt", map_location="cpu", weights_only=False)
+    layer, cls = state["config"]["cam_layer"], state["classes"][0]
+    extents = {"cam_layer": layer, "cam_threshold": 0.3, "blur": 3, "t_iou_0.3": 0.5, "n_boxes": 10}
+    for name, own in (("extent", extents), ("peak", {**extents, "box_size": [0.125, 0.0625]})):
+        state["box_extraction"] = {"cam_layer": layer, "cam_threshold": 0.5, "blur": 5, "per_class": {cls: own}, "split": "validate"}
+        torch.save(state, tmp_path / f"{name}.pt")
+    ext, peak = (LocalizationService(tmp_path / f"{n}.pt", device="cpu")(image, classes=[cls], max_boxes=20) for n in ("extent", "peak"))
+    eb, pb = ([b for b in r["boxes"] if b["label"] == cls] for r in (ext, peak))
+    assert len(pb) == len(eb) >= 1 and all((b["w"], b["h"]) == pytest.approx((0.125 * w, 0.0625 * h)) for b in pb)
+    assert all(0 <= b["x"] <= w - b["w"] + 1e-6 and 0 <= b["y"] <= h - b["h"] + 1e-6 for b in pb)
+    assert any(abs(e["w"] - 0.125 * w) > 1 for e in eb)  # the extents are other boxes
+    assert peak["box_extraction"]["per_class"][cls]["box_size"] == [0.125, 0.0625] and "box_size" not in ext["box_extraction"]["per_class"][cls]
+
+
 def test_roi_tuning_on_validation_boxes(masses: Path, tmp_path: Path) -> None:
     """``roi_tuning``: from the second refresh on, the ROI's CAM layer, threshold and blur per
     class come from the validation boxes; the saved settings reproduce the ROI of the

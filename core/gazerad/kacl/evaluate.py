@@ -19,7 +19,7 @@ import torch
 from gazerad.errors import InputError
 from gazerad.io.atomic import atomic_write_text
 from gazerad.kacl.calibration import calibrated_probabilities, expected_calibration_error, reliability_bins, temperature_of
-from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, localization_accuracy, make_cam, map_to_boxes
+from gazerad.localize import DEFAULT_THRESHOLDS, Box, centred_box, component_boxes, localization_accuracy, make_cam, map_to_boxes, smoothed
 
 __all__ = [
     "class_cams",
@@ -447,8 +447,6 @@ def best_box_settings(
     Returns ``{"cam_threshold", "blur", "t_iou_0.3", "mean_best_iou", "n_boxes", "per_class",
     "grid"}``; every grid entry carries its per-class T(IoU=0.3), mean best IoU and box count.
     """
-    from gazerad.localize import component_boxes, smoothed
-
     shapes = [None] if not sizes else [None, sizes]
     entries: dict[tuple[float, int, int], dict[str, Any]] = {}
     for b in blurs:  # one blur of every map serves every threshold and shape

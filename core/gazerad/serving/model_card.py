@@ -91,8 +91,10 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
     Fields: ``model``, ``task``, ``intended_use``, ``status``, ``weights``, ``training_data``,
     ``heldout_metrics``, ``trained`` (date), ``gazerad_version`` (that trained it),
     ``training_params``; ``selection`` where the model was chosen among candidates on the
-    validation split (``scripts/make_weights.py``); ``boxes_retuned`` where a later attention
-    model re-tuned a localiser's boxes (:func:`gazerad.serving.train.retune_served_localiser`).
+    validation split (``scripts/make_weights.py``); ``boxes_retuned`` where a localiser's boxes were re-tuned after
+    training, its weights untouched: by a later attention model
+    (:func:`gazerad.serving.train.retune_served_localiser`) or by ``scripts/make_weights.py
+    --retune-boxes``.
     """
     import gazerad
 
