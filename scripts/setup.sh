@@ -18,6 +18,14 @@ fi
 
 "$py" -c 'import sys; assert sys.version_info >= (3, 10), "GazeRad needs Python >= 3.10, found " + sys.version.split()[0]'
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+# a first install is about 8 GB (9 GB with the test extra; torch's CUDA build is 5 GB of it):
+# say so before pip stops half-way with "No space left on device"
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  free_gb=$(df -Pk "$venv" | awk 'NR == 2 {printf "%d", $4 / 1048576}')
+  if [ "${free_gb:-0}" -lt 10 ]; then
+    echo "[setup] warning: ${free_gb} GB free on the disk holding $venv; a first setup needs about 8 GB (9 GB with the test extra)" >&2
+  fi
+fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
 # numpy<2: monailabel's pydicom-seg and numpymaxflow require it; pyradiomics must be built against it.
 "${pip[@]}" --upgrade "pip>=23" "setuptools>=64" wheel versioneer "numpy>=1.24,<2"
