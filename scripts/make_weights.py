@@ -54,7 +54,7 @@ def validation_score(model_file: Path, studies: Path, device: str) -> dict[str, 
 
 def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str) -> None:
     from gazerad.engine.checkpoint import half_model_file
-    from gazerad.io.atomic import atomic_write_text
+    from gazerad.io.atomic import atomic_write_json
     from gazerad.serving.train import publish
 
     if dtype == "float16":
@@ -62,16 +62,18 @@ def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str)
     else:
         publish(src, dest)
     stats["shipped"] = {"script": "scripts/make_weights.py", "n": a.n, "seed": a.seed, "dtype": dtype}
-    atomic_write_text(dest.with_suffix(".stats.json"), json.dumps(stats, indent=1))
+    atomic_write_json(dest.with_suffix(".stats.json"), stats)
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
-def retune_shipped(out: Path, studies: Path, device: str) -> dict:
-    """Re-tune ``out``'s shipped localiser's boxes on ``studies`` (weights and training record kept) and re-measure it."""
+def retune_shipped(out: Path, studies: Path, device: str, work: Path) -> dict:
+    """Re-tune ``out``'s shipped localiser's boxes on ``studies`` (weights and training record
+    kept) and re-measure it. The re-tuned model is made and measured in ``work``; the shipped
+    file is replaced (atomically) only once its held-out figures are in."""
     import time
 
     from gazerad.engine.checkpoint import rewrite_model_file
-    from gazerad.io.atomic import atomic_write_text
+    from gazerad.io.atomic import atomic_write_json
     from gazerad.kacl.trainer import retune_boxes
     from gazerad.serving.train import heldout_metrics
 
@@ -80,11 +82,16 @@ def retune_shipped(out: Path, studies: Path, device: str) -> dict:
     stats = json.loads(loc.with_suffix(".stats.json").read_text())
     before = {"t_iou_0.3": stats.get("t_iou_0.3"), "per_class": {c: v.get("0.3") for c, v in stats.get("localization", {}).get("per_class", {}).items()}}
     own = torch_load_config(loc).get("attention")
-    tuned = retune_boxes(loc, studies, attention=att, device=dev)
+    trial = work / "retuned_localization.pt"
+    tuned = retune_boxes(loc, studies, attention=att, out=trial, device=dev)
     if "skipped" in tuned:
         raise SystemExit(f"boxes not re-tuned: {tuned['skipped']}")
-    rewrite_model_file(loc, loc, lambda s: s["config"].update(attention=own))  # the training record's attention path, not this machine's
-    stats.update(heldout_metrics(loc, studies, dev))
+    measured = heldout_metrics(trial, studies, dev)
+    if measured.get("t_iou_0.3") is None:
+        why = measured.get("evaluation") or measured.get("localization_skipped")
+        raise SystemExit(f"boxes not re-tuned: no held-out localisation figures ({why}); {loc} unchanged")
+    rewrite_model_file(trial, loc, lambda s: s["config"].update(attention=own))  # the training record's attention path, not this machine's
+    stats.update(measured)
     stats["boxes_retuned"] = {
         "script": "scripts/make_weights.py --retune-boxes",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -93,8 +100,9 @@ def retune_shipped(out: Path, studies: Path, device: str) -> dict:
         "heldout_before": before,
         "note": "weights unchanged; held-out figures re-measured with the re-tuned boxes",
     }
-    atomic_write_text(loc.with_suffix(".stats.json"), json.dumps(stats, indent=1))
-    print(f"re-tuned {loc}: held-out T(IoU=0.3) {before['t_iou_0.3']:.3f} -> {stats['t_iou_0.3']:.3f}")
+    atomic_write_json(loc.with_suffix(".stats.json"), stats)
+    was = "unknown" if before["t_iou_0.3"] is None else f"{before['t_iou_0.3']:.3f}"
+    print(f"re-tuned {loc}: held-out T(IoU=0.3) {was} -> {stats['t_iou_0.3']:.3f}")
     return stats
 
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_studies(studies, n=a.n, seed=a.seed, size=512, workers=2, progress=True)
     out = Path(a.out)
     if a.retune_boxes:
-        retune_shipped(out, studies, a.device)
+        retune_shipped(out, studies, a.device, work)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     model = work / "model"

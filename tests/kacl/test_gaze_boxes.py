@@ -283,3 +283,61 @@ def test_retune_without_validation_boxes_changes_nothing(gaze_setup, tmp_path: P
     before = (run / "kacl.pt").read_bytes()
     out = retune_boxes(run, plain, att)
     assert out["skipped"] == "no images in the validate split" and (run / "kacl.pt").read_bytes() == before
+
+
+def _make_weights():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("make_weights", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_weights_retune_replaces_the_shipped_file_only_once_measured(gaze_setup, tmp_path: Path) -> None:
+    """``make_weights.py --retune-boxes``: the shipped localiser keeps its weights and its
+    training record's attention path, gets the re-tuned boxes and re-measured held-out
+    figures; with no test boxes to measure it on, nothing shipped changes."""
+    import json
+
+    data, run, att, _, _ = gaze_setup
+    ship = tmp_path / "model"
+    ship.mkdir()
+    shutil.copy(run / "kacl.pt", ship / "pretrained_localization.pt")
+    shutil.copy(att, ship / "pretrained_attention.pt")
+    (ship / "pretrained_localization.stats.json").write_text(json.dumps({"params": {"method": "supervised"}}))
+    old_model, old = load_kacl(ship / "pretrained_localization.pt")
+    mw = _make_weights()
+
+    unmeasurable = tmp_path / "no-test-boxes"
+    shutil.copytree(data, unmeasurable)
+    keep = [r for r in (unmeasurable / "BBox_List_2017.csv").read_text().splitlines(True) if r.split(",")[0] in {"Image Index"} | _validation_images(data)]
+    (unmeasurable / "BBox_List_2017.csv").write_text("".join(keep))
+    scored = evaluate_kacl(run, unmeasurable, splits=("test",), overlays=0, device="cpu")
+    assert "localization" not in scored and scored["localization_skipped"] == "no boxes of the test images in BBox_List_2017.csv"
+    before = (ship / "pretrained_localization.pt").read_bytes()
+    with pytest.raises(SystemExit, match="no held-out localisation figures"):
+        mw.retune_shipped(ship, unmeasurable, "cpu", tmp_path / "w1")
+    assert (ship / "pretrained_localization.pt").read_bytes() == before
+    assert json.loads((ship / "pretrained_localization.stats.json").read_text()) == {"params": {"method": "supervised"}}
+
+    stats = mw.retune_shipped(ship, data, "cpu", tmp_path / "w2")
+    new_model, new = load_kacl(ship / "pretrained_localization.pt")
+    assert new["config"]["attention"] == old["config"]["attention"]  # the training record's, not this machine's path
+    assert new["box_extraction"]["attention_fingerprint"] == attention_fingerprint(load_attention_model_file(att))
+    weights = new_model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in old_model.state_dict().items())  # weights untouched
+    on_disk = json.loads((ship / "pretrained_localization.stats.json").read_text())
+    assert on_disk == json.loads(json.dumps(stats)) and on_disk["params"] == {"method": "supervised"}
+    assert on_disk["boxes_retuned"]["heldout_before"]["t_iou_0.3"] is None and 0.0 <= on_disk["t_iou_0.3"] <= 1.0
+
+
+def _validation_images(data: Path) -> set[str]:
+    return {r[0] for r in csv.reader((data / "labels.csv").open()) if r[2] == "validate"}
+
+
+def load_attention_model_file(path: Path) -> torch.nn.Module:
+    from gazerad.attention.checkpoint import load_attention_model
+
+    return load_attention_model(path)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gazerad.attention.network import AttentionPredictor, _device
 from gazerad.engine.checkpoint import load_model_file, save_model_file
+from gazerad.io.atomic import json_safe
 
 __all__ = ["save_attention_model", "load_attention_model", "model_fingerprint"]
 
@@ -29,7 +28,7 @@ def save_attention_model(model: AttentionPredictor, path: PathLike, metrics: Map
         "attention",
         model.config,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-        metrics=_json_safe(dict(metrics)) if metrics is not None else None,
+        metrics=json_safe(dict(metrics)) if metrics is not None else None,
     )
 
 
@@ -61,15 +60,3 @@ def model_fingerprint(model: AttentionPredictor) -> str:
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, Mapping):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return _json_safe(v.item())
-    return v

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gazerad.attention.checkpoint import _json_safe, save_attention_model
+from gazerad.attention.checkpoint import save_attention_model
 from gazerad.attention.config import AttentionConfig
 from gazerad.attention.data import AttentionDataset
 from gazerad.attention.evaluation import _predict_dataset, centre_prior, fit_centre_prior, saliency_scores
@@ -24,6 +24,7 @@ from gazerad.engine.handlers import CheckpointSaver, ProgressBar
 from gazerad.engine.loop import Events, TrainLoop
 from gazerad.engine.runtime import Runtime
 from gazerad.errors import InputError
+from gazerad.io.atomic import json_safe
 
 __all__ = ["train_attention"]
 
@@ -152,7 +153,7 @@ def train_attention(
         "seconds": time.perf_counter() - t0,
         "files": files,
     }
-    result = _json_safe(result)
+    result = json_safe(result)
     save_attention_model(model, files["model"], metrics=result)
     atomic_write_text(files["metrics"], json.dumps(result, indent=2) + "\n")
     _plot_curve(history, base, files["curve"])

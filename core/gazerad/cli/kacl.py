@@ -81,6 +81,8 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
         for c, acc in res["localization"]["per_class"].items():
             layer = (src["per_class"].get(c) or {}).get("cam_layer") or src["cam_layer"]
             print(f"{c[:13]:13s} " + "  ".join(f"{v:5.3f}" for v in acc.values()) + f"   ({res['localization']['n_boxes'][c]} boxes; {layer})")
+    elif "localization_skipped" in res:
+        print(f"T(IoU): not scored ({res['localization_skipped']})")
     cal = res.get("calibration") or {}
     if "ece" in cal:
         print(f"calibration: T {cal['temperature']:.2f}, ECE {cal['ece']:.3f} (uncalibrated {cal['ece_uncalibrated']:.3f}) on {cal['n_images']} images")

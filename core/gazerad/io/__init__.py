@@ -18,5 +18,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "atomic_path": "atomic",
         "atomic_write_bytes": "atomic",
         "atomic_write_text": "atomic",
+        "atomic_write_json": "atomic",
+        "json_safe": "atomic",
     },
 )

@@ -615,7 +615,8 @@ def evaluate_kacl(
     Returns:
         ``{"auc": {class: auc, "macro": ...}, "calibration": {temperature, ece, ece_uncalibrated,
         reliability} (on the images the temperature was not fitted on), "localization": {...},
-        "baseline_centred": {...}, "n_images": N}``; probabilities are calibrated; also written to ``OUT/metrics.json`` when ``out`` is given.
+        "baseline_centred": {...}, "n_images": N}`` (``"localization_skipped"``: why, instead of
+        the two, when none of the images has a box); probabilities are calibrated; also written to ``OUT/metrics.json`` when ``out`` is given.
     """
     from gazerad.data.inputs import encoder_inputs
     from gazerad.kacl.trainer import load_kacl, model_logits
@@ -634,9 +635,13 @@ def evaluate_kacl(
     result["calibration"] = _calibration_report(state, table, rows, logits)
 
     bpath = Path(boxes_csv) if boxes_csv else Path(data) / "BBox_List_2017.csv"
+    truth: dict[str, list] = {}
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
         truth, requests, scales = box_requests(table, rows, bpath, size)
+        if not truth:  # nothing to score: no figure rather than a NaN one
+            result["localization_skipped"] = f"no boxes of the {'/'.join(splits)} images in {bpath.name}"
+    if truth:
         beside = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
         att_path = attention_file(state, attention, beside) if use_attention else None
         att_model = None

@@ -43,12 +43,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 import gazerad
 from gazerad.errors import InputError
-from gazerad.io.atomic import atomic_path, atomic_write_text
+from gazerad.io.atomic import atomic_path, atomic_write_json, json_safe
 from gazerad.serving.data import DatastoreView
 from gazerad.serving.model_card import training_data
 
@@ -307,6 +306,8 @@ def heldout_metrics(model_file: Path, work: Path, dev: str | None) -> dict[str, 
         out["box_attention"] = box.get("attention")
         out["t_iou_0.3"] = loc["overall"].get(0.3)
         out["mean_best_iou"] = loc["mean_best_iou"]
+    elif "localization_skipped" in m:
+        out["localization_skipped"] = m["localization_skipped"]
     return out
 
 
@@ -467,7 +468,7 @@ def retune_served_localiser(view: DatastoreView, run: Path, model_dir: Path, dev
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "note": "held-out metrics were measured with the earlier attention model",
         }
-        atomic_write_text(model_dir / "localization.stats.json", json.dumps(_json_safe(loc_stats), indent=1))
+        atomic_write_json(model_dir / "localization.stats.json", loc_stats)
     return done
 
 
@@ -478,18 +479,6 @@ JOBS: dict[str, Callable[..., tuple[Path, dict]]] = {
     "pretrain": _pretrain_job,
 }
 PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "classification": "classification.pt", "pretrain": "pretrain_encoder.pt"}
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
 
 
 def check_servable(name: str, weights: str | os.PathLike, view: DatastoreView) -> None:
@@ -551,7 +540,7 @@ def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLik
         params={k: v for k, v in p.items() if v is not None},
         total_time=f"{time.perf_counter() - t0:.1f}s",
     )
-    stats = _json_safe(stats)
-    atomic_write_text(model_dir / f"{name}.stats.json", json.dumps(stats, indent=1))
+    stats = json_safe(stats)
+    atomic_write_json(model_dir / f"{name}.stats.json", stats)
     print(f"[gazerad] published {dest} ({stats['key_metric']} = {stats['best_metric']})", flush=True)
     return stats
