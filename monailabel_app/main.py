@@ -36,6 +36,7 @@ subprocess. Errors reach clients as 4xx/5xx with a message: unknown or unsafe im
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -59,7 +60,7 @@ from gazerad.io.confine import UnsafeName, check_name
 from gazerad.serving.data import DatastoreView, is_safe_id
 from gazerad.serving.guard import GuardConfig
 from gazerad.serving.infer import ModelNotReady
-from gazerad.serving.params import InferParams, parse_bool
+from gazerad.serving.params import InferParams, parse_bool, parse_text
 from lib.activelearning import RandomUnread
 from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
 from lib.datastore import GazeRadDatastore
@@ -181,17 +182,17 @@ class GazeRadApp(MONAILabelApp):
 
     # ------------------------------------------------------------------ requests
     def _resolve_image(self, image: Any) -> None:
-        """Accept a datastore id, or a file MONAI Label itself saved from an upload."""
+        """Accept a datastore id, or the file a request in flight uploaded (or its session image)."""
         if not isinstance(image, str):
             return
         if is_safe_id(image):
             if not self.datastore().get_image_uri(image):
                 raise HTTPException(status_code=404, detail=f"unknown image id {image!r}: no such image in the datastore")
             return
-        real = os.path.realpath(image)
-        tmp = os.path.realpath(tempfile.gettempdir())
-        if os.path.isfile(real) and os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp"):
-            return  # MONAI Label's own temp copy of an uploaded image
+        from lib.routes import is_request_file
+
+        if is_request_file(image):
+            return  # the upload or session image of the request in flight (lib/routes.py)
         raise HTTPException(status_code=400, detail=f"invalid image id {image!r} (ids are file names without a path)")
 
     def bundle_path(self, model):
@@ -217,6 +218,11 @@ class GazeRadApp(MONAILabelApp):
 
     def next_sample(self, request):
         try:
+            request = dict(request)
+            # stored in the chosen image's info: printable text only (and strict JSON overall)
+            if request.get("client_id") is not None:
+                request["client_id"] = parse_text(request["client_id"], "client_id")
+            json.dumps(request, allow_nan=False)
             return super().next_sample(request)
         except Exception as exc:  # noqa: BLE001
             raise _http_error(exc) from None

@@ -21,17 +21,24 @@ What changes against MONAI Label's own handlers:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from typing import Any, List, Optional
+import threading
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from monailabel.config import settings
+from monailabel.endpoints import batch_infer as ml_batch
+from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import infer as ml_infer
+from monailabel.endpoints import logs as ml_logs
+from monailabel.endpoints import scoring as ml_scoring
 from monailabel.endpoints import train as ml_train
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -41,13 +48,42 @@ from gazerad.data import image_id_of
 from gazerad.io.archive import safe_extract
 from gazerad.io.confine import UnsafeName, check_name, sniff_image_suffix
 from gazerad.serving.guard import GuardConfig, RequestGuard
-from gazerad.serving.params import parse_bool, parse_json_object, parse_number
-from gazerad.serving.train import check_params
+from gazerad.serving.params import InferParams, parse_bool, parse_json_object, parse_number
+from gazerad.serving.train import PUBLISHED, check_params, publish_upload
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 MAX_SESSION_DAYS = 7
+MAX_MODEL_BYTES = 512 << 20  # a weights upload (the shipped localiser is 10 MB)
+MAX_LOG_LINES = 100_000
+
+# files a request in flight may name as its image (its own upload, its session's image): the
+# app's infer accepts a path only when it is here (lib main.py: _resolve_image)
+_REQUEST_FILES: dict[str, int] = {}
+_REQUEST_FILES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _request_file(path: Optional[str]) -> Iterator[None]:
+    real = os.path.realpath(path) if path else None
+    if real:
+        with _REQUEST_FILES_LOCK:
+            _REQUEST_FILES[real] = _REQUEST_FILES.get(real, 0) + 1
+    try:
+        yield
+    finally:
+        if real:
+            with _REQUEST_FILES_LOCK:
+                _REQUEST_FILES[real] -= 1
+                if not _REQUEST_FILES[real]:
+                    del _REQUEST_FILES[real]
+
+
+def is_request_file(path: str) -> bool:
+    """Whether ``path`` is the upload or session image of a request now in flight."""
+    with _REQUEST_FILES_LOCK:
+        return os.path.realpath(path) in _REQUEST_FILES
 
 
 def _name(value: Any, what: str) -> str:
@@ -146,6 +182,24 @@ def api_put_label_info(label: str, tag: str, info: str = Form("{}"), user: User 
 
 
 # ---------------------------------------------------------------------------- sessions
+def _typed_image(path: str, shown: str) -> str:
+    """``path`` renamed to the suffix its content calls for (415 when it is no image)."""
+    suffix = sniff_image_suffix(path)
+    if suffix is None:
+        raise HTTPException(status_code=415, detail=f"{shown!r} is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content); nothing was stored")
+    stem = os.path.basename(path)
+    for known in (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nrrd"):
+        if stem.lower().endswith(known) and len(stem) > len(known):
+            stem = stem[: -len(known)]
+            break
+    typed = os.path.join(os.path.dirname(path), stem + suffix)
+    if typed != path:
+        if os.path.exists(typed):
+            raise HTTPException(status_code=422, detail=f"two session files are the image {os.path.basename(typed)!r} once typed by content")
+        os.replace(path, typed)
+    return typed
+
+
 @router.put("/session/", summary="Create a session from image file(s) or an archive (entries confined)")
 def api_create_session(
     background_tasks: BackgroundTasks,
@@ -176,7 +230,6 @@ def api_create_session(
             tmp = _spool(f, limit, f"session file {n!r}", folder=received)
             os.replace(tmp, os.path.join(received, n))
             paths.append(os.path.join(received, n))
-        data = paths[0] if len(paths) == 1 else received
         if unpack:
             data = tempfile.mkdtemp(prefix="gazerad-unpacked-")
             scratch.append(data)
@@ -185,7 +238,11 @@ def api_create_session(
                     safe_extract(p, data, max_total=4 * limit)
             except (UnsafeName, FileExistsError) as exc:
                 raise HTTPException(status_code=400, detail=f"archive refused, nothing was stored: {exc}") from None
-        session_id, info = sessions.add_session(data, ttl, False)
+            images = sorted(str(q) for q in Path(data).rglob("*") if q.is_file())
+        else:
+            data, images = received, paths
+        images = [_typed_image(q, os.path.relpath(q, data)) for q in images]
+        session_id, info = sessions.add_session(images[0] if len(images) == 1 else data, ttl, False)
     except BaseException:
         # FastAPI runs background tasks only after a successful answer: a refused upload
         # must not leave its bytes in the temp folder
@@ -210,22 +267,40 @@ def api_run_inference(
     output: Optional[ml_infer.ResultType] = None,
     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
 ) -> Any:
-    _json(params, "params")
-    if image:
-        _name(image, "image id")
-    if file is not None:
-        tmp = _spool(file, _limit(), "uploaded image")
-        try:
-            suffix = sniff_image_suffix(tmp)
-        finally:
-            os.unlink(tmp)
-        if suffix is None:
-            raise HTTPException(status_code=415, detail="uploaded image is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content)")
-        file.file.seek(0)
-        file.filename = f"upload{suffix}"  # MONAI Label names its temp copy after this
+    p = _json(params, "params")
+    inner = sorted(k for k in ("image", "session", "label", "model") if k in p)
+    if inner:
+        raise HTTPException(status_code=422, detail=f"params may not set {inner}: the image is the query's image id, an uploaded file or a session_id")
     if label is not None:
         raise HTTPException(status_code=422, detail="GazeRad's models take no input label")
-    return ml_infer.run_inference(background_tasks, model, image, session_id, params, file, None, output)
+    if output == ml_infer.ResultType.dicom_seg:
+        raise HTTPException(status_code=422, detail="GazeRad's models give no DICOM SEG: ask for output json, image or all")
+    if sum(bool(v) for v in (image, file is not None, session_id)) != 1:
+        raise HTTPException(status_code=422, detail="give exactly one of: an image id (image=), an uploaded file (file=), a session (session_id=)")
+    if image:
+        _name(image, "image id")
+    path, scratch = None, None
+    if file is not None:
+        tmp = _spool(file, _limit(), "uploaded image")
+        suffix = sniff_image_suffix(tmp)
+        if suffix is None:
+            os.unlink(tmp)
+            raise HTTPException(status_code=415, detail="uploaded image is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content)")
+        path = scratch = tmp + suffix
+        os.replace(tmp, path)
+    elif session_id:
+        sessions = app_instance().sessions()
+        session = sessions.get_session(_name(session_id, "session id")) if sessions is not None else None
+        if session is None:
+            raise HTTPException(status_code=404, detail=f"unknown or expired session {session_id!r}")
+        path = session.image
+    try:
+        with _request_file(path):
+            return ml_infer.run_inference(background_tasks, model, path or image, "", params, None, None, output)
+    finally:
+        if scratch is not None:  # the answer is built: the upload is not needed any more, failed or not
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)
 
 
 # ---------------------------------------------------------------------------- training
@@ -249,6 +324,106 @@ def api_run_model(
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     return ml_train.run_model(model, params, run_sync, enqueue)
+
+
+# ---------------------------------------------------------------------------- models
+@router.put("/model/{model}", summary="Replace a served model's weights (loaded and run once before they are published)")
+def api_update_model(model: str, file: UploadFile = File(...), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> Any:
+    instance = app_instance()
+    model = _name(model, "model name")
+    if model not in instance._infers or model not in PUBLISHED:
+        raise HTTPException(status_code=404, detail=f"unknown model {model!r}; models: {sorted(instance._infers)}")
+    tmp = _spool(file, MAX_MODEL_BYTES, f"weights for {model!r}", folder=instance.model_dir)
+    try:
+        stats = publish_upload(model, tmp, instance.studies, instance.model_dir)
+    except RuntimeError as exc:
+        raise HTTPException(status_code=422, detail=f"weights refused: {exc}") from None
+    finally:
+        os.unlink(tmp)
+    return {"model": model, **stats["uploaded"]}
+
+
+# ---------------------------------------------------------------------------- jobs and logs
+@router.post("/scoring/{method}", summary="Run a scoring method (known methods only)")
+def api_run_scoring(
+    method: str, params: Optional[dict] = Body(None), run_sync: Optional[bool] = False, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
+) -> Any:
+    instance = app_instance()
+    method = _name(method, "scoring method")
+    if method not in instance._scoring_methods:
+        raise HTTPException(status_code=404, detail=f"unknown scoring method {method!r}; methods: {sorted(instance._scoring_methods)}")
+    return ml_scoring.run_method(method, _finite_object(params, "params"), run_sync)
+
+
+@router.post("/batch/infer/{model}", summary="Run batch inference (known models; save_label and label_tag checked)")
+def api_run_batch_infer(
+    model: str,
+    images: Optional[ml_batch.BatchInferImageType] = ml_batch.BatchInferImageType.IMAGES_ALL,
+    params: Optional[dict] = Body(None),
+    run_sync: Optional[bool] = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+) -> Any:
+    instance = app_instance()
+    model = _name(model, "model name")
+    if model not in instance._infers:
+        raise HTTPException(status_code=404, detail=f"unknown model {model!r}; models: {sorted(instance._infers)}")
+    p = _finite_object(params, "params")
+    try:
+        if "save_label" in p:
+            p["save_label"] = parse_bool(p["save_label"], "save_label")
+        if p.get("label_tag") is not None:
+            p["label_tag"] = check_name(p["label_tag"], "label tag")
+        InferParams.parse(p)
+    except ValueError as exc:  # UnsafeName (a tag that leaves its folder) included
+        raise HTTPException(status_code=400 if isinstance(exc, UnsafeName) else 422, detail=str(exc)) from None
+    return ml_batch.run(model, images, p, run_sync)
+
+
+@router.get("/logs/", summary="The server log (lines: 0 to 100000; 0 = all)")
+def api_get_logs(
+    lines: str = "300", html: str = "true", text: str = "false", refresh: str = "0", user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))
+) -> Any:
+    try:
+        n = int(parse_number(lines, "lines", 0, MAX_LOG_LINES, integer=True))
+        every = int(parse_number(refresh, "refresh", 0, 3600, integer=True))
+        as_html, as_text = parse_bool(html, "html"), parse_bool(text, "text")
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return ml_logs.get_logs(os.path.join(settings.MONAI_LABEL_APP_DIR, "logs", "app.log"), n, as_html, as_text, every)
+
+
+@router.get("/datastore/dataset", summary="Download the datastore as a ZIP archive (removed from the server once sent)")
+def api_download_dataset(
+    background_tasks: BackgroundTasks, limit_cases: Optional[str] = None, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
+) -> Any:
+    try:
+        limit = None if limit_cases in (None, "") else int(parse_number(limit_cases, "limit_cases", 1, 10**7, integer=True))
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    try:
+        answer = ml_datastore.download_dataset(limit)
+    except AssertionError:  # MONAI Label's answer to an empty data list
+        raise HTTPException(status_code=404, detail="nothing to archive: no image has a final label yet") from None
+    background_tasks.add_task(_remove, answer.path)
+    return answer
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _finite_object(value: Any, what: str) -> dict[str, Any]:
+    """A JSON body that must be an object without NaN or infinities (422 otherwise)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPException(status_code=422, detail=f"{what} must be a JSON object")
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise HTTPException(status_code=422, detail=f"{what} holds NaN or Infinity, which JSON does not allow") from None
+    return dict(value)
 
 
 # ---------------------------------------------------------------------------- install

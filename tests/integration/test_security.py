@@ -217,6 +217,19 @@ def _zip(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _zip_bad_crc() -> bytes:
+    data = bytearray(_zip("a.png", png_bytes()))
+    at = data.index(b"IDAT") + 8  # inside the stored (uncompressed) PNG data
+    data[at] ^= 0xFF
+    return bytes(data)
+
+
+def _empty_zip() -> bytes:
+    buf = io.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    return buf.getvalue()
+
+
 def _session_scratch(tmp: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir() if p.name.startswith(("gazerad-session-", "gazerad-unpacked-")))
 
@@ -231,8 +244,14 @@ def _session_scratch(tmp: Path) -> list[str]:
         (_tar([("hard", None, "hard")]), "not a regular file"),
         (_zip("../../zipped", b"owned"), "invalid archive entry"),
         (b"not an archive at all", "neither a tar nor a zip"),
+        (_zip_bad_crc(), "corrupt archive (BadZipFile"),
+        (_tar([("a.png", png_bytes(), "file"), ("b.png", png_bytes(seed=1), "file")])[:-300], "archive"),
+        (_empty_zip(), "archive holds no file"),
     ],
-    ids=["tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink", "tar-hardlink", "zip-dotdot", "not-an-archive"],
+    ids=[
+        *("tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink", "tar-hardlink", "zip-dotdot"),
+        *("not-an-archive", "zip-bad-crc", "tgz-truncated", "zip-empty"),
+    ],
 )
 def test_c3_session_archives_cannot_slip(server: Server, root: Path, server_tmp: Path, unchanged, archive: bytes, words: str) -> None:
     r = requests.put(server.url + "/session/", params={"uncompress": "true"}, files={"files": ("a.tar.gz", archive)}, timeout=30)
@@ -589,3 +608,127 @@ def test_sigkill_during_training_leaves_the_old_model_published(tmp_path: Path) 
         json.loads((studies / "images" / "datastore_v2.json").read_text())
     finally:
         s2.stop()
+
+
+# ---------------------------------------------------------------------------- second review (session 28)
+def _tmp_files(tmp: Path) -> set[str]:
+    return {p.name for p in tmp.iterdir()}
+
+
+def _nifti_declaring(side: int) -> bytes:
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((side, side))
+    hdr.set_data_dtype(np.uint8)
+    return hdr.binaryblock + b"\0" * 14
+
+
+def _png_declaring(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    png = bytearray(png_bytes(8))
+    png[16:24] = struct.pack(">II", w, h)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def test_weights_uploads_are_checked_before_anything_is_published(server: Server, root: Path, server_tmp: Path, unchanged) -> None:
+    before = _tmp_files(server_tmp)
+    r = requests.put(server.url + "/model/attention", files={"file": ("a.pt", b"not a model at all")}, timeout=60)
+    _refused(r, 422, "weights refused: the attention model cannot serve", root)
+    r = requests.put(server.url + "/model/nope", files={"file": ("a.pt", b"x")}, timeout=30)
+    _refused(r, 404, "unknown model 'nope'", root)
+    assert _tmp_files(server_tmp) == before
+
+
+@pytest.mark.parametrize(
+    "name, data, words",
+    [
+        ("huge.nii", _nifti_declaring(30000), "30000 x 30000 = 900000000 pixels, over the limit"),
+        ("bomb.png", _png_declaring(100_000, 100_000), "too many pixels"),
+    ],
+    ids=["nifti-900-megapixels", "png-10-gigapixels"],
+)
+def test_images_declaring_huge_sizes_are_refused_before_decoding(server: Server, root: Path, unchanged, name: str, data: bytes, words: str) -> None:
+    r = requests.put(server.url + "/datastore/image", params={"image": "huge"}, files={"file": (name, data)}, timeout=60)
+    _refused(r, 422, words, root)
+    r = requests.post(server.url + "/infer/attention", files={"file": (name, data)}, timeout=60)
+    assert r.status_code in (422, 503), r.text  # never a 500, never gigabytes
+
+
+def test_failed_inference_leaves_no_file_in_the_temp_folder(server: Server, root: Path, server_tmp: Path, unchanged) -> None:
+    before = _tmp_files(server_tmp)
+    corrupt = png_bytes()[:40] + os.urandom(20_000)
+    for files, params in (({"file": ("x.png", corrupt)}, {}), ({}, {"image": "00001", "output": "dicom_seg"}), ({}, {"image": "00001"})):
+        r = requests.post(server.url + "/infer/attention", params=params, files=files or None, timeout=60)
+        assert 400 <= r.status_code < 500 or r.status_code == 503, (r.status_code, r.text[:200])
+    time.sleep(0.3)
+    assert _tmp_files(server_tmp) == before
+
+
+def test_params_cannot_name_the_image_or_the_session(server: Server, root: Path, unchanged) -> None:
+    for key in ("image", "session"):
+        r = requests.post(server.url + "/infer/attention", params={"image": "00001"}, data={"params": json.dumps({key: "/tmp/tmpother.png"})}, timeout=30)
+        _refused(r, 422, f"params may not set ['{key}']", root)
+    r = requests.post(server.url + "/infer/attention", timeout=30)
+    _refused(r, 422, "give exactly one of", root)
+
+
+def test_nan_and_infinity_are_never_stored(server: Server, root: Path, unchanged) -> None:
+    for const in ("NaN", "Infinity", "-Infinity"):
+        r = requests.put(server.url + "/datastore/image/info", params={"image": "00001"}, data={"info": f'{{"x": {const}}}'}, timeout=30)
+        _refused(r, 422, f"info holds {const}", root)
+    r = requests.post(server.url + "/activelearning/random", json={"client_id": {"a": [1]}}, timeout=30)
+    _refused(r, 422, "'client_id' must be printable text", root)
+    assert requests.get(server.url + "/datastore/", params={"output": "all"}, timeout=30).status_code == 200
+
+
+def test_session_files_are_typed_by_content(server: Server, root: Path, unchanged) -> None:
+    r = requests.put(server.url + "/session/", files={"files": ("a.png", b"<html><script>alert(1)</script></html>")}, timeout=30)
+    _refused(r, 415, "'a.png' is not a PNG, JPEG, DICOM, NIfTI or NRRD file", root)
+    page = _tar([("page.png", b"<html></html>", "file")])
+    r = requests.put(server.url + "/session/", params={"uncompress": "true"}, files={"files": ("a.tgz", page)}, timeout=30)
+    _refused(r, 415, "'page.png' is not a PNG", root)
+
+
+def test_unknown_jobs_and_bad_options_are_4xx_at_once(server: Server, root: Path, unchanged) -> None:
+    _refused(requests.post(server.url + "/scoring/nope", timeout=30), 404, "unknown scoring method 'nope'", root)
+    r = requests.post(server.url + "/batch/infer/attention", json={"label_tag": "../../pwn"}, timeout=30)
+    _refused(r, 400, "invalid label tag", root)
+    _refused(requests.post(server.url + "/batch/infer/nope", json={}, timeout=30), 404, "unknown model 'nope'", root)
+    _refused(requests.get(server.url + "/logs/", params={"lines": "99999999999999999999"}, timeout=30), 422, "'lines'", root)
+
+
+def test_dataset_download_leaves_no_archive_behind(server: Server, root: Path, server_tmp: Path) -> None:
+    if (
+        requests.get(server.url + "/datastore/", params={"output": "all"}, timeout=30).json().get("objects", {}).get("00002", {}).get("labels", {}).get("final")
+        is None
+    ):
+        _refused(requests.get(server.url + "/datastore/dataset", timeout=60), 404, "no image has a final label yet", root)
+        r = requests.put(server.url + "/datastore/label", params={"image": "00002", "tag": "final"}, files={"label": ("m.png", png_bytes())}, timeout=30)
+        assert r.status_code == 200, r.text
+    before = _tmp_files(server_tmp)
+    r = requests.get(server.url + "/datastore/dataset", timeout=60)
+    assert r.status_code == 200 and zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    time.sleep(0.3)
+    assert _tmp_files(server_tmp) == before
+
+
+def test_uploaded_weights_serve_and_say_so_and_sessions_infer(server: Server, root: Path, tmp_path: Path) -> None:
+    """Last in the module: it publishes an attention model on the shared server."""
+    from gazerad.attention.checkpoint import save_attention_model
+    from gazerad.attention.network import AttentionPredictor
+
+    weights = save_attention_model(AttentionPredictor(input_size=32), tmp_path / "attention.pt")
+    r = requests.put(server.url + "/model/attention", files={"file": ("whatever.bin", weights.read_bytes())}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["bytes"] == weights.stat().st_size and (server.model_dir / "attention.pt").read_bytes() == weights.read_bytes()
+    card = requests.get(server.url + "/info/", timeout=30).json()["models"]["attention"]["model_card"]
+    assert card["status"].startswith("uploaded") and card["uploaded"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    sid = requests.put(server.url + "/session/", files={"files": ("scan.dcm", png_bytes())}, timeout=30).json()["session_id"]
+    r = requests.post(server.url + "/infer/attention", params={"session_id": sid, "output": "json"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["peaks"] and r.json()["model_version"].startswith("attention.pt:")
+    _refused(requests.post(server.url + "/infer/attention", params={"session_id": "nope"}, timeout=30), 404, "unknown or expired session 'nope'", root)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -278,3 +280,61 @@ def test_unsupported_photometric_and_multiframe(tmp_path):
     nopix = tmp_path / "nopix.dcm"
     ds.save_as(nopix)
     _expect_error(nopix, "no PixelData")
+
+
+def _png_declaring(tmp: Path, w: int, h: int) -> Path:
+    """A valid 1 x 1 PNG whose header (CRC fixed) declares ``w x h`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(buf, format="PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", w, h)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    out = tmp / f"declares_{w}x{h}.png"
+    out.write_bytes(bytes(png))
+    return out
+
+
+@pytest.mark.parametrize("w, h", [(9000, 9000), (100_000, 100_000)])
+def test_a_header_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path, w: int, h: int) -> None:
+    with pytest.raises(XRayReadError, match="too many pixels|over the limit") as e:
+        read_xray(_png_declaring(tmp_path, w, h))
+    assert f"declares_{w}x{h}.png" in str(e.value)
+
+
+def test_nifti_declaring_a_huge_image_or_missing_data_is_refused(tmp_path: Path) -> None:
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((30000, 30000))
+    hdr.set_data_dtype(np.uint8)
+    (tmp_path / "huge.nii").write_bytes(hdr.binaryblock + b"\0" * 14)  # 362 bytes declaring 900 Mpx
+    with pytest.raises(XRayReadError, match="30000 x 30000 = 900000000 pixels, over the limit"):
+        read_xray(tmp_path / "huge.nii")
+    nib.save(nib.Nifti1Image(np.ones((64, 64), np.float32), np.eye(4)), str(tmp_path / "ok.nii"))
+    raw = (tmp_path / "ok.nii").read_bytes()
+    (tmp_path / "short.nii").write_bytes(raw[:-2000])  # ITK alone would fill the rest with zeros
+    (tmp_path / "short.nii.gz").write_bytes(gzip.compress(raw[:-3000]))
+    for name in ("short.nii", "short.nii.gz"):
+        with pytest.raises(XRayReadError, match="NIfTI data block is truncated"):
+            read_xray(tmp_path / name)
+    assert read_xray(tmp_path / "ok.nii")[0].shape == (64, 64)
+
+
+def test_dicom_declaring_too_many_pixels_is_refused(tmp_path: Path) -> None:
+    import pydicom
+
+    src = tmp_path / "ok.dcm"
+    write_dicom_xray(src, (np.random.default_rng(0).random((32, 32)) * 4095).astype(np.uint16))
+    ds = pydicom.dcmread(src)
+    ds.Rows, ds.Columns = 20000, 20000
+    ds.save_as(tmp_path / "huge.dcm")
+    with pytest.raises(XRayReadError, match="20000 x 20000 = 400000000 pixels"):
+        read_xray(tmp_path / "huge.dcm")

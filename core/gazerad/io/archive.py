@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from gazerad.io.confine import UnsafeName, check_archive_member, confine
@@ -50,10 +51,25 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, max_total:
     """Extract ``archive`` into the existing folder ``dest``; returns the files written.
 
     Raises:
-        UnsafeName: naming the first refused entry, or the limit passed; nothing is written.
+        UnsafeName: naming the first refused entry, the limit passed, or the corruption found
+        (a bad CRC, a truncated stream, no file at all); ``dest`` is left as it was.
     """
-    path, root = Path(archive), Path(dest)
+    root = Path(dest)
+    before = set(root.iterdir())
+    try:
+        return _extract(Path(archive), root, max_total, max_files)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        for p in set(root.iterdir()) - before:  # what a corrupt entry half wrote
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if isinstance(exc, FileExistsError):
+            raise
+        raise UnsafeName(f"corrupt archive ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _extract(path: Path, root: Path, max_total: int, max_files: int) -> list[Path]:
     kind, members = _members(path)
+    if not members:
+        raise UnsafeName("archive holds no file")
     if len(members) > max_files:
         raise UnsafeName(f"archive holds {len(members)} files, more than the limit of {max_files}")
     total = sum(int(s) for _, s, _ in members)

@@ -33,7 +33,12 @@ from monai.transforms import MapTransform, Transform
 
 from gazerad.errors import MissingDecoderError, XRayReadError
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_xray", "detect_format", "LoadXRay", "LoadXRayd"]
+__all__ = ["SUPPORTED_SUFFIXES", "MAX_PIXELS", "read_xray", "detect_format", "LoadXRay", "LoadXRayd"]
+
+# the largest image read: 2**26 pixels (an 8192 x 8192 film; detectors are at most ~4300 x
+# 4300, mammograms ~4000 x 5600). Checked from the header before any pixel is decoded, so a
+# few hundred bytes declaring 30000 x 30000 pixels cannot make the reader allocate gigabytes.
+MAX_PIXELS = 1 << 26
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".png": "png",
@@ -150,11 +155,24 @@ def _apply_window(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return np.clip((image - lo) / width, 0.0, 1.0).astype(np.float32)
 
 
+def _check_pixels(p: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a header that declares more than :data:`MAX_PIXELS` pixels (or a negative size)."""
+    n = 1
+    for d in shape:
+        if int(d) < 0:
+            raise XRayReadError(p, f"header declares a negative size {tuple(shape)}")
+        n *= int(d)
+    if n > MAX_PIXELS:
+        dims = " x ".join(str(int(d)) for d in shape)
+        raise XRayReadError(p, f"header declares {dims} = {n} pixels, over the limit of {MAX_PIXELS} (gazerad.io.xray.MAX_PIXELS)")
+
+
 def _read_pil(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[str, Any]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(p) as im:
+            _check_pixels(p, im.size)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -174,6 +192,8 @@ def _read_pil(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[s
         raise
     except UnidentifiedImageError:
         raise XRayReadError(p, "not a readable PNG/JPEG image (corrupt or wrong file type)") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, stricter-than-ours check at open
+        raise XRayReadError(p, f"header declares too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise XRayReadError(p, f"corrupt or truncated image: {exc}") from None
     meta = {"bits_stored": bits, "photometric": "MONOCHROME2"}
@@ -186,6 +206,12 @@ def _read_itk(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[s
     import SimpleITK as sitk
 
     try:
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(p))
+        header.ReadImageInformation()
+        _check_pixels(p, header.GetSize())
+        if p.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_data(p)
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
@@ -204,6 +230,18 @@ def _read_itk(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[s
         raise XRayReadError(p, f"expected a 2-D image, got size {size}")
     bits = int(arr.dtype.itemsize * 8) if arr.dtype.kind in "iu" else None
     return arr, {"spacing": (float(spacing[1]), float(spacing[0])), "bits_stored": bits}
+
+
+def _check_nifti_data(p: Path) -> None:
+    """ITK fills a NIfTI file's missing voxels with zeros; nibabel reads the data block and
+    says when it is short (a truncated file, or an offset past its end)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+        np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises assorted errors on broken files
+        raise XRayReadError(p, f"NIfTI data block is truncated or unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
 
 
 def _read_dicom(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -229,6 +267,7 @@ def _read_dicom(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise XRayReadError(p, f"multi-frame DICOM ({frames} frames) is not a single radiograph")
+    _check_pixels(p, (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)))
     modality = str(ds.get("Modality", "")).strip().upper() or None
     if modality not in (None, "CR", "DX", "MG", "RG", "DR", "PX", "IO", "OT"):
         warnings.warn(f"{p}: modality {modality} is not a projection radiograph; loading anyway", stacklevel=3)

@@ -104,6 +104,9 @@ def model_card(name: str, stats: dict[str, Any], weights: str | None = None) -> 
     if not stats:
         card["status"] = "no statistics: not trained by this server (shipped weights or none yet)"
         return card
+    if stats.get("uploaded"):
+        card.update(status="uploaded: weights sent by a client (PUT /model), no training record", uploaded=stats["uploaded"], trained=stats.get("finished"))
+        return card
     card.update(
         status="trained",
         training_data=stats.get("training_data") or {"kind": "unknown"},

@@ -57,14 +57,25 @@ def parse_text(value: Any, key: str, max_len: int = 128) -> str:
     return value.strip()
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
 def parse_json_object(text: Any, what: str = "params") -> dict[str, Any]:
-    """A form field holding a JSON object (``""`` is ``{}``)."""
+    """A form field holding a JSON object (``""`` is ``{}``); ``NaN`` and ``Infinity``, which
+    Python's reader takes but strict JSON forbids, are :class:`ValueError`."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
     if isinstance(text, Mapping):
         return dict(text)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
+    except _NonFinite as exc:
+        raise ValueError(f"{what} holds {exc}, which JSON does not allow (stored, it would break every JSON answer)") from None
     except (json.JSONDecodeError, TypeError, RecursionError):
         raise ValueError(f"{what} must be a JSON object, got {str(text)[:60]!r}") from None
     if not isinstance(obj, dict):

@@ -482,8 +482,8 @@ PUBLISHED = {"attention": "attention.pt", "localization": "localization.pt", "cl
 
 
 def check_servable(name: str, weights: str | os.PathLike, view: DatastoreView) -> None:
-    """Load freshly trained ``weights`` the way the server will and answer one request on a
-    datastore image; a model that cannot serve raises here and is never published."""
+    """Load ``weights`` the way the server will and answer one request on a datastore image
+    (when it has one); a model that cannot serve raises here and is never published."""
     from gazerad.serving import infer
 
     image = next(iter(view.images().values()), None)
@@ -492,16 +492,37 @@ def check_servable(name: str, weights: str | os.PathLike, view: DatastoreView) -
             from gazerad.pretrain.trainer import load_encoder
 
             load_encoder(weights)
-        elif image is None:
             return
-        elif name == "attention":
-            infer.AttentionService(weights, device="cpu")(image, None)
-        elif name == "localization":
-            infer.LocalizationService(weights, device="cpu")(image)
-        else:
-            infer.ClassificationService(weights, device="cpu")(image)
+        service = {"attention": infer.AttentionService, "localization": infer.LocalizationService}.get(name, infer.ClassificationService)
+        svc = service(weights, device="cpu")
+        svc.slot.get()  # a file that is not such a model fails here, datastore images or not
+        if image is not None:
+            svc(image, None) if name == "attention" else svc(image)
     except Exception as exc:  # noqa: BLE001 - any failure means: do not publish
-        raise RuntimeError(f"the trained {name} model cannot serve ({type(exc).__name__}: {exc}); the published model is unchanged") from exc
+        raise RuntimeError(f"the {name} model cannot serve ({type(exc).__name__}: {exc}); the published model is unchanged") from exc
+
+
+def publish_upload(name: str, weights: str | os.PathLike, datastore: str | os.PathLike, model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Publish client-sent ``weights`` as model ``name`` (``PUT /model/<name>``): checked by
+    :func:`check_servable` first (:class:`RuntimeError`, nothing changed, when they cannot
+    serve), copied in atomically, and recorded in ``<name>.stats.json`` (the model card says
+    they were uploaded: no training record). Returns those statistics."""
+    import hashlib
+
+    import gazerad
+
+    check_servable(name, weights, DatastoreView(Path(datastore)))
+    data = Path(weights).read_bytes()
+    dest = publish(weights, Path(model_dir) / PUBLISHED[name])
+    stats = {
+        "name": name,
+        "published": str(dest),
+        "uploaded": {"via": f"PUT /model/{name}", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        "gazerad_version": gazerad.__version__,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_json(Path(model_dir) / f"{name}.stats.json", stats)
+    return stats
 
 
 def run_job(name: str, datastore: str | os.PathLike, model_dir: str | os.PathLike, request: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -25,11 +25,12 @@ first request and reloaded when training publishes new ones. Request params:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import threading
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Iterator, Tuple, Union
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -49,6 +50,19 @@ def _tmp(suffix: str) -> str:
     fd, path = tempfile.mkstemp(suffix=suffix, prefix="gazerad-")
     os.close(fd)
     return path
+
+
+@contextlib.contextmanager
+def _removed_on_error(path: str | None) -> Iterator[None]:
+    """A result file made before the model runs goes when the run fails (MONAI Label removes
+    it only after a successful answer)."""
+    try:
+        yield
+    except BaseException:
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        raise
 
 
 def _bundle_card(model_file: Any) -> Dict[str, Any]:
@@ -108,7 +122,7 @@ class AttentionInfer(_Task):
         # params {"heatmap": false}: JSON only (no heatmap file is written)
         p = InferParams.parse(request)
         out = _tmp(".nrrd") if p.heatmap else None
-        with MODEL_LOCK:
+        with _removed_on_error(out), MODEL_LOCK:
             _, info = self.service(request["image"], out, boxes=list(p.boxes) or None)
         return out, info
 
@@ -129,7 +143,7 @@ class LocalizationInfer(_Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[Union[str, None], Dict]:
         p = InferParams.parse(request)
         cam = _tmp(".nrrd") if p.output == "cam" else None
-        with MODEL_LOCK:
+        with _removed_on_error(cam), MODEL_LOCK:
             res = self.service(
                 request["image"],
                 classes=list(p.classes) or None,
