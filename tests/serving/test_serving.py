@@ -62,6 +62,8 @@ def test_mcgip_json_and_canonical_roundtrip(tmp_path: Path) -> None:
         ("", "empty"),
         ("hello world\n", "unknown gaze format"),
         ('{"format": "gazerad-gaze", "version": 1, "records": [{"fixations": [[1, 1, 0, 0.1]], "image_size": [10, 10]}]}', "10 x 10"),
+        ('{"format": "gazerad-gaze", "version": 1, "records": [{"reader_id": {"a": [1]}, "fixations": [[1, 1, 0, 0.1]]}]}', "'reader_id' must be text"),
+        ('{"format": "gazerad-gaze", "version": 1, "records": [{"reader_id": "r\\u0000x", "fixations": [[1, 1, 0, 0.1]]}]}', "must be printable text"),
     ],
 )
 def test_bad_uploads_name_file_and_problem(tmp_path: Path, text: str, words: str) -> None:
@@ -79,6 +81,7 @@ def test_gaze_store_appends_dedupes_replaces_atomically(tmp_path: Path) -> None:
     store.put("IM1", a)
     store.put("IM1", b)
     assert [r.reader_id for r in store.get("IM1")] == ["r", "r-2"]
+    assert [r["source_format"] for r in json.loads(store.path("IM1").read_text())["records"]] == ["generic", "generic"]  # kept on append
     assert store.summary("IM1")["fixations"] == 2
     store.put("IM1", parse_gaze_upload(_generic(tmp_path, [(3, 3, 0, 0.1)]), "IM1", (8, 8)), replace=True)
     assert [r.reader_id for r in store.get("IM1")] == ["upload"]

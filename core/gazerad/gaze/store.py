@@ -65,16 +65,20 @@ def _records_from_canonical(path: Path) -> list[GazeRecord]:
     for k, r in enumerate(obj["records"], start=1):
         if not isinstance(r, dict) or "fixations" not in r:
             raise InputError(path, "each record needs a 'fixations' list of [x, y, t_start, t_end]", row=k)
+        reader = r.get("reader_id", "")
+        if not isinstance(reader, str):
+            raise InputError(path, f"'reader_id' must be text, got {type(reader).__name__}", row=k)
         try:
             fix = np.asarray(r["fixations"], dtype=np.float64)
             out.append(
                 GazeRecord(
                     image_id=str(obj.get("image_id", "")),
-                    reader_id=str(r.get("reader_id", "")),
+                    reader_id=reader,
                     fixations=fix,
                     image_size=tuple(r["image_size"]) if r.get("image_size") else None,
                     pixels_per_degree=float(r["pixels_per_degree"]) if r.get("pixels_per_degree") else None,
                     source=str(path),
+                    screen={"source_format": r["source_format"]} if isinstance(r.get("source_format"), str) else None,
                 )
             )
         except (TypeError, ValueError) as exc:
@@ -205,6 +209,8 @@ def parse_gaze_upload(
             raise InputError(p, f"fixation {i + 1} at (x={f[i, 0]:.1f}, y={f[i, 1]:.1f}) lies outside the {w} x {h} image")
         ppd = pixels_per_degree or r.pixels_per_degree or default_pixels_per_degree((h, w))
         rid = reader_id or r.reader_id or (f"upload{k + 1}" if len(recs) > 1 else "upload")
+        if len(rid) > 128 or not rid.isprintable():
+            raise InputError(p, f"reader id {rid[:40]!r} must be printable text of at most 128 characters")
         out.append(GazeRecord(image_id, rid, f, image_size=(h, w), pixels_per_degree=float(ppd), source=str(p)))
     if not out:
         raise InputError(p, "gaze upload holds no fixation")
