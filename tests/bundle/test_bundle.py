@@ -182,3 +182,28 @@ def test_server_answers_from_a_bundle_in_its_model_folder(bundles: dict, studies
         assert abs(got["max"] - want["max"]) < 1e-6 and abs(got["entropy"] - want["entropy"]) < 1e-4
     finally:
         s.stop()
+
+
+def test_bad_export_and_evaluation_inputs_are_named(models: dict[str, Path], studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """What a CLI fuzzing pass found: each is exit 2 with the file and the problem, nothing written."""
+    kacl = models["kacl"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["export-bundle", "--model", str(kacl), "--out", str(afile)], "exists and is a file"),
+        (["export-bundle", "--model", str(kacl / "checkpoint.pt"), "--out", str(tmp_path / "b1")], "not a finished model file"),
+        (["export-bundle", "--model", str(kacl), "--out", str(tmp_path / "b2"), "--stats", str(tmp_path / "none.json")], "statistics file does not exist"),
+        (["evaluate-localization", "--model", str(kacl), "--data", str(studies), "--boxes", str(tmp_path / "none.csv")], "box list does not exist"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists() and afile.read_text() == "x"
+    boxes = tmp_path / "boxes.csv"
+    rows = (studies / "BBox_List_2017.csv").read_text().splitlines()
+    first = rows[1].split(",")
+    first[2:6] = ["500", "600", "116", "65"]  # past the bottom right of a 512 px film
+    boxes.write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
+    assert main(["evaluate-localization", "--model", str(kacl), "--data", str(studies), "--boxes", str(boxes), "--splits", "train", "validate", "test"]) == 2
+    assert "lies outside its 512 x 512 image" in capsys.readouterr().err

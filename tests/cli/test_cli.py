@@ -249,3 +249,55 @@ def test_torchrun_command_line_of_server_jobs_parses_back(parser) -> None:
         assert back == cfg, argv
         gpu = settings_from_args(parser.parse_args(train._cli_args(command, cfg, "cuda")))
         assert gpu.device is None and dataclasses.replace(gpu, device="cpu") == cfg  # each rank picks its GPU
+
+
+# ---------------------------------------------------------------------------- bad input (a CLI fuzzing pass)
+def _fails(capsys, argv: list[str], code: int, words: str) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_misplaced_unreadable_or_corrupt_files_are_one_line_errors(capsys, studies: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    _fails(capsys, ["show", "--data", str(studies), "--out", str(folder)], 2, "is a folder: give the path of a file")
+    _fails(capsys, ["synth", "--out", str(tmp_path / "never"), "--n", "2", "--size", "64", "--preview", str(folder)], 2, "is a folder")
+    assert not (tmp_path / "never").exists()  # checked before the study set is generated
+    _fails(capsys, ["synth", "--out", str(tmp_path / "never"), "--n", "1", "--size", "100000000"], 2, "size must be 64 to 4096")
+    bad = tmp_path / "shard.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    _fails(capsys, ["relation-merge", "--out", str(tmp_path / "m.npz"), str(bad), str(bad)], 2, "not a relation .npz file")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    _fails(capsys, ["relation-merge", "--out", str(tmp_path / "m.npz"), str(tmp_path / "empty.npz"), str(bad)], 2, "not a relation .npz file")
+    image = next((studies / "images").glob("*.png"))
+    _fails(capsys, ["info", "--window", "nan", "1", str(image)], 2, "finite centre")
+
+
+def test_bad_settings_name_the_key_and_failed_runs_leave_no_empty_folder(capsys, studies: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    for value, words in ((64.7, "config key 'image_size' must be an integer, got 64.7"), ('"abc"', "must be an integer, got 'abc'")):
+        cfg.write_text(f'{{"data": "{studies}", "out": "{tmp_path / "run"}", "image_size": {value}}}')
+        _fails(capsys, ["train-kacl", "--config", str(cfg)], 2, words)
+    run = tmp_path / "run"
+    base = ["train-kacl", "--data", str(studies), "--out", str(run), "--epochs", "1", "--image-size", "64", "--batch-size", "4"]
+    _fails(capsys, [*base, "--device", "bogus"], 2, "device 'bogus' is not one of auto, cpu, cuda, cuda:N")
+    assert not run.exists()  # the failed run's empty folder is gone
+    _fails(capsys, [*base, "--splits", "nosuchsplit"], 2, "nosuchsplit")
+    assert not run.exists()
+
+
+def test_unexpected_errors_are_one_line_unless_asked(capsys, studies: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gazerad.io.xray
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("something no check caught")
+
+    monkeypatch.setattr(gazerad.io.xray, "read_xray", boom)
+    monkeypatch.delenv("GAZERAD_TRACEBACK", raising=False)
+    image = str(next((studies / "images").glob("*.png")))
+    _fails(capsys, ["info", image], 1, "unexpected TypeError: something no check caught (GAZERAD_TRACEBACK=1 shows where)")
+    monkeypatch.setenv("GAZERAD_TRACEBACK", "1")
+    with pytest.raises(TypeError, match="something no check caught"):
+        main(["info", image])

@@ -83,6 +83,9 @@ def _source(model: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind not in KINDS:
         raise InputError(p, f"not an exportable GazeRad model (kind {kind!r}; exportable: {', '.join(KINDS)})")
+    missing = [k for k in ("config", _WEIGHTS_KEY[kind], *(("classes", "feature_names") if kind == "kacl" else ())) if k not in state]
+    if missing:
+        raise InputError(p, f"not a finished model file (no {', '.join(missing)}; a training checkpoint?): export the run folder or its {kind}.pt")
     return p, state
 
 
@@ -272,10 +275,19 @@ def export_bundle(model: str | os.PathLike, out: str | os.PathLike, stats: str |
     src, state = _source(model)
     kind = state["kind"]
     dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(dest, "exists and is a file: the bundle is a folder")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise InputError(dest, "bundle folder exists and is not empty (pass overwrite=True / --overwrite)")
+    if stats and not Path(stats).is_file():
+        raise InputError(stats, "statistics file does not exist")
     stats_path = Path(stats) if stats else src.with_suffix(".stats.json")
-    st = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    try:
+        st = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(stats_path, f"statistics are not JSON ({exc})") from None
+    if not isinstance(st, dict):
+        raise InputError(stats_path, "statistics must be a JSON object")
     name = {"attention": "attention", "kacl": "localization" if state["config"].get("method", "kacl") == "kacl" else "classification"}.get(kind, "pretrain")
     card = model_card(name, st)
     net, side, channels, _ = _network_def(kind, state)

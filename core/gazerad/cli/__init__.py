@@ -24,8 +24,12 @@ import torch and its settings class) are added only when that sub-command is par
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import zipfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from gazerad import __version__
 from gazerad.cli import attention, bundle, data, gaze, kacl, pretrain
@@ -81,8 +85,10 @@ def _command_of(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gazerad`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    Bad input (a :class:`~gazerad.errors.GazeRadError`, a missing file, an invalid value) is
-    one line on stderr and status 2, no traceback.
+    Bad input (a :class:`~gazerad.errors.GazeRadError`, a missing, unreadable or misplaced
+    file, an invalid value, a corrupt archive) is one line on stderr and status 2; any other
+    error one line and status 1 (``GAZERAD_TRACEBACK=1``: the traceback). No traceback
+    otherwise, and an output folder the failed command created is removed while empty.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(commands=[c] if (c := _command_of(argv)) else [])
@@ -90,8 +96,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    out = getattr(args, "out", None)
+    made = Path(out) if isinstance(out, str) and out and not Path(out).exists() else None
     try:
         return int(args.func(args) or 0)
-    except (GazeRadError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (GazeRadError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        _drop_empty(made)
         print(f"gazerad {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug or an input no check caught: one line unless asked for more
+        _drop_empty(made)
+        if os.environ.get("GAZERAD_TRACEBACK"):
+            raise
+        print(f"gazerad {args.command}: error: unexpected {type(exc).__name__}: {exc} (GAZERAD_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
+
+
+def _drop_empty(folder: Path | None) -> None:
+    """Remove the output folder a failed command created, when it holds no file (a run that
+    wrote something keeps it: a training run resumes from it)."""
+    if folder is None or not folder.is_dir() or any(p.is_file() for p in folder.rglob("*")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)

@@ -29,8 +29,12 @@ def _add_synth(s: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gazerad.synth.study import generate_studies
 
+    if args.preview and Path(args.preview).is_dir():  # checked first: a failed preview must not follow a finished study set
+        raise ValueError(f"--preview {args.preview} is a folder: give the path of a PNG file")
     s = generate_studies(
         args.out,
         n=args.n,

@@ -141,6 +141,12 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
     if not table.classes and not isinstance(folder, LayoutFolder):
         rep["notes"].append("no class labels: pre-training and attention training run; classification and evaluation need labels")
     rep["splits"] = dict(Counter(table.splits))
+    odd = sorted(set(rep["splits"]) - {"train", "validate", "test", "unlisted"})
+    if odd:
+        rep["notes"].append(
+            "split names other than train/validate/test: " + ", ".join(f"{s!r} ({rep['splits'][s]})" for s in odd) + "; "
+            "the commands train on 'train', tune on 'validate' and score 'test' unless given --splits"
+        )
     meta = getattr(folder, "meta", {})
     if meta:
         by_patient: dict[str, set[str]] = {}

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 
@@ -34,6 +35,8 @@ def encoder_inputs(paths: Sequence[str | os.PathLike], size: int, progress: bool
 
     from gazerad.io.xray import read_xray
 
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 8 <= size <= 4096:
+        raise ValueError(f"image size must be an integer from 8 to 4096 pixels, got {size!r}")
     out = torch.empty(len(paths), 1, size, size)
     for i, p in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
         img, _ = read_xray(p)

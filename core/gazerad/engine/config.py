@@ -85,6 +85,10 @@ class RunConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(source, f"unknown config keys {unknown}; known: {sorted(known)}")
+        specs = {sp.name: sp for sp in _specs(cls)}
+        for k, v in values.items():
+            if k in specs and not _fits(specs[k], v):
+                raise InputError(source, f"config key {k!r} must be {_describe(specs[k])}, got {v!r:.60}")
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:
@@ -240,6 +244,34 @@ def field_specs(cls: type[RunConfig]) -> list[FieldSpec]:
         TypeError: a field type the command line cannot express.
     """
     return list(_specs(cls))
+
+
+def _fits_one(spec: FieldSpec, v: Any) -> bool:
+    if isinstance(v, bool):
+        return spec.type is bool or spec.bool_or_text
+    if spec.bool_or_text and isinstance(v, str):
+        return True
+    if spec.type is float:
+        return isinstance(v, (int, float))
+    return isinstance(v, spec.type)
+
+
+def _fits(spec: FieldSpec, v: Any) -> bool:
+    """Whether a config file's value ``v`` has the type of setting ``spec``."""
+    if v is None:
+        return spec.optional or spec.default is None
+    if spec.nargs is None:
+        return _fits_one(spec, v)
+    if not isinstance(v, (list, tuple)) or (isinstance(spec.nargs, int) and len(v) != spec.nargs):
+        return False
+    return all(_fits_one(spec, x) for x in v)
+
+
+def _describe(spec: FieldSpec) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    one = "true/false or text" if spec.bool_or_text else names.get(spec.type, spec.type.__name__)
+    many = one if spec.nargs is None else f"a list of {spec.nargs if isinstance(spec.nargs, int) else 'one or more'} ({one})"
+    return many + (" or null" if spec.optional else "")
 
 
 def parse_flag_value(spec: FieldSpec, text: str) -> Any:

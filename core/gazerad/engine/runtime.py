@@ -60,7 +60,12 @@ def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     if device and device != "auto":
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device is available here (use auto or cpu)")
     elif torch.cuda.is_available():
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     else:

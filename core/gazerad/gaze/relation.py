@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +114,10 @@ def load_relation(path: str | os.PathLike) -> Relation:
     p = Path(path)
     try:
         z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(p, f"not a relation .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(p, f"not a relation .npz file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(p, "not a relation .npz file (a single .npy array)")
     with z:
         if "image_ids" not in z or "scheme" not in z:
             raise InputError(p, "not a relation file: missing image_ids/scheme arrays")

@@ -34,6 +34,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     and ``path`` is left untouched.
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder: give the path of a file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     sfx = suffix if suffix is not None else "".join(target.suffixes) or ".tmp"
     tmp_path = _new_file(target, sfx)

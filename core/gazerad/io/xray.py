@@ -149,8 +149,8 @@ def read_xray(
 
 def _apply_window(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     center, width = (float(v) for v in window)
-    if not width > 0:
-        raise ValueError(f"window width must be > 0, got {width}")
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise ValueError(f"window must be a finite centre and a finite width > 0, got ({center}, {width})")
     lo = center - width / 2.0
     return np.clip((image - lo) / width, 0.0, 1.0).astype(np.float32)
 

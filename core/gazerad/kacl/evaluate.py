@@ -290,6 +290,9 @@ def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: i
             truth[table.ids[i]] = gts
         requests.append(sorted({table.classes.index(lab) for lab, _ in gts}))
         h, w = read_xray(table.paths[i])[0].shape if gts else (size, size)
+        for lab, (x, y, bw, bh) in gts:  # a pixel of slack for rounding; beyond it the box is not of this image
+            if x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
+                raise InputError(boxes_csv, f"{lab} box [{x:g}, {y:g}, {bw:g}, {bh:g}] of {table.ids[i]} lies outside its {w} x {h} image")
         scales.append((w / size, h / size))
     return truth, requests, scales
 
@@ -635,6 +638,8 @@ def evaluate_kacl(
     result["calibration"] = _calibration_report(state, table, rows, logits)
 
     bpath = Path(boxes_csv) if boxes_csv else Path(data) / "BBox_List_2017.csv"
+    if boxes_csv and not bpath.is_file():
+        raise InputError(bpath, "box list does not exist (or is a folder)")
     truth: dict[str, list] = {}
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]

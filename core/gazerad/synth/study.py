@@ -271,12 +271,12 @@ def generate_studies(
 
     Raises:
         FileExistsError: ``out`` holds files and ``overwrite`` is false.
-        ValueError: bad ``n`` or ``size``.
+        ValueError: bad ``n`` or ``size`` (64 to 4096).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if size < 64:
-        raise ValueError(f"size must be >= 64 pixels, got {size}")
+    if not 64 <= size <= 4096:
+        raise ValueError(f"size must be 64 to 4096 pixels (a film is at most ~4300 px a side), got {size}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
