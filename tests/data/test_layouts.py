@@ -232,9 +232,12 @@ def test_check_finds_corrupt_images_leaks_and_foreign_boxes(studies: Path, tmp_p
     (root / "images_002" / "images" / "00000020_000.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with (root / "BBox_List_2017.csv").open("a") as fh:
         fh.write("99999999_000.png,Mass,1,2,3,4,,,\n")
+    with (root / "BBox_List_2017.csv").open("a") as fh:
+        fh.write("00000001_000.png,Mass,500,600,116,65,,,\n")  # past the bottom right of the 512 px film
     rep = check_dataset(root)
     text = " | ".join(rep["problems"])
     assert "unreadable image 00000020_000.png" in text and "99999999_000.png" in text
+    assert "1 boxes lie outside their image: 00000001_000.png Mass [500, 600, 116, 65] in 512 x 512" in text
     # the deep check decodes: a truncated PNG with a sound header is found only then
     good = root / "images_002" / "images" / "00000021_000.png"
     good.write_bytes(good.read_bytes()[:300])

@@ -26,9 +26,9 @@ PathLike = str | os.PathLike
 _SHOW = 5  # names shown per problem
 
 
-def _header_problem(path: Path) -> tuple[str | None, str | None]:
-    """``(problem, mode)`` from a cheap read of the file's header: PIL for PNG/JPEG (its
-    mode), pydicom (without pixels) for DICOM; other types are decoded."""
+def _header_problem(path: Path) -> tuple[str | None, str | None, tuple[int, int] | None]:
+    """``(problem, mode, (width, height))`` from a cheap read of the file's header: PIL for
+    PNG/JPEG (its mode), pydicom (without pixels) for DICOM; other types are decoded."""
     suffix = path.name.lower()
     try:
         if suffix.endswith((".png", ".jpg", ".jpeg")):
@@ -36,22 +36,23 @@ def _header_problem(path: Path) -> tuple[str | None, str | None]:
 
             try:
                 with Image.open(path) as im:
-                    return None, im.mode
+                    return None, im.mode, im.size
             except UnidentifiedImageError:
-                return "not a readable PNG/JPEG image", None
+                return "not a readable PNG/JPEG image", None, None
         if suffix.endswith(".dcm"):
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if "PixelData" not in ds and not hasattr(ds, "Rows"):
-                return "DICOM without an image", None
-            return None, str(getattr(ds, "PhotometricInterpretation", ""))
+                return "DICOM without an image", None, None
+            size = (int(ds.Columns), int(ds.Rows)) if hasattr(ds, "Rows") and hasattr(ds, "Columns") else None
+            return None, str(getattr(ds, "PhotometricInterpretation", "")), size
         from gazerad.io.xray import read_xray
 
-        read_xray(path)
-        return None, None
+        h, w = read_xray(path)[0].shape
+        return None, None, (w, h)
     except Exception as exc:  # noqa: BLE001 - every reader's failure is a finding of the check
-        return f"{type(exc).__name__}: {exc}", None
+        return f"{type(exc).__name__}: {exc}", None, None
 
 
 def _deep_problem(path: Path) -> str | None:
@@ -97,10 +98,10 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
     present = [n for n in table.names if n not in set(missing)]
     used = {folder.find_image(n) for n in present}
     unlisted = sorted(n for n, f in files.items() if f not in used)
-    unreadable, converted = [], Counter()
+    unreadable, converted, sizes = [], Counter(), {}
     for n in present:
         f = folder.find_image(n)
-        bad, mode = _header_problem(f)
+        bad, mode, sizes[image_id_of(n)] = _header_problem(f)
         if bad is None and deep:
             bad = _deep_problem(f)
         if bad is not None:
@@ -178,6 +179,15 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
                 problems.append(f"{bpath.name}: {len(unknown_img)} boxed images are not in the data set: {', '.join(unknown_img[:_SHOW])}")
             if unknown_cls:
                 problems.append(f"{bpath.name}: box classes {unknown_cls} are not among the classes")
+            outside = [
+                f"{k} {lab} [{x:g}, {y:g}, {w:g}, {h:g}] in {sz[0]} x {sz[1]}"
+                for k, bs in boxes.items()
+                if (sz := sizes.get(image_id_of(k)))
+                for lab, (x, y, w, h) in bs
+                if x < -1 or y < -1 or x + w > sz[0] + 1 or y + h > sz[1] + 1
+            ]
+            if outside:
+                problems.append(f"{bpath.name}: {len(outside)} boxes lie outside their image: {'; '.join(outside[:_SHOW])}")
     else:
         rep["boxes"] = None
 
