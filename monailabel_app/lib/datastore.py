@@ -204,8 +204,9 @@ class GazeRadDatastore(LocalDatastore):
             tmp = typed
             try:
                 img, _ = load_input(tmp)
-            except InputError as exc:
-                raise HTTPException(status_code=422, detail=f"{what} cannot be read: {exc.problem}") from None
+            except InputError as exc:  # the reader may quote the temp file: name the upload instead
+                problem = exc.problem.replace(str(tmp), "the upload").replace(tmp.name, "the upload")
+                raise HTTPException(status_code=422, detail=f"{what} cannot be read: {problem}") from None
             if shape is not None and tuple(img.shape) != tuple(shape):
                 raise HTTPException(status_code=422, detail=f"{what} is {img.shape[1]} x {img.shape[0]}, but its image is {shape[1]} x {shape[0]} (W x H)")
             return tmp

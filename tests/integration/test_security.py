@@ -654,8 +654,21 @@ def test_weights_uploads_are_checked_before_anything_is_published(server: Server
 def test_images_declaring_huge_sizes_are_refused_before_decoding(server: Server, root: Path, unchanged, name: str, data: bytes, words: str) -> None:
     r = requests.put(server.url + "/datastore/image", params={"image": "huge"}, files={"file": (name, data)}, timeout=60)
     _refused(r, 422, words, root)
+    assert "up-" not in r.json()["detail"] and ".incoming" not in r.json()["detail"]  # no temp file names either
     r = requests.post(server.url + "/infer/attention", files={"file": (name, data)}, timeout=60)
     assert r.status_code in (422, 503), r.text  # never a 500, never gigabytes
+
+
+def test_truncated_nifti_upload_is_refused_without_naming_temp_files(server: Server, root: Path, tmp_path: Path, unchanged) -> None:
+    import gzip
+
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ones((SIZE, SIZE), np.float32), np.eye(4)), str(tmp_path / "s.nii"))
+    short = gzip.compress((tmp_path / "s.nii").read_bytes()[:-5000])
+    r = requests.put(server.url + "/datastore/image", params={"image": "short"}, files={"file": ("s.nii.gz", short)}, timeout=60)
+    _refused(r, 422, "NIfTI data block is truncated", root)
+    assert "up-" not in r.json()["detail"] and ".incoming" not in r.json()["detail"], r.json()["detail"]
 
 
 def test_failed_inference_leaves_no_file_in_the_temp_folder(server: Server, root: Path, server_tmp: Path, unchanged) -> None:
