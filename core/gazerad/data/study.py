@@ -160,6 +160,13 @@ def is_study_folder(path: PathLike) -> bool:
 # ---------------------------------------------------------------------------- labels.csv
 
 
+def rows_in_splits(splits: Sequence[str], split: str | Sequence[str]) -> np.ndarray:
+    """``(M,)`` int64 indices of the ``splits`` entries equal to ``split`` (or one of them;
+    compared lower-cased), in order: what every study table's ``subset`` answers."""
+    want = {split.lower()} if isinstance(split, str) else {s.lower() for s in split}
+    return np.array([i for i, s in enumerate(splits) if s.lower() in want], dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class LabelsTable:
     """A parsed, checked ``labels.csv`` (see the module docstring for the rules).
@@ -210,8 +217,7 @@ class LabelsTable:
     def subset(self, split: str | Sequence[str]) -> np.ndarray:
         """``(M,)`` int64 row indices whose split is ``split`` (or one of them; compared
         lower-cased), in file order."""
-        want = {split.lower()} if isinstance(split, str) else {s.lower() for s in split}
-        return np.array([i for i, s in enumerate(self.splits) if s in want], dtype=np.int64)
+        return rows_in_splits(self.splits, split)
 
     def split_of(self) -> dict[str, str]:
         """``{Image Index: split}`` in file order."""

@@ -61,8 +61,9 @@ class StudyTable:
     def subset(self, split: str | Sequence[str]) -> np.ndarray:
         """``(M,)`` int64 row indices whose split is ``split`` (or one of them; compared
         lower-cased, like :meth:`gazerad.data.study.LabelsTable.subset`), in file order."""
-        want = {split.lower()} if isinstance(split, str) else {s.lower() for s in split}
-        return np.array([i for i, s in enumerate(self.splits) if s in want], dtype=np.int64)
+        from gazerad.data.study import rows_in_splits
+
+        return rows_in_splits(self.splits, split)
 
     def targets(self, task: str = "multilabel") -> np.ndarray:
         """Targets for ``task``: ``multilabel`` ``(N, C)`` 0/1; ``multiclass`` ``(N,)`` 0 for no
