@@ -187,12 +187,7 @@ def _typed_image(path: str, shown: str) -> str:
     suffix = sniff_image_suffix(path)
     if suffix is None:
         raise HTTPException(status_code=415, detail=f"{shown!r} is not a PNG, JPEG, DICOM, NIfTI or NRRD file (judged by its content); nothing was stored")
-    stem = os.path.basename(path)
-    for known in (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nrrd"):
-        if stem.lower().endswith(known) and len(stem) > len(known):
-            stem = stem[: -len(known)]
-            break
-    typed = os.path.join(os.path.dirname(path), stem + suffix)
+    typed = os.path.join(os.path.dirname(path), image_id_of(os.path.basename(path)) + suffix)
     if typed != path:
         if os.path.exists(typed):
             raise HTTPException(status_code=422, detail=f"two session files are the image {os.path.basename(typed)!r} once typed by content")

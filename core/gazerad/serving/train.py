@@ -512,12 +512,15 @@ def publish_upload(name: str, weights: str | os.PathLike, datastore: str | os.Pa
     import gazerad
 
     check_servable(name, weights, DatastoreView(Path(datastore)))
-    data = Path(weights).read_bytes()
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
     dest = publish(weights, Path(model_dir) / PUBLISHED[name])
     stats = {
         "name": name,
         "published": str(dest),
-        "uploaded": {"via": f"PUT /model/{name}", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        "uploaded": {"via": f"PUT /model/{name}", "bytes": Path(weights).stat().st_size, "sha256": digest.hexdigest()},
         "gazerad_version": gazerad.__version__,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
