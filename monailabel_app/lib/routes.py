@@ -331,8 +331,9 @@ def api_update_model(model: str, file: UploadFile = File(...), user: User = Depe
     tmp = _spool(file, MAX_MODEL_BYTES, f"weights for {model!r}", folder=instance.model_dir)
     try:
         stats = publish_upload(model, tmp, instance.studies, instance.model_dir)
-    except RuntimeError as exc:
-        raise HTTPException(status_code=422, detail=f"weights refused: {exc}") from None
+    except RuntimeError as exc:  # the loader may quote the temp file: name the upload instead
+        why = str(exc).replace(tmp, "the upload").replace(os.path.basename(tmp), "the upload")
+        raise HTTPException(status_code=422, detail=f"weights refused: {why}") from None
     finally:
         os.unlink(tmp)
     return {"model": model, **stats["uploaded"]}

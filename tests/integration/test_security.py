@@ -638,6 +638,7 @@ def test_weights_uploads_are_checked_before_anything_is_published(server: Server
     before = _tmp_files(server_tmp)
     r = requests.put(server.url + "/model/attention", files={"file": ("a.pt", b"not a model at all")}, timeout=60)
     _refused(r, 422, "weights refused: the attention model cannot serve", root)
+    assert "gazerad-up-" not in r.json()["detail"], r.json()["detail"]  # the upload, not its temp file, is named
     r = requests.put(server.url + "/model/nope", files={"file": ("a.pt", b"x")}, timeout=30)
     _refused(r, 404, "unknown model 'nope'", root)
     assert _tmp_files(server_tmp) == before

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from gazerad.engine.checkpoint import load_failure
 from gazerad.errors import InputError
 
 __all__ = ["KINDS", "export_bundle", "bundle_model_file", "is_bundle"]
@@ -79,7 +80,7 @@ def _source(model: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(p, f"cannot be read as a GazeRad model ({type(exc).__name__}: {exc})") from None
+        raise InputError(p, f"cannot be read as a GazeRad model ({load_failure(exc)})") from None
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind not in KINDS:
         raise InputError(p, f"not an exportable GazeRad model (kind {kind!r}; exportable: {', '.join(KINDS)})")

@@ -170,6 +170,18 @@ def half_model_file(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return rewrite_model_file(src, dest, halve)
 
 
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in one line. Its advice to
+    load with ``weights_only=False`` is left out on purpose: a GazeRad model file holds
+    tensors and plain values only, and a file that needs pickled objects is not one."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "not a tensor-only file: it is not a torch model file, or it holds pickled objects, which GazeRad never loads"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
 def rewrite_model_file(src: str | os.PathLike, dest: str | os.PathLike, change: Callable[[dict[str, Any]], None]) -> Path:
     """Copy a model file (:func:`save_model_file`) to ``dest`` (may be ``src``) with
     ``change(state)`` applied in place, written atomically: ``dest`` is the old file or the
@@ -201,7 +213,7 @@ def load_model_file(
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(p, f"cannot be read as a GazeRad {_LABELS.get(kind, kind)} model ({type(exc).__name__}: {exc})") from None
+        raise InputError(p, f"cannot be read as a GazeRad {_LABELS.get(kind, kind)} model ({load_failure(exc)})") from None
     fmt = state.get("format") if isinstance(state, dict) else "?"
     if fmt not in (MODEL_FORMAT, _LEGACY_FORMATS.get(kind, MODEL_FORMAT)) or (fmt == MODEL_FORMAT and state.get("kind") != kind):
         raise InputError(p, f"not a GazeRad {_LABELS.get(kind, kind)} model (format {fmt!r}, kind {state.get('kind') if isinstance(state, dict) else None!r})")
