@@ -36,7 +36,6 @@ subprocess. Errors reach clients as 4xx/5xx with a message: unknown or unsafe im
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -60,7 +59,7 @@ from gazerad.io.confine import UnsafeName, check_name
 from gazerad.serving.data import DatastoreView, is_safe_id
 from gazerad.serving.guard import GuardConfig
 from gazerad.serving.infer import ModelNotReady
-from gazerad.serving.params import InferParams, parse_bool, parse_text
+from gazerad.serving.params import InferParams, finite_json_object, parse_bool, parse_text
 from lib.activelearning import RandomUnread
 from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
 from lib.datastore import GazeRadDatastore
@@ -218,11 +217,10 @@ class GazeRadApp(MONAILabelApp):
 
     def next_sample(self, request):
         try:
-            request = dict(request)
-            # stored in the chosen image's info: printable text only (and strict JSON overall)
+            # stored in the chosen image's info: strict JSON, and client_id printable text
+            request = finite_json_object(request, "the request")
             if request.get("client_id") is not None:
                 request["client_id"] = parse_text(request["client_id"], "client_id")
-            json.dumps(request, allow_nan=False)
             return super().next_sample(request)
         except Exception as exc:  # noqa: BLE001
             raise _http_error(exc) from None

@@ -48,7 +48,7 @@ from gazerad.data import image_id_of
 from gazerad.io.archive import safe_extract
 from gazerad.io.confine import UnsafeName, check_name, sniff_image_suffix
 from gazerad.serving.guard import GuardConfig, RequestGuard
-from gazerad.serving.params import InferParams, parse_bool, parse_json_object, parse_number
+from gazerad.serving.params import InferParams, finite_json_object, parse_bool, parse_json_object, parse_number
 from gazerad.serving.train import PUBLISHED, check_params, publish_upload
 
 logger = logging.getLogger(__name__)
@@ -411,15 +411,10 @@ def _remove(path: str) -> None:
 
 def _finite_object(value: Any, what: str) -> dict[str, Any]:
     """A JSON body that must be an object without NaN or infinities (422 otherwise)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HTTPException(status_code=422, detail=f"{what} must be a JSON object")
     try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise HTTPException(status_code=422, detail=f"{what} holds NaN or Infinity, which JSON does not allow") from None
-    return dict(value)
+        return finite_json_object(value, what)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- install

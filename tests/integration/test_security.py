@@ -696,6 +696,9 @@ def test_nan_and_infinity_are_never_stored(server: Server, root: Path, unchanged
         _refused(r, 422, f"info holds {const}", root)
     r = requests.post(server.url + "/activelearning/random", json={"client_id": {"a": [1]}}, timeout=30)
     _refused(r, 422, "'client_id' must be printable text", root)
+    nan_body = {"data": json.dumps({"client_id": "me", "x": float("nan")}), "headers": {"content-type": "application/json"}, "timeout": 30}
+    _refused(requests.post(server.url + "/activelearning/random", **nan_body), 422, "holds NaN or Infinity", root)
+    _refused(requests.post(server.url + "/batch/infer/attention", **nan_body), 422, "params holds NaN or Infinity", root)
     assert requests.get(server.url + "/datastore/", params={"output": "all"}, timeout=30).status_code == 200
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-__all__ = ["parse_bool", "parse_number", "parse_choice", "parse_text", "parse_json_object", "UploadParams", "InferParams"]
+__all__ = ["parse_bool", "parse_number", "parse_choice", "parse_text", "parse_json_object", "finite_json_object", "UploadParams", "InferParams"]
 
 
 def parse_bool(value: Any, key: str) -> bool:
@@ -63,6 +63,21 @@ class _NonFinite(ValueError):
 
 def _no_constant(name: str) -> Any:
     raise _NonFinite(name)
+
+
+def finite_json_object(value: Any, what: str = "params") -> dict[str, Any]:
+    """A request body already parsed (FastAPI's reader, like Python's, takes ``NaN`` and
+    ``Infinity``): ``{}`` for ``None``, else it must be a JSON object without them
+    (:class:`ValueError` naming ``what``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{what} holds NaN or Infinity, which JSON does not allow") from None
+    return dict(value)
 
 
 def parse_json_object(text: Any, what: str = "params") -> dict[str, Any]:
