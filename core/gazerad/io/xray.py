@@ -212,7 +212,7 @@ def _read_itk(p: Path, voi: str | None, window: Any) -> tuple[np.ndarray, dict[s
         _check_pixels(p, header.GetSize())
         if p.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_data(p)
-        img = sitk.ReadImage(str(p))
+        img = header.Execute()  # the same reader: the header is not parsed twice
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "Exception" in ln), first[-1] if first else "")
