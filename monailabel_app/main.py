@@ -56,6 +56,7 @@ from monailabel.utils.others.generic import strtobool
 import gazerad
 from gazerad.errors import InputError
 from gazerad.io.confine import UnsafeName, check_name
+from gazerad.io.scratch import TEMP_SCRATCH, clean_stale
 from gazerad.serving.data import DatastoreView, is_safe_id
 from gazerad.serving.guard import GuardConfig
 from gazerad.serving.infer import ModelNotReady
@@ -143,6 +144,15 @@ class GazeRadApp(MONAILabelApp):
             from lib.routes import install
 
             install(mod.app, self.guard_config())
+            self._clean_scratch()
+
+    def _clean_scratch(self) -> None:
+        """At server start: remove what servers killed mid-request left behind (their scratch
+        folders in the temp folder and the datastore; a live server's are locked, so kept)."""
+        store = self.datastore()
+        for root, prefix in ((TEMP_SCRATCH.root, TEMP_SCRATCH.prefix), (store.incoming.root, store.incoming.prefix)):
+            for p in clean_stale(root, prefix):
+                logger.info("removed %s, left by a server that was stopped mid-request", p)
 
     # ------------------------------------------------------------------ construction
     def init_datastore(self) -> Datastore:

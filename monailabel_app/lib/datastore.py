@@ -49,6 +49,7 @@ from gazerad.errors import InputError
 from gazerad.gaze.store import GazeStore, parse_gaze_upload
 from gazerad.io.atomic import atomic_path
 from gazerad.io.confine import UnsafeName, check_name, confine, is_safe_name, sniff_image_suffix
+from gazerad.io.scratch import ScratchFolder
 from gazerad.serving.data import GAZE_TAG
 from gazerad.serving.params import UploadParams
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 # the image files the datastore lists: GazeRad's readable suffixes, less the detached NRRD header
 # (.nhdr names a data file beside it, which would be listed on its own)
 EXTENSIONS = [f"*{s}" for s in image_suffixes() if s != ".nhdr"]
-INCOMING = ".incoming"  # temp files of uploads being validated (not an image: the scan skips folders)
+INCOMING = ".incoming"  # per-process folders of uploads being validated (not images: the scan skips folders)
 MB = 2**20
 
 
@@ -81,6 +82,7 @@ class GazeRadDatastore(LocalDatastore):
         self.max_image_bytes = int(max_image_mb * MB)
         self.max_gaze_bytes = int(max_gaze_mb * MB)
         super().__init__(datastore_path, **kwargs)
+        self.incoming = ScratchFolder(Path(self._datastore.image_path()) / INCOMING, "p-")
         if getattr(self, "_handler", None) is not None:
             # the index is now replaced by a rename (atomic): the watcher sees a move, not a
             # modification, when another process (training, scoring) writes it
@@ -182,9 +184,7 @@ class GazeRadDatastore(LocalDatastore):
             raise HTTPException(status_code=422, detail=f"{what} upload is empty")
         if size > limit:
             raise HTTPException(status_code=413, detail=f"{what} upload of {size / MB:.1f} MB is over the limit of {limit / MB:.0f} MB")
-        folder = Path(self._datastore.image_path()) / INCOMING
-        folder.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="up-")
+        fd, tmp = tempfile.mkstemp(dir=self.incoming.path(), prefix="up-")
         os.close(fd)
         shutil.copyfile(upload, tmp)
         return Path(tmp)

@@ -47,6 +47,7 @@ from monailabel.interfaces.utils.app import app_instance
 from gazerad.data import image_id_of
 from gazerad.io.archive import safe_extract
 from gazerad.io.confine import UnsafeName, check_name, sniff_image_suffix
+from gazerad.io.scratch import TEMP_SCRATCH
 from gazerad.serving.guard import GuardConfig, RequestGuard
 from gazerad.serving.params import InferParams, finite_json_object, parse_bool, parse_json_object, parse_number
 from gazerad.serving.train import PUBLISHED, check_params, publish_upload
@@ -102,7 +103,7 @@ def _json(text: Any, what: str) -> dict[str, Any]:
 
 def _spool(upload: UploadFile, limit: int, what: str, folder: Optional[str] = None) -> str:
     """The upload in a temp file without the client's name (413 past ``limit`` bytes)."""
-    fd, path = tempfile.mkstemp(prefix="gazerad-up-", dir=folder)
+    fd, path = tempfile.mkstemp(prefix="up-", dir=folder or TEMP_SCRATCH.path())
     n = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -216,7 +217,7 @@ def api_create_session(
     names = [_name(os.path.basename(f.filename or ""), "file name") for f in files]
     if len(set(names)) != len(names):
         raise HTTPException(status_code=422, detail="two uploaded files have the same name")
-    received = tempfile.mkdtemp(prefix="gazerad-session-")
+    received = tempfile.mkdtemp(prefix="session-", dir=TEMP_SCRATCH.path())
     scratch = [received]  # removed after the answer, or at once when the request is refused
     try:
         limit = _limit()
@@ -226,7 +227,7 @@ def api_create_session(
             os.replace(tmp, os.path.join(received, n))
             paths.append(os.path.join(received, n))
         if unpack:
-            data = tempfile.mkdtemp(prefix="gazerad-unpacked-")
+            data = tempfile.mkdtemp(prefix="unpacked-", dir=TEMP_SCRATCH.path())
             scratch.append(data)
             try:
                 for p in paths:

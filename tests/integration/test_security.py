@@ -24,7 +24,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support.server import Server, run_threads
+from gazerad.io.scratch import LOCK_GRACE_S, TEMP_PREFIX, ScratchFolder
+from tests.support.server import Server, killed_process_folder, run_threads
 from tests.support.studies import SIZE, mass_studies, simulated_gaze_csv
 
 pytestmark = pytest.mark.slow
@@ -65,10 +66,32 @@ def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(root: Path, server_tmp: Path):
+def leftovers(root: Path, server_tmp: Path) -> dict:
+    """Before the server starts: scratch folders of a server killed mid-request (in the temp
+    folder and the datastore's), and one of a live process (this one's)."""
+    incoming = root / "studies" / "images" / ".incoming"
+    dead = [killed_process_folder(server_tmp, TEMP_PREFIX), killed_process_folder(incoming, "p-")]
+    live = ScratchFolder(server_tmp, TEMP_PREFIX)
+    (live.path() / "up-busy").write_bytes(b"in use")
+    old = time.time() - 2 * LOCK_GRACE_S
+    for d in (*dead, live.path()):
+        os.utime(d, (old, old))
+    yield {"dead": dead, "live": live.path()}
+    live.close()
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, server_tmp: Path, leftovers: dict):
     s = Server(root / "studies" / "images", root / "srv", env={"TMPDIR": str(server_tmp)}).start()
     yield s
     s.stop()
+
+
+def test_a_killed_servers_scratch_is_removed_at_start(server: Server, leftovers: dict) -> None:
+    assert [d.exists() for d in leftovers["dead"]] == [False, False]
+    assert (leftovers["live"] / "up-busy").read_bytes() == b"in use"  # a live process's: kept
+    log = server.log.read_text()
+    assert all(f"removed {d}, left by a server that was stopped mid-request" in log for d in leftovers["dead"]), log[-2000:]
 
 
 @pytest.fixture()
@@ -139,7 +162,7 @@ def test_c1_a_real_png_named_py_is_stored_as_png_inside(server: Server, root: Pa
     assert (store / "up1.png").is_file() and not list(root.rglob("x.py"))
     r = requests.put(server.url + "/datastore/image", files={"file": ("../../up2.png", png_bytes(seed=2))}, timeout=30)
     assert r.status_code == 200 and r.json()["image"] == "up2" and (store / "up2.png").is_file()
-    assert not list((store / ".incoming").iterdir())  # no temp file left
+    assert not [p for p in (store / ".incoming").rglob("*") if p.is_file() and p.name != ".lock"]  # no temp file left
     info = requests.get(server.url + "/datastore/image/info", params={"image": "up1"}, timeout=30).json()
     assert info["name"] == "up1.png" and "path" not in info
 
@@ -231,7 +254,7 @@ def _empty_zip() -> bytes:
 
 
 def _session_scratch(tmp: Path) -> list[str]:
-    return sorted(p.name for p in tmp.iterdir() if p.name.startswith(("gazerad-session-", "gazerad-unpacked-")))
+    return sorted(p.name for p in tmp.glob("gazerad-scratch-*/*") if p.name.startswith(("session-", "unpacked-")))
 
 
 @pytest.mark.parametrize(
@@ -612,7 +635,8 @@ def test_sigkill_during_training_leaves_the_old_model_published(tmp_path: Path) 
 
 # ---------------------------------------------------------------------------- second review (session 28)
 def _tmp_files(tmp: Path) -> set[str]:
-    return {p.name for p in tmp.iterdir()}
+    """Every file and folder in the server's temp folder (its scratch folder's own lock left out)."""
+    return {p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.name != ".lock"}
 
 
 def _nifti_declaring(side: int) -> bytes:
@@ -638,7 +662,7 @@ def test_weights_uploads_are_checked_before_anything_is_published(server: Server
     before = _tmp_files(server_tmp)
     r = requests.put(server.url + "/model/attention", files={"file": ("a.pt", b"not a model at all")}, timeout=60)
     _refused(r, 422, "weights refused: the attention model cannot serve", root)
-    assert "gazerad-up-" not in r.json()["detail"], r.json()["detail"]  # the upload, not its temp file, is named
+    assert "up-" not in r.json()["detail"] and "gazerad-scratch" not in r.json()["detail"], r.json()["detail"]  # the upload, not its temp file, is named
     r = requests.put(server.url + "/model/nope", files={"file": ("a.pt", b"x")}, timeout=30)
     _refused(r, 404, "unknown model 'nope'", root)
     assert _tmp_files(server_tmp) == before

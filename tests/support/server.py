@@ -35,6 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def killed_process_folder(root: Path, prefix: str) -> Path:
+    """A :class:`gazerad.io.scratch.ScratchFolder` with a half-written upload in it, made by a
+    process that then dies by SIGKILL (what a server killed mid-request leaves)."""
+    code = (
+        "import os, sys\n"
+        "from gazerad.io.scratch import ScratchFolder\n"
+        "p = ScratchFolder(sys.argv[1], sys.argv[2]).path()\n"
+        "(p / 'up-half').write_bytes(b'x' * 1000)\n"
+        "print(p, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(root), prefix], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9, r.stderr
+    return Path(r.stdout.strip())
+
+
 class Server:
     """A MONAI Label server process with a private copy of the app (its own ``model/``)."""
 

@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, Tuple, Union
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from gazerad.io.scratch import TEMP_SCRATCH
 from gazerad.serving.infer import AttentionService, ClassificationService, LocalizationService
 from gazerad.serving.markups import roi_markups
 from gazerad.serving.model_card import model_card
@@ -47,7 +48,7 @@ MODEL_LOCK = threading.Lock()
 
 
 def _tmp(suffix: str) -> str:
-    fd, path = tempfile.mkstemp(suffix=suffix, prefix="gazerad-")
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="result-", dir=TEMP_SCRATCH.path())
     os.close(fd)
     return path
 
