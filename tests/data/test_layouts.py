@@ -98,6 +98,19 @@ def test_nih_box_list_infiltrate_is_infiltration(tmp_path: Path) -> None:
     assert read_bbox_list(p) == {"00000001_000.png": [("Infiltration", (10.0, 20.0, 30.0, 40.0)), ("Mass", (1.0, 2.0, 3.0, 4.0))]}
 
 
+def test_nih_box_list_refuses_a_repeated_box(tmp_path: Path) -> None:
+    from gazerad.data.nih import read_bbox_list
+
+    p = tmp_path / "BBox_List_2017.csv"
+    rows = ["00000001_000.png,Mass,1,2,3,4", "00000001_000.png,Mass,1,2,3,5", "00000001_000.png,Mass,1.0,2,3,4"]
+    p.write_text("Image Index,Finding Label,x,y,w,h\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError) as e:  # it would count twice in T(IoU)
+        read_bbox_list(p)
+    assert str(p) in str(e.value) and "row 3" in str(e.value) and "repeats row 1" in str(e.value)
+    p.write_text("Image Index,Finding Label,x,y,w,h\n" + "\n".join(rows[:2] + ["00000001_000.png,Nodule,1,2,3,4"]) + "\n")
+    assert len(read_bbox_list(p)["00000001_000.png"]) == 3  # another size or finding is another box
+
+
 @pytest.mark.parametrize(
     "edit, words",
     [

@@ -26,7 +26,8 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[f
         image index -> list of ``(label, (x, y, w, h))``, in file order.
 
     Raises:
-        InputError: missing file/columns, non-numeric or non-positive sizes (names the row).
+        InputError: missing file/columns, non-numeric or non-positive sizes, a row repeating
+            another's image, finding and box (names the row).
     """
     p = Path(path)
     header, rows = read_rows(p, ["Image Index", "Finding Label"])
@@ -37,6 +38,7 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[f
     else:
         raise InputError(p, f"missing box columns: expected 'Bbox [x,y,w,h]' (NIH) or x, y, w, h; found {header}")
     out: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
+    seen: dict[tuple, int] = {}
     for i, r in enumerate(rows, start=1):
         x, y, w, h = (to_float(p, i, c, r[c]) for c in cols)
         if w <= 0 or h <= 0:
@@ -44,8 +46,12 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[str, tuple[f
         image = r["Image Index"].strip()
         if not image:
             raise InputError(p, "empty 'Image Index'", row=i)
-        label = r["Finding Label"].strip()
-        out.setdefault(image, []).append((BOX_ALIASES.get(label, label), (x, y, w, h)))
+        label = BOX_ALIASES.get(r["Finding Label"].strip(), r["Finding Label"].strip())
+        key = (image, label, x, y, w, h)
+        if key in seen:  # it would count twice in T(IoU) and in the class's box sizes
+            raise InputError(p, f"repeats row {seen[key]} (same image, finding and box): remove one of them", row=i)
+        seen[key] = i
+        out.setdefault(image, []).append((label, (x, y, w, h)))
     return out
 
 
