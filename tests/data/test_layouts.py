@@ -239,6 +239,22 @@ def test_check_mimic_with_reflacx_gaze_is_sound_and_written_as_json(trees: dict,
     assert "OK: no problems found" in capsys.readouterr().out
 
 
+def test_check_says_when_gaze_gives_nothing_to_use(trees: dict, studies: Path, tmp_path: Path) -> None:
+    root = trees["root"] / "mimic-cxr-jpg" / "2.0.0"
+    egd = tmp_path / "egd"
+    shutil.copytree(trees["egd"], egd)
+    fix = egd / "fixations.csv"
+    full = fix.read_text()
+    fix.write_text(full.splitlines()[0] + "\n")  # header only
+    rep = check_dataset(root, gaze=egd)
+    assert any("has no usable reading" in pr for pr in rep["problems"]), rep["problems"]
+    other = tmp_path / "other"  # readings of images of another data set
+    nih = nih_tree(studies, other / "nih", missing=0)
+    fix.write_text(full)
+    rep = check_dataset(other / "nih", gaze=egd)
+    assert any("none of the 24 images" in pr and "is in the data set" in pr for pr in rep["problems"]), (rep["problems"], nih["names"][:1])
+
+
 def test_check_finds_corrupt_images_leaks_and_foreign_boxes(studies: Path, tmp_path: Path) -> None:
     root = tmp_path / "nih"
     nih_tree(studies, root, missing=0)
@@ -321,3 +337,131 @@ def test_check_with_gaze_needs_only_the_images_it_reads(studies: Path, tmp_path:
     m["paths"][with_gaze].unlink()
     rep = check_dataset(tmp_path / "m", gaze=ref)
     assert len(rep["problems"]) == 1 and f"1 images with gaze readings are missing: {with_gaze}" in rep["problems"][0]
+
+
+# ---------------------------------------------------------------------------- second fuzzing pass (session 29)
+def test_tables_refuse_repeated_columns_extra_fields_and_unreadable_bytes(tmp_path: Path) -> None:
+    from gazerad.data._table import read_rows
+
+    p = tmp_path / "t.csv"
+    cases = [
+        ("Image Index,Mass,Mass\na.png,1,0\n", "column(s) ['Mass'] appear more than once"),  # the last one's values won
+        ("Image Index,Mass\na.png,1,1\n", "has 3 fields, more than the header's 2"),
+        ('Image Index,Mass\n"a.png' + "x" * 140_000 + "\n", "is not a readable CSV file"),
+    ]
+    for text, words in cases:
+        p.write_text(text)
+        with pytest.raises(InputError, match=None) as e:
+            read_rows(p, ["Image Index"])
+        assert str(p) in str(e.value) and words in str(e.value), str(e.value)
+    p.write_text("Image Index,Mass,,,\na.png,1,,,\n")  # NIH's trailing empty columns stay fine
+    assert read_rows(p, ["Image Index"])[1] == [{"Image Index": "a.png", "Mass": "1", "": ""}]
+    gz = tmp_path / "t.csv.gz"
+    data = bytearray(gzip.compress(("Image Index,Mass\n" + "a.png,1\n" * 500).encode()))
+    data[20:60] = bytes(40)
+    gz.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="not a readable gzip file") as e:
+        read_rows(gz, ["Image Index"])
+    assert str(gz) in str(e.value)
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        read_rows(tmp_path / "d.csv", [])
+
+
+@pytest.mark.parametrize(
+    "name, data, words",
+    [
+        ("train_val_list.txt", lambda s: s.replace("\n", " "), "names on one line: one image name per line"),
+        ("test_list.txt", lambda s: s + "00000001_000.png\n", "is in train_val_list.txt and test_list.txt"),
+        ("test_list.txt", lambda s: "\udcff", "is not a UTF-8 text file"),
+        ("test_list.txt", None, "is a folder, not a file"),
+    ],
+    ids=["one-line", "in-both", "not-utf8", "folder"],
+)
+def test_nih_split_lists_are_checked(studies: Path, tmp_path: Path, name: str, data, words: str) -> None:
+    nih_tree(studies, tmp_path / "nih", missing=0)
+    p = tmp_path / "nih" / name
+    if data is None:
+        p.unlink()
+        p.mkdir()
+    else:
+        p.write_bytes(data(p.read_text()).encode("utf-8", "surrogateescape"))
+    if name == "test_list.txt" and data is not None and "both" in words:
+        tv = (tmp_path / "nih" / "train_val_list.txt").read_text()
+        (tmp_path / "nih" / "train_val_list.txt").write_text(tv if "00000001_000.png" in tv else tv + "00000001_000.png\n")
+    with pytest.raises(InputError) as e:
+        _ = open_study_folder(tmp_path / "nih").table
+    assert words in str(e.value) and name in str(e.value), str(e.value)
+
+
+def test_nih_lists_naming_other_images_and_unlisted_images_are_said(studies: Path, tmp_path: Path) -> None:
+    nih_tree(studies, tmp_path / "nih", missing=0)
+    (tmp_path / "nih" / "test_list.txt").write_text("99999999_000.png\n")
+    f = open_study_folder(tmp_path / "nih")
+    t = f.table
+    n_unlisted = t.splits.count("unlisted")
+    assert n_unlisted > 0
+    assert any("1 names in the split lists are not in Data_Entry_2017_v2020.csv" in n for n in f.notes), f.notes
+    assert any(f"{n_unlisted} of {len(t)} images" in n and "in neither list" in n for n in f.notes), f.notes
+
+
+def test_nih_spacing_must_be_plausible(studies: Path, tmp_path: Path) -> None:
+    nih_tree(studies, tmp_path / "nih", missing=0)
+    p = tmp_path / "nih" / "Data_Entry_2017_v2020.csv"
+    p.write_text(p.read_text().replace(",0.139,0.139", ",1e308,0.139", 1))
+    with pytest.raises(InputError, match=r"spacing 1e\+308 x 0.139 in \(0, 10\] mm") as e:
+        _ = open_study_folder(tmp_path / "nih").table
+    assert "row 1" in str(e.value)
+
+
+def _rewrite_gz(p: Path, edit) -> None:
+    text = gzip.decompress(p.read_bytes()).decode()
+    with gzip.open(p, "wt") as fh:
+        fh.write(edit(text))
+
+
+def test_mimic_tables_that_contradict_the_files_are_errors(studies: Path, tmp_path: Path) -> None:
+    root = tmp_path / "mimic"
+    m = mimic_tree(studies, root)
+    first = next(iter(m["paths"]))
+    chex = root / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    split = root / "mimic-cxr-2.0.0-split.csv.gz"
+    keep_chex, keep_split = chex.read_bytes(), split.read_bytes()
+    _rewrite_gz(chex, lambda s: s + s.splitlines()[1] + "\n")
+    with pytest.raises(InputError, match="duplicate study_id") as e:
+        _ = open_study_folder(root).table
+    assert chex.name in str(e.value)
+    chex.write_bytes(keep_chex)
+    _rewrite_gz(chex, lambda s: s.replace(",5041", ",9041"))  # another download's table: no study matches
+    with pytest.raises(InputError, match="no study of the 24 images has a row"):
+        _ = open_study_folder(root).table
+    chex.write_bytes(keep_chex)
+    _rewrite_gz(split, lambda s: s.replace(f"{first},{m['study'][first]}", f"{first},59999999", 1))
+    with pytest.raises(InputError, match="study_id '59999999' of .* contradicts its image's folder") as e:
+        _ = open_study_folder(root).table
+    assert "row 1" in str(e.value)
+    split.write_bytes(keep_split)
+    (root / "mimic-cxr-2.0.0-split.csv").write_text(gzip.decompress(keep_split).decode())
+    f = open_study_folder(root)
+    assert len(f.table) == 24 and any("mimic-cxr-2.0.0-split.csv and mimic-cxr-2.0.0-split.csv.gz are both present" in n for n in f.notes)
+
+
+def test_a_bad_box_list_leaves_the_linked_view_untouched(studies: Path, tmp_path: Path) -> None:
+    nih_tree(studies, tmp_path / "nih", missing=0)
+    b = tmp_path / "nih" / "BBox_List_2017.csv"
+    good = b.read_text()
+    view = link_study_folder(tmp_path / "nih", tmp_path / "view")
+    before = sorted(p.relative_to(view).as_posix() for p in view.rglob("*"))
+    labels = (view / "labels.csv").read_text()
+    lines = good.splitlines()
+    b.write_text("\n".join([lines[0], lines[1].replace(lines[1].split(",")[2], "nan", 1), *lines[2:]]) + "\n")
+    (tmp_path / "nih" / "test_list.txt").write_text("\n")  # the table would change too
+    with pytest.raises(InputError, match="NaN/inf"):
+        link_study_folder(tmp_path / "nih", view)
+    assert sorted(p.relative_to(view).as_posix() for p in view.rglob("*")) == before and (view / "labels.csv").read_text() == labels
+    with pytest.raises(InputError, match="NaN/inf"):
+        link_study_folder(tmp_path / "nih", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    b.unlink()  # the box list is gone: so are the view's boxes
+    link_study_folder(tmp_path / "nih", view)
+    assert not (view / "BBox_List_2017.csv").exists()

@@ -3,6 +3,7 @@ better than a centred box, resumes, and runs from the CLI."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -137,7 +138,19 @@ def test_cli_supervised_and_evaluate(masses: Path, tmp_path: Path, capsys) -> No
     assert "train-kacl [supervised]" in capsys.readouterr().out
     assert cli(["evaluate-localization", "--model", str(out), "--data", str(masses), "--splits", "test", "--overlays", "0"]) == 0
     text = capsys.readouterr().out
-    assert "ROC AUC" in text and "centred box" in text
+    assert "ROC AUC" in text and "centred box" in text and "left out" not in text
+    # the box list names images by id (no suffix) and holds a class the model does not predict:
+    # the same boxes are scored, and the left-out one is said
+    rows = (masses / "BBox_List_2017.csv").read_text().splitlines()
+    test = {r["Image Index"] for r in csv.DictReader((masses / "labels.csv").open()) if r["split"] == "test"}
+    boxed = next(r.split(",")[0] for r in rows[1:] if r.split(",")[0] in test)
+    renamed = [rows[0], *(r.replace(".png,", ",", 1) for r in rows[1:]), f"{boxed},Atelectasis,1,1,5,5"]
+    (tmp_path / "b.csv").write_text("\n".join(renamed) + "\n")
+    argv = ["evaluate-localization", "--model", str(out), "--data", str(masses), "--splits", "test", "--overlays", "0"]
+    assert cli([*argv, "--boxes", str(tmp_path / "b.csv")]) == 0
+    again = capsys.readouterr().out
+    assert "left out: 1 boxes of classes the model does not predict (Atelectasis 1)" in again
+    assert [ln for ln in again.splitlines() if ln.startswith("accuracy")] == [ln for ln in text.splitlines() if ln.startswith("accuracy")]
     assert cli(["evaluate-localization", "--model", str(tmp_path / "nothing"), "--data", str(masses)]) == 2
     assert "KACL model not found" in capsys.readouterr().err
 

@@ -83,6 +83,9 @@ def _evaluate_localization(args: argparse.Namespace) -> int:
             print(f"{c[:13]:13s} " + "  ".join(f"{v:5.3f}" for v in acc.values()) + f"   ({res['localization']['n_boxes'][c]} boxes; {layer})")
     elif "localization_skipped" in res:
         print(f"T(IoU): not scored ({res['localization_skipped']})")
+    if "boxes_left_out" in res:
+        n = res["boxes_left_out"]["per_class"]
+        print(f"left out: {sum(n.values())} boxes of classes the model does not predict ({', '.join(f'{c} {k}' for c, k in n.items())})")
     cal = res.get("calibration") or {}
     if "ece" in cal:
         print(f"calibration: T {cal['temperature']:.2f}, ECE {cal['ece']:.3f} (uncalibrated {cal['ece_uncalibrated']:.3f}) on {cal['n_images']} images")

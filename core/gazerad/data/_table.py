@@ -6,6 +6,7 @@ import csv
 import gzip
 import math
 import os
+import zlib
 from pathlib import Path
 
 from gazerad.errors import InputError
@@ -18,6 +19,8 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
         ``(header, rows)``; each row is a dict keyed by header (1-based data row = index + 1).
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputError(p, "is a folder, not a file")
     if not p.is_file():
         raise InputError(p, "file does not exist")
     try:
@@ -28,17 +31,27 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
                 header = [h.strip() for h in next(reader)]
             except StopIteration:
                 raise InputError(p, "file is empty (no header row)") from None
+            named = [h for h in header if h]
+            twice = sorted({h for h in named if named.count(h) > 1})
+            if twice:  # a dict row would keep only the last one's values
+                raise InputError(p, f"column(s) {twice} appear more than once in the header")
             rows = []
             for i, rec in enumerate(reader, start=1):
                 if not any(c.strip() for c in rec):
                     continue
-                if len(rec) < len([h for h in header if h]):
+                if len(rec) < len(named):
                     raise InputError(p, f"has {len(rec)} fields, the header has {len(header)}", row=i)
+                if any(c.strip() for c in rec[len(header) :]):
+                    raise InputError(p, f"has {len(rec)} fields, more than the header's {len(header)} (an unquoted comma?)", row=i)
                 rows.append(dict(zip(header, rec)))
     except UnicodeDecodeError:
         raise InputError(p, "is not a UTF-8 text/CSV file") from None
-    except (gzip.BadGzipFile, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise InputError(p, f"not a readable gzip file: {exc}") from None
+    except csv.Error as exc:
+        raise InputError(p, f"is not a readable CSV file: {exc}") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot be read: {exc.strerror or exc}") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(p, f"missing column(s) {missing}; found {[h for h in header if h]}")
@@ -48,6 +61,8 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
 def to_float(path: str | os.PathLike, row: int, column: str, text: str, allow_nan: bool = False) -> float:
     """Parse a float field, naming file, row and column on failure."""
     try:
+        if "_" in text:  # float() reads "1_0" as 10
+            raise ValueError(text)
         v = float(text)
     except ValueError:
         raise InputError(path, f"column {column!r}: {text!r} is not a number", row=row) from None

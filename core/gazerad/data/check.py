@@ -210,6 +210,11 @@ def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[st
     images = [image_id_of(i) for i in coll.images]
     outside = sorted(i for i in images if i not in ids)
     readers = Counter(r.reader_id for r in coll.records())
+    if not coll.records():  # nothing to train on: a header-only table, or every reading discarded
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(coll.dropped.items()))
+        problems.append(f"gaze: {src} has no usable reading" + (f" (dropped: {dropped})" if dropped else ""))
+    elif len(outside) == len(images):
+        problems.append(f"gaze: none of the {len(images)} images {src} reads is in the data set, e.g. {outside[:3]}")
     return {
         "source": str(src),
         "readings": len(coll.records()),

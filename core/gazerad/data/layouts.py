@@ -113,6 +113,8 @@ MIMIC_CHEXPERT = "mimic-cxr-2.0.0-chexpert.csv"
 #: Share of patients held out for validation (official train lists) by CRC-32 of their id.
 VALIDATION_SHARE = 0.1
 _NIH_PNG_SIDE = 1024
+_MAX_SIDE = 65535  # DICOM Rows / Columns are 16-bit
+_MAX_SPACING_MM = 10.0  # radiographs have 0.1-0.2 mm pixels
 
 
 def patient_split(patient: str, official_train: bool | None = None) -> str:
@@ -176,11 +178,40 @@ def open_study_folder(root: PathLike) -> StudyFolder:
     return StudyFolder(p)
 
 
-def _table_file(root: Path, name: str) -> Path | None:
-    for p in (root / name, root / f"{name}.gz"):
-        if p.is_file():
-            return p
-    return None
+def _is_file(p: Path) -> bool:
+    """Whether ``p`` is there as a file; a folder (or a device) in its place is an error."""
+    if p.is_file():
+        return True
+    if p.exists():
+        raise InputError(p, "is a folder, not a file" if p.is_dir() else "is not a regular file")
+    return False
+
+
+def _table_file(root: Path, name: str, notes: list[str] | None = None) -> Path | None:
+    """``root/name`` or else ``root/name.gz`` (the one read is said in ``notes`` when both are there)."""
+    found = [p for p in (root / name, root / f"{name}.gz") if _is_file(p)]
+    if len(found) == 2 and notes is not None:
+        notes.append(f"{name} and {name}.gz are both present: {name} is read")
+    return found[0] if found else None
+
+
+def _read_list(path: Path) -> list[str]:
+    """The image names of an NIH split list: one per line (blank lines skipped)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, "is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    names = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if len(name.split()) > 1:
+            raise InputError(path, f"holds {len(name.split())} names on one line: one image name per line", row=i)
+        names.append(check_image_id(name, path, row=i))
+    return names
 
 
 class LayoutFolder(StudyFolder):
@@ -303,19 +334,23 @@ class LayoutFolder(StudyFolder):
         header, rows = read_rows(p, ["Image Index", FINDINGS_COLUMN, "Patient ID"])
         lists = {name: self.root / name for name in NIH_LISTS}
         official: dict[str, str] = {}
-        if all(f.is_file() for f in lists.values()):
+        present = {name: _is_file(f) for name, f in lists.items()}
+        if all(present.values()):
             for name, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
-                for line in lists[name].read_text(encoding="utf-8-sig").splitlines():
-                    if line.strip():
-                        official[line.strip()] = split
+                for k, n in enumerate(_read_list(lists[name]), start=1):
+                    if official.get(n, split) != split:
+                        raise InputError(lists[name], f"{n!r} is in train_val_list.txt and test_list.txt: an image has one split", row=k)
+                    official[n] = split
             self.notes.append(
                 f"splits: test_list.txt is 'test'; train_val_list.txt is 'train', except {VALIDATION_SHARE:.0%} of its patients "
                 "(CRC-32 of Patient ID) held out as 'validate'; images in neither list are 'unlisted'"
             )
         else:
-            absent = [n for n, f in lists.items() if not f.is_file()]
+            absent = [n for n, there in present.items() if not there]
             self.notes.append(f"splits: {' and '.join(absent)} absent, so patient-wise by CRC-32 of Patient ID: train 70 %, validate 10 %, test 20 %")
         sized = all(c in header for c in ("OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"))
+        if not sized:
+            self.notes.append(f"pixel spacing: {p.name} has no OriginalImage[Width,Height] / OriginalImagePixelSpacing[x,y] columns, so none is known")
         if p.name == NIH_DATA_ENTRY[1]:
             self.notes.append(f"labels: {p.name} (the 2020 revision {NIH_DATA_ENTRY[0]} is preferred when present)")
         classes = list(NIH_CLASSES)
@@ -349,8 +384,9 @@ class LayoutFolder(StudyFolder):
             if sized:
                 w, h = to_float(p, i, "OriginalImage[Width", r["OriginalImage[Width"]), to_float(p, i, "Height]", r["Height]"])
                 sx, sy = to_float(p, i, "OriginalImagePixelSpacing[x", r["OriginalImagePixelSpacing[x"]), to_float(p, i, "y]", r["y]"])
-                if min(w, h, sx, sy) <= 0:
-                    raise InputError(p, f"original size {w} x {h} and spacing {sx} x {sy} must be > 0", row=i)
+                if not (0 < w <= _MAX_SIDE and 0 < h <= _MAX_SIDE and 0 < sx <= _MAX_SPACING_MM and 0 < sy <= _MAX_SPACING_MM):
+                    why = f"original size {w:g} x {h:g} must be 1..{_MAX_SIDE} px and spacing {sx:g} x {sy:g} in (0, {_MAX_SPACING_MM:g}] mm"
+                    raise InputError(p, why, row=i)
                 # the PNGs are the originals resized to 1024 x 1024
                 self.spacing[name] = (sx * w / _NIH_PNG_SIDE, sy * h / _NIH_PNG_SIDE)
                 meta.update(Width=f"{w:g}", Height=f"{h:g}", PixelSpacing=f"{self.spacing[name][0]:.6g} {self.spacing[name][1]:.6g}")
@@ -358,13 +394,20 @@ class LayoutFolder(StudyFolder):
             names.append(name)
             splits.append(split)
             findings.append(found)
+        if official:
+            foreign = [n for n in official if n not in seen]
+            unlisted = splits.count("unlisted")
+            if foreign:
+                self.notes.append(f"splits: {len(foreign)} names in the split lists are not in {p.name}, e.g. {foreign[:3]}")
+            if unlisted:
+                self.notes.append(f"splits: {unlisted} of {len(names)} images of {p.name} are in neither list ('unlisted': no split uses them)")
         return self._finish(names, splits, classes, labels, findings, [h for h in header if h])
 
     def _read_mimic(self) -> LabelsTable:
         idx = self.index()
         subject = {name: path.parent.parent.name[1:] for name, path in idx.items()}
         study = {name: path.parent.name[1:] for name, path in idx.items()}
-        split_file = _table_file(self.root, MIMIC_SPLIT)
+        split_file = _table_file(self.root, MIMIC_SPLIT, self.notes)
         names: list[str]
         if split_file is not None:
             _, rows = read_rows(split_file, ["dicom_id", "study_id", "subject_id", "split"])
@@ -381,14 +424,15 @@ class LayoutFolder(StudyFolder):
                     raise InputError(split_file, f"split {r['split']!r} is not train, validate or test", row=i)
                 names.append(name)
                 splits.append(sp)
-                subject.setdefault(name, r["subject_id"].strip())
-                study.setdefault(name, r["study_id"].strip())
+                for ids, col in ((subject, "subject_id"), (study, "study_id")):
+                    if ids.setdefault(name, r[col].strip()) != r[col].strip():  # the image's folder names its patient and study
+                        raise InputError(split_file, f"{col} {r[col].strip()!r} of {name!r} contradicts its image's folder ({col} {ids[name]!r})", row=i)
             self.notes.append(f"splits: {split_file.name}")
         else:
             names = sorted(idx)
             splits = [patient_split(subject[n]) for n in names]
             self.notes.append(f"splits: no {MIMIC_SPLIT}[.gz], so patient-wise by CRC-32 of subject_id: train 70 %, validate 10 %, test 20 %")
-        chex = _table_file(self.root, MIMIC_CHEXPERT)
+        chex = _table_file(self.root, MIMIC_CHEXPERT, self.notes)
         classes: list[str] = []
         labels = np.zeros((len(names), 0), dtype=np.int64)
         findings: list[list[str]] = [[] for _ in names]
@@ -396,14 +440,22 @@ class LayoutFolder(StudyFolder):
             header, rows = read_rows(chex, ["subject_id", "study_id"])
             classes = [c for c in header if c and c not in ("subject_id", "study_id", "No Finding")]
             per_study: dict[str, np.ndarray] = {}
+            first: dict[str, int] = {}
             for i, r in enumerate(rows, start=1):
+                sid = r["study_id"].strip()
+                if sid in first:
+                    raise InputError(chex, f"duplicate study_id {sid!r} (first in row {first[sid]}): a study has one row of labels", row=i)
+                first[sid] = i
                 v = np.zeros(len(classes), dtype=np.int64)
                 for k, c in enumerate(classes):
                     cell = (r.get(c) or "").strip()
                     if cell not in ("", "1.0", "1", "0.0", "0", "-1.0", "-1"):
                         raise InputError(chex, f"column {c!r}: {cell!r} is not 1.0, 0.0, -1.0 or blank", row=i)
                     v[k] = cell in ("1.0", "1")
-                per_study[r["study_id"].strip()] = v
+                per_study[sid] = v
+            if names and per_study and not any(study.get(n, "") in per_study for n in names):
+                example = study.get(names[0], "")
+                raise InputError(chex, f"no study of the {len(names)} images has a row (study_id), e.g. {example!r}: is it this download's table?")
             labels = np.stack([per_study.get(study.get(n, ""), np.zeros(len(classes), np.int64)) for n in names]) if names else labels
             findings = [[c for k, c in enumerate(classes) if row[k]] for row in labels]
             unlabelled = sum(study.get(n, "") not in per_study for n in names)
@@ -439,14 +491,40 @@ def link_study_folder(root: PathLike, out: PathLike, gaze: PathLike | None = Non
     folder = open_study_folder(root)
     if not isinstance(folder, LayoutFolder):
         raise InputError(root, "is a study folder already (serve it as it is)")
+    # everything is read and checked first: a bad box list or gaze folder leaves ``out`` as it was
     t = folder.table
+    sources = {name: folder.find_image(name) for name in t.names}
+    files = {name: src.name if folder.layout == "nih" else f"{name}{image_suffix(src.name) or src.suffix}" for name, src in sources.items()}
+    meta_cols = ["Patient ID", "View Position", "Width", "Height", "PixelSpacing"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["Image Index", FINDINGS_COLUMN, *meta_cols, "split", *t.classes])
+    for k, name in enumerate(t.names):
+        m = folder.meta.get(name, {})
+        w.writerow([files[name], "|".join(t.findings[k]) or "No Finding", *(m.get(c, "") for c in meta_cols), t.splits[k], *t.labels[k].tolist()])
+    labels_text, boxes_text = buf.getvalue(), None
+    bpath = folder.root / "BBox_List_2017.csv"
+    if _is_file(bpath):
+        from gazerad.data.nih import read_bbox_list
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
+        by_id = {image_id_of(n): files[n] for n in t.names}
+        for name, boxes in read_bbox_list(bpath).items():
+            if image_id_of(name) in by_id:
+                w.writerows([by_id[image_id_of(name)], lab, *(f"{v:g}" for v in box)] for lab, box in boxes)
+        boxes_text = buf.getvalue()
+    main = None
+    if gaze is not None:
+        main = Path(gaze) / "main_data" if (Path(gaze) / "main_data").is_dir() else Path(gaze)
+        if not any(main.glob("metadata_phase_*.csv")):
+            raise InputError(gaze, "the server reads REFLACX gaze (a folder with main_data/metadata_phase_*.csv); upload other formats")
+
     out = Path(out)
     images = out / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    for name in t.names:
-        src = folder.find_image(name)
-        files[name] = src.name if folder.layout == "nih" else f"{name}{image_suffix(src.name) or src.suffix}"
+    for name, src in sources.items():
         link = images / files[name]
         if link.is_symlink() and Path(os.readlink(link)) == src.resolve():
             continue
@@ -457,30 +535,12 @@ def link_study_folder(root: PathLike, out: PathLike, gaze: PathLike | None = Non
     for e in os.scandir(images):
         if e.is_symlink() and e.name not in wanted:
             os.unlink(e.path)
-    meta_cols = ["Patient ID", "View Position", "Width", "Height", "PixelSpacing"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Image Index", FINDINGS_COLUMN, *meta_cols, "split", *t.classes])
-    for k, name in enumerate(t.names):
-        m = folder.meta.get(name, {})
-        w.writerow([files[name], "|".join(t.findings[k]) or "No Finding", *(m.get(c, "") for c in meta_cols), t.splits[k], *t.labels[k].tolist()])
-    atomic_write_text(out / "labels.csv", buf.getvalue())
-    bpath = folder.root / "BBox_List_2017.csv"
-    if bpath.is_file():
-        from gazerad.data.nih import read_bbox_list
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
-        by_id = {image_id_of(n): files[n] for n in t.names}
-        for name, boxes in read_bbox_list(bpath).items():
-            if image_id_of(name) in by_id:
-                w.writerows([by_id[image_id_of(name)], lab, *(f"{v:g}" for v in box)] for lab, box in boxes)
-        atomic_write_text(out / "BBox_List_2017.csv", buf.getvalue())
-    if gaze is not None:
-        main = Path(gaze) / "main_data" if (Path(gaze) / "main_data").is_dir() else Path(gaze)
-        if not any(main.glob("metadata_phase_*.csv")):
-            raise InputError(gaze, "the server reads REFLACX gaze (a folder with main_data/metadata_phase_*.csv); upload other formats")
+    atomic_write_text(out / "labels.csv", labels_text)
+    if boxes_text is not None:
+        atomic_write_text(out / "BBox_List_2017.csv", boxes_text)
+    elif (out / "BBox_List_2017.csv").is_file():  # the root's box list is gone: so are its boxes
+        (out / "BBox_List_2017.csv").unlink()
+    if main is not None:
         link = out / "reflacx" / "main_data"
         link.parent.mkdir(exist_ok=True)
         if link.is_symlink():

@@ -268,8 +268,12 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict[str, floa
     return out
 
 
-def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: int) -> tuple[dict[str, list], list[list[int]], list[tuple[float, float]]]:
-    """Ground truth of ``rows`` for localisation scoring.
+def box_requests(
+    table: Any, rows: Sequence[int], boxes_csv: str | Path, size: int, left_out: dict[str, int] | None = None
+) -> tuple[dict[str, list], list[list[int]], list[tuple[float, float]]]:
+    """Ground truth of ``rows`` for localisation scoring (boxes matched to images by image
+    id, so ``x.png`` and ``x`` in the box list name one image). Boxes of classes that are
+    not among ``table.classes`` are left out and counted per class in ``left_out``.
 
     Returns:
         ``truth`` (image id -> ``[(label, (x, y, w, h))]`` in image pixels, boxed images only),
@@ -277,15 +281,25 @@ def box_requests(table: Any, rows: Sequence[int], boxes_csv: str | Path, size: i
         ``(sx, sy)`` from the ``size`` model input back to image pixels.
     """
     from gazerad.data.nih import read_bbox_list
+    from gazerad.data.study import image_id_of
     from gazerad.io.xray import read_xray
 
-    all_boxes = read_bbox_list(boxes_csv)
-    unknown = sorted(set(all_boxes) - set(table.ids) - set(getattr(table, "left_out", ())))
+    # keyed by image id, as `datasets check` reads them: "x.png" and "x" name one image
+    all_boxes: dict[str, list] = {}
+    for name, bs in read_bbox_list(boxes_csv).items():
+        all_boxes.setdefault(image_id_of(name), []).extend(bs)
+    known = {image_id_of(n) for n in (*table.ids, *getattr(table, "left_out", ()))}
+    unknown = sorted(set(all_boxes) - known)
     if unknown:
         raise InputError(boxes_csv, f"{len(unknown)} boxed images are not in labels.csv, e.g. {unknown[:3]}")
     truth, requests, scales = {}, [], []
     for i in rows:
-        gts = [(lab, box) for lab, box in all_boxes.get(table.ids[i], []) if lab in table.classes]
+        gts = []
+        for lab, box in all_boxes.get(image_id_of(table.ids[i]), []):
+            if lab in table.classes:
+                gts.append((lab, box))
+            elif left_out is not None:  # a class the model does not predict cannot be localised
+                left_out[lab] = left_out.get(lab, 0) + 1
         if gts:
             truth[table.ids[i]] = gts
         requests.append(sorted({table.classes.index(lab) for lab, _ in gts}))
@@ -643,7 +657,10 @@ def evaluate_kacl(
     truth: dict[str, list] = {}
     if bpath.is_file():
         ids = [table.ids[i] for i in rows]
-        truth, requests, scales = box_requests(table, rows, bpath, size)
+        left_out: dict[str, int] = {}
+        truth, requests, scales = box_requests(table, rows, bpath, size, left_out)
+        if left_out:  # said, not silent: these boxes are not in any figure below
+            result["boxes_left_out"] = {"reason": "class not among the model's classes", "per_class": dict(sorted(left_out.items()))}
         if not truth:  # nothing to score: no figure rather than a NaN one
             result["localization_skipped"] = f"no boxes of the {'/'.join(splits)} images in {bpath.name}"
     if truth:
