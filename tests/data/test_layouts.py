@@ -465,3 +465,11 @@ def test_a_bad_box_list_leaves_the_linked_view_untouched(studies: Path, tmp_path
     b.unlink()  # the box list is gone: so are the view's boxes
     link_study_folder(tmp_path / "nih", view)
     assert not (view / "BBox_List_2017.csv").exists()
+
+
+def test_check_says_a_folder_in_place_of_the_box_list(studies: Path, tmp_path: Path) -> None:
+    nih_tree(studies, tmp_path / "nih", missing=0)
+    (tmp_path / "nih" / "BBox_List_2017.csv").unlink()
+    (tmp_path / "nih" / "BBox_List_2017.csv").mkdir()
+    rep = check_dataset(tmp_path / "nih")
+    assert any("BBox_List_2017.csv: is a folder, not a file" in pr for pr in rep["problems"]), rep["problems"]

@@ -161,6 +161,8 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
             problems.append(f"{len(both)} patients are in more than one split (leakage): {', '.join(both[:_SHOW])}")
 
     bpath = p / "BBox_List_2017.csv"
+    if bpath.exists() and not bpath.is_file():
+        problems.append(f"{bpath}: is a folder, not a file (no box is read)")
     if bpath.is_file():
         from gazerad.data.nih import read_bbox_list
 
