@@ -60,6 +60,7 @@ from gazerad.io.scratch import TEMP_SCRATCH, clean_stale
 from gazerad.serving.data import DatastoreView, is_safe_id
 from gazerad.serving.guard import GuardConfig
 from gazerad.serving.infer import ModelNotReady
+from gazerad.serving.launch import served_models
 from gazerad.serving.params import InferParams, finite_json_object, parse_bool, parse_text
 from lib.activelearning import RandomUnread
 from lib.configs import AttentionConfig, ClassificationConfig, LocalizationConfig, PretrainConfig
@@ -95,11 +96,7 @@ class GazeRadApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]) -> None:
         self.model_dir = conf.get("model_dir") or os.path.join(app_dir, "model")
         os.makedirs(self.model_dir, exist_ok=True)
-        names = conf.get("models", "all")
-        names = list(CONFIGS) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CONFIGS]
-        if unknown:
-            raise ValueError(f"unknown models {unknown}; choose from {list(CONFIGS)} or 'all'")
+        names = served_models(conf.get("models", "all"))  # conf 'models': all, or a comma list of CONFIGS
         self.planner = None
         self.models: Dict[str, TaskConfig] = {}
         try:  # class names for /info (a small CSV read; no model is loaded)

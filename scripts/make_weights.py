@@ -55,14 +55,14 @@ def validation_score(model_file: Path, studies: Path, device: str) -> dict[str, 
 def _ship(src: Path, dest: Path, stats: dict, a: argparse.Namespace, dtype: str) -> None:
     from gazerad.engine.checkpoint import half_model_file
     from gazerad.io.atomic import atomic_write_json
-    from gazerad.serving.train import publish
+    from gazerad.serving.train import public_stats, publish
 
     if dtype == "float16":
         half_model_file(src, dest)
     else:
         publish(src, dest)
     stats["shipped"] = {"script": "scripts/make_weights.py", "n": a.n, "seed": a.seed, "dtype": dtype}
-    atomic_write_json(dest.with_suffix(".stats.json"), stats)
+    atomic_write_json(dest.with_suffix(".stats.json"), public_stats(stats))  # no build-machine paths
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -75,7 +75,7 @@ def retune_shipped(out: Path, studies: Path, device: str, work: Path) -> dict:
     from gazerad.engine.checkpoint import rewrite_model_file
     from gazerad.io.atomic import atomic_write_json
     from gazerad.kacl.trainer import retune_boxes
-    from gazerad.serving.train import heldout_metrics
+    from gazerad.serving.train import heldout_metrics, public_stats
 
     loc, att = out / "pretrained_localization.pt", out / "pretrained_attention.pt"
     dev = None if device == "auto" else device
@@ -100,7 +100,7 @@ def retune_shipped(out: Path, studies: Path, device: str, work: Path) -> dict:
         "heldout_before": before,
         "note": "weights unchanged; held-out figures re-measured with the re-tuned boxes",
     }
-    atomic_write_json(loc.with_suffix(".stats.json"), stats)
+    atomic_write_json(loc.with_suffix(".stats.json"), public_stats(stats))
     was = "unknown" if before["t_iou_0.3"] is None else f"{before['t_iou_0.3']:.3f}"
     print(f"re-tuned {loc}: held-out T(IoU=0.3) {was} -> {stats['t_iou_0.3']:.3f}")
     return stats

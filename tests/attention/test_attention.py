@@ -294,6 +294,7 @@ def test_train_writes_files_loss_falls_and_metrics(trained):
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["heldout"] == pytest.approx(m["heldout"])
+    assert {"device", "precision", "channels_last"} <= set(saved["runtime"]), saved["runtime"]
     hist = m["history"]
     assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert hist[-1]["heldout_loss"] < hist[0]["heldout_loss"]

@@ -773,3 +773,27 @@ def test_uploaded_weights_serve_and_say_so_and_sessions_infer(server: Server, ro
     assert r.status_code == 200, r.text
     assert r.json()["peaks"] and r.json()["model_version"].startswith("attention.pt:")
     _refused(requests.post(server.url + "/infer/attention", params={"session_id": "nope"}, timeout=30), 404, "unknown or expired session 'nope'", root)
+
+
+# ---------------------------------------------------------------------------- README review (session 29)
+def _absolute_paths(obj) -> list[str]:
+    if isinstance(obj, dict):
+        return [p for v in obj.values() for p in _absolute_paths(v)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _absolute_paths(v)]
+    return [obj] if isinstance(obj, str) and obj.startswith("/") else []
+
+
+def test_info_carries_no_server_path(server: Server) -> None:
+    stats = server.model_dir / "classification.stats.json"
+    stats.write_text(
+        json.dumps(
+            {"published": str(server.model_dir / "classification.pt"), "box_attention": "/srv/x/attention.pt", "history": [], "n": [{"src": "/a/b.png"}]}
+        )
+    )
+    try:
+        info = requests.get(server.url + "/info/", timeout=30).json()
+    finally:
+        stats.unlink()
+    assert info["train_stats"]["classification"]["published"] == "classification.pt"
+    assert _absolute_paths(info) == []

@@ -504,3 +504,19 @@ def test_new_attention_model_retunes_the_localisers_gaze_boxes(tmp_path: Path, m
     monkeypatch.setattr("gazerad.kacl.trainer.retune_boxes", boom)
     left = retune_served_localiser(DatastoreView(root / "images"), tmp_path / "run", md, "cpu")
     assert not left["retuned"] and "CAM hooks failed" in left["reason"] and loc.read_bytes() == raw, left
+
+
+def test_serve_prepares_only_the_models_conf_names(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gazerad.cli import main
+    from gazerad.serving import launch
+
+    asked: list[tuple] = []
+    monkeypatch.setattr(launch, "prepare_models", lambda store, model_dir, names=launch.SERVED, params=None: asked.append(tuple(names)) or {})
+    base = ["serve", "--studies", str(studies), "--app-dir", str(tmp_path / "app"), "--prepare-only"]
+    assert main([*base, "--conf", "models", "attention,pretrain"]) == 0
+    assert main(base) == 0
+    assert asked == [("attention",), launch.SERVED]
+    assert launch.served_models("all") == launch.APP_MODELS and launch.served_models(" localization , classification") == ("localization", "classification")
+    for bad in ("attentoin", ",", "attention,../x"):
+        with pytest.raises(ValueError, match="in conf 'models'; choose from"):
+            launch.served_models(bad)

@@ -150,6 +150,7 @@ def train_attention(
         "n_heldout": len(held_ds),
         "skipped": {"train": train_ds.skipped, "heldout": held_ds.skipped},
         "config": config,
+        "runtime": rt.describe(),  # what was used, as pre-training's and KACL's history.json record it
         "seconds": time.perf_counter() - t0,
         "files": files,
     }

@@ -308,7 +308,7 @@ class LayoutFolder(StudyFolder):
         return self._table
 
     def _finish(
-        self, names: list[str], splits: list[str], classes: list[str], labels: np.ndarray, findings: list[list[str]], columns: list[str]
+        self, names: list[str], splits: list[str], classes: list[str], labels: np.ndarray, findings: list[list[str]], columns: list[str], no_classes: str = ""
     ) -> LabelsTable:
         keep = []
         for i, n in enumerate(names):
@@ -325,6 +325,7 @@ class LayoutFolder(StudyFolder):
             [findings[i] for i in keep],
             True,
             columns,
+            no_classes,
         )
 
     def _read_nih(self) -> LabelsTable:
@@ -464,10 +465,11 @@ class LayoutFolder(StudyFolder):
                 + (f"; {unlabelled} images of studies without a row are all-negative" if unlabelled else "")
             )
         else:
-            self.notes.append(f"labels: no {MIMIC_CHEXPERT}[.gz]: no classes (classification and evaluation need them)")
+            no_classes = f"no {MIMIC_CHEXPERT}[.gz] here: no class labels (classification and evaluation need them)"
+            self.notes.append(f"labels: {no_classes}")
         for n in names:
             self.meta[n] = {"Patient ID": subject.get(n, ""), "study_id": study.get(n, "")}
-        return self._finish(names, splits, classes, labels, findings, ["Image Index", "split", *classes])
+        return self._finish(names, splits, classes, labels, findings, ["Image Index", "split", *classes], "" if chex else no_classes)
 
 
 def link_study_folder(root: PathLike, out: PathLike, gaze: PathLike | None = None) -> Path:

@@ -181,6 +181,8 @@ class LabelsTable:
             column, the classes marked 1.
         has_split: whether the file has a ``split`` column.
         columns: the header, as read.
+        no_classes: why there are no classes, where the reason is not a missing column
+            (a MIMIC-CXR root without its CheXpert table).
     """
 
     source: Path
@@ -191,6 +193,7 @@ class LabelsTable:
     findings: list[list[str]]
     has_split: bool
     columns: list[str]
+    no_classes: str = ""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -240,6 +243,8 @@ class LabelsTable:
         if split and not self.has_split:
             raise InputError(self.source, f"missing column(s) [{SPLIT_COLUMN!r}]; found {self.columns}")
         if classes and not self.classes:
+            if self.no_classes:  # a data-set root read in place: the root is what lacks them
+                raise InputError(self.source.parent, self.no_classes)
             raise InputError(self.source, "no 0/1 class columns besides " + ", ".join(METADATA_COLUMNS))
         if rows and not self.names:
             raise InputError(self.source, "no images listed")

@@ -28,7 +28,19 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["find_app_dir", "datastore_dir", "prepare_models", "serve_command", "run_serve", "QUICK", "ensure_token", "check_exposure"]
+__all__ = [
+    "APP_MODELS",
+    "SERVED",
+    "find_app_dir",
+    "datastore_dir",
+    "prepare_models",
+    "served_models",
+    "serve_command",
+    "run_serve",
+    "QUICK",
+    "ensure_token",
+    "check_exposure",
+]
 
 DEFAULT_TOKEN_FILE = Path("~/.gazerad/token")
 
@@ -75,9 +87,21 @@ def datastore_dir(studies: Path, view: Path | None = None, gaze: Path | None = N
     return studies
 
 
-def prepare_models(
-    datastore: Path, model_dir: Path, names: tuple[str, ...] = ("attention", "localization", "classification"), params: dict[str, dict] | None = None
-) -> dict[str, str]:
+APP_MODELS = ("attention", "localization", "classification", "pretrain")  # the app's tasks (pretrain: training only)
+SERVED = APP_MODELS[:3]  # the models that answer /infer: prepared before the server starts
+
+
+def served_models(value: str = "all") -> tuple[str, ...]:
+    """The app tasks conf ``models`` names: ``all`` or a comma list of :data:`APP_MODELS`
+    (:class:`ValueError` naming any other)."""
+    names = APP_MODELS if value.strip() == "all" else tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in APP_MODELS]
+    if unknown or not names:
+        raise ValueError(f"unknown models {unknown or [value]} in conf 'models'; choose from {list(APP_MODELS)} or 'all'")
+    return names
+
+
+def prepare_models(datastore: Path, model_dir: Path, names: tuple[str, ...] = SERVED, params: dict[str, dict] | None = None) -> dict[str, str]:
     """Make sure each model has weights: shipped ``pretrained_*`` copy, else a training run now."""
     from gazerad.serving.train import PUBLISHED, publish, run_job
 
@@ -171,7 +195,8 @@ def run_serve(args: argparse.Namespace) -> int:
     model_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_prepare:
         epochs = getattr(args, "prepare_epochs", None)
-        prepare_models(store, model_dir, params={k: {**v, "epochs": epochs} for k, v in QUICK.items()} if epochs else None)
+        names = tuple(n for n in served_models(dict(conf).get("models", "all")) if n in SERVED)  # only those this server serves
+        prepare_models(store, model_dir, names, params={k: {**v, "epochs": epochs} for k, v in QUICK.items()} if epochs else None)
     if args.prepare_only:
         return 0
     env = dict(os.environ)

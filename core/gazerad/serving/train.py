@@ -185,6 +185,18 @@ def read_stats(model_dir: str | os.PathLike, name: str) -> dict[str, Any]:
         return {}
 
 
+def public_stats(stats: Any) -> Any:
+    """``stats`` as a client may see it (``/info``): every absolute path (where weights were
+    published, which attention model tuned the boxes) cut to its file name."""
+    if isinstance(stats, dict):
+        return {k: public_stats(v) for k, v in stats.items()}
+    if isinstance(stats, list):
+        return [public_stats(v) for v in stats]
+    if isinstance(stats, str) and os.path.isabs(stats):
+        return os.path.basename(stats.rstrip("/")) or stats
+    return stats
+
+
 def check_params(name: str, request: dict[str, Any]) -> dict[str, Any]:
     """Defaults of job ``name`` overridden by the request, each value parsed by its schema:
     unknown keys, booleans other than true/false, numbers out of bounds, unknown choices,

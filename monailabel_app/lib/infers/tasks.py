@@ -39,7 +39,7 @@ from gazerad.serving.infer import AttentionService, ClassificationService, Local
 from gazerad.serving.markups import roi_markups
 from gazerad.serving.model_card import model_card
 from gazerad.serving.params import BOX_RANKS, InferParams
-from gazerad.serving.train import read_stats
+from gazerad.serving.train import public_stats, read_stats
 
 # requests run in FastAPI's thread pool; a model's forward/Grad-CAM (hooks, autograd) must not
 # run twice at once on the same modules (it crashed libtorch under 8 concurrent clients), and
@@ -101,7 +101,7 @@ class _Task(InferTask):
             i["weights"] = "missing: train this model first"
         else:
             i["weights"] = "ready" if cur == slot.path else f"bundle ({cur.parents[1].name}/)" if bundle else f"shipped ({cur.name})"
-        stats = read_stats(slot.path.parent, slot.name) if cur == slot.path else {}
+        stats = public_stats(read_stats(slot.path.parent, slot.name)) if cur == slot.path else {}
         i["model_card"] = _bundle_card(cur) if bundle else model_card(slot.name, stats, i["weights"])
         return i
 

@@ -9,7 +9,7 @@ from typing import Any, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from gazerad.serving.train import DEFAULTS, read_stats, run_job
+from gazerad.serving.train import DEFAULTS, public_stats, read_stats, run_job
 
 _DESCRIPTIONS = {
     "attention": "Train the FocusContrast attention predictor on the gaze in the datastore (key metric: held-out CC)",
@@ -33,7 +33,7 @@ class GazeRadTrainTask(TrainTask):
 
     def stats(self) -> Dict[str, Any]:
         s = read_stats(self.model_dir, self.name)
-        return {k: v for k, v in s.items() if k != "history"}
+        return public_stats({k: v for k, v in s.items() if k != "history"})
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         params = {**self._config, **{k: v for k, v in request.items() if k not in ("model", "local_rank", "gpus")}}
