@@ -249,6 +249,12 @@ def test_check_says_when_gaze_gives_nothing_to_use(trees: dict, studies: Path, t
     fix.write_text(full.splitlines()[0] + "\n")  # header only
     rep = check_dataset(root, gaze=egd)
     assert any("has no usable reading" in pr for pr in rep["problems"]), rep["problems"]
+    lines = full.splitlines()
+    cells = lines[1].split(",")
+    cells[-2] = "99999"  # X_ORIGINAL far outside the image
+    fix.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    rep = check_dataset(root, gaze=egd)
+    assert any("1 fixations lie outside their image" in pr and "(99999," in pr for pr in rep["problems"]), rep["problems"]
     other = tmp_path / "other"  # readings of images of another data set
     nih = nih_tree(studies, other / "nih", missing=0)
     fix.write_text(full)

@@ -58,12 +58,25 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
     return header, rows
 
 
+def parse_float(value: object) -> float:
+    """``float(value)`` without its leniency: no ``_`` digit separators, no non-ASCII digits,
+    no booleans; an integer too large for a float is refused too.
+
+    Raises:
+        ValueError: ``value`` is not a plain number (NaN/inf text is returned as such).
+    """
+    if isinstance(value, bool) or (isinstance(value, str) and ("_" in value or not value.isascii())):
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        return float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except (TypeError, OverflowError):
+        raise ValueError(f"{value!r} is not a number") from None
+
+
 def to_float(path: str | os.PathLike, row: int, column: str, text: str, allow_nan: bool = False) -> float:
     """Parse a float field, naming file, row and column on failure."""
     try:
-        if "_" in text:  # float() reads "1_0" as 10
-            raise ValueError(text)
-        v = float(text)
+        v = parse_float(text)
     except ValueError:
         raise InputError(path, f"column {column!r}: {text!r} is not a number", row=row) from None
     if not allow_nan and not math.isfinite(v):

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gazerad.errors import InputError
 
 __all__ = ["check_dataset", "format_report"]
@@ -119,7 +121,7 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
     }
     gaze_ids: set[str] | None = None
     if gaze is not None or rep["layout"] == "study":
-        rep["gaze"], gaze_ids = _check_gaze(gaze, p, table, problems)
+        rep["gaze"], gaze_ids = _check_gaze(gaze, p, table, problems, sizes)
     # with gaze given, only the images it reads must be there (a partial download of a large
     # archive, e.g. the MIMIC-CXR images REFLACX covers, is the usual case)
     needed = [n for n in missing if gaze is None or image_id_of(n) in (gaze_ids or set())]
@@ -196,7 +198,11 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
     return rep
 
 
-def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[str]) -> tuple[dict[str, Any] | None, set[str] | None]:
+def _check_gaze(
+    gaze: PathLike | None, root: Path, table: Any, problems: list[str], sizes: dict[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, set[str] | None]:
+    """The gaze part of the report; ``sizes`` (image id -> ``(W, H)`` from the headers) lets
+    it find fixations outside their image whatever the format says about image sizes."""
     from gazerad.data.study import image_id_of
     from gazerad.gaze.importers import load_gaze
 
@@ -217,6 +223,15 @@ def _check_gaze(gaze: PathLike | None, root: Path, table: Any, problems: list[st
         problems.append(f"gaze: {src} has no usable reading" + (f" (dropped: {dropped})" if dropped else ""))
     elif len(outside) == len(images):
         problems.append(f"gaze: none of the {len(images)} images {src} reads is in the data set, e.g. {outside[:3]}")
+    off = []
+    for r in coll.records():
+        sz = (sizes or {}).get(image_id_of(r.image_id))
+        if sz:
+            f = np.asarray(r.fixations)
+            bad = (f[:, 0] < 0) | (f[:, 1] < 0) | (f[:, 0] > sz[0]) | (f[:, 1] > sz[1])
+            off += [f"{r.image_id} ({x:g}, {y:g}) in {sz[0]} x {sz[1]}" for x, y in f[bad, :2]]
+    if off:
+        problems.append(f"gaze: {len(off)} fixations lie outside their image (W x H from the image header): {'; '.join(off[:_SHOW])}")
     return {
         "source": str(src),
         "readings": len(coll.records()),

@@ -36,14 +36,27 @@ def _egd_paddings(master_sheet_csv: PathLike) -> dict[str, dict[str, float]]:
     missing = [c for c, h in pads.items() if h is None]
     if missing:
         raise InputError(path, f"missing column(s) {missing}; found {[h for h in header if h]}")
-    out = {}
+    out: dict[str, dict[str, float]] = {}
+    first: dict[str, int] = {}
+    chk = Checker(GazeCollection(), path, True)
     for i, r in enumerate(rows, start=1):
-        vals = Checker(GazeCollection(), path, True).numbers(i, [(c, r[h]) for c, h in pads.items()])
+        dicom = r[idcol].strip()
+        if dicom in first:
+            raise InputError(path, f"second row for dicom_id {dicom!r} (first at row {first[dicom]})", row=i)
+        first[dicom] = i
+        vals = chk.numbers(i, [(c, r[h]) for c, h in pads.items()])
         assert vals is not None
-        if any(v < 0 for v in vals):
-            raise InputError(path, f"negative image padding {vals}", row=i)
-        out[r[idcol].strip()] = dict(zip(_PAD_COLUMNS, vals))
+        out[dicom] = _checked_paddings(path, i, dict(zip(_PAD_COLUMNS, vals)))
     return out
+
+
+def _checked_paddings(path: Path, row: int, pads: dict[str, float], screen: tuple[int, int] = EGD_SCREEN) -> dict[str, float]:
+    """``pads`` when they are >= 0 and leave a display area on the ``screen``."""
+    if any(v < 0 for v in pads.values()):
+        raise InputError(path, f"negative image padding {list(pads.values())}", row=row)
+    if pads["image_left_pad"] + pads["image_right_pad"] >= screen[0] or pads["image_top_pad"] + pads["image_bottom_pad"] >= screen[1]:
+        raise InputError(path, f"image paddings {list(pads.values())} leave no display area on the {screen[0]} x {screen[1]} screen", row=row)
+    return pads
 
 
 def _egd_screen_to_image(fx: float, fy: float, pads: Mapping[str, float], size: tuple[int, int], screen: tuple[int, int] = EGD_SCREEN) -> tuple[float, float]:
@@ -103,11 +116,15 @@ def load_egd_cxr(
     * When ``FPOGID`` repeats within an image (Gazepoint writes a growing fixation over
       several rows), the row with the longest ``FPOGD`` is kept for that fixation.
     * ``FPOGV == 0`` rows are dropped as ``"invalid"``, ``X_ORIGINAL == -1`` (or a mapped
-      point off the image) as ``"outside_image"``.
+      point off the image) as ``"outside_image"``; ``FPOGV`` other than 0 or 1 (Gazepoint's
+      valid flag has no other value) as ``"bad_flag"``.
+    * With ``master_sheet_csv``, every ``DICOM_ID`` needs exactly one master-sheet row, with
+      paddings that leave a display area on the screen.
 
     Raises:
         InputError: missing columns, no way to get image coordinates, an id unknown to
-            ``image_sizes`` or the master sheet, or (strict) a bad row.
+            ``image_sizes`` or the master sheet, a repeated or unusable master-sheet row, an
+            image id that is not a plain name, or (strict) a bad row.
     """
     path = Path(fixations_csv)
     header, rows = read_rows(path, _EGD_REQUIRED)
@@ -126,20 +143,24 @@ def load_egd_cxr(
     has_id = "FPOGID" in header
     per_image: dict[str, dict[Any, tuple[int, float, tuple[float, float, float, float]]]] = {}
     sizes: dict[str, tuple[int, int] | None] = {}
+    first: dict[str, int] = {}
     for i, r in enumerate(rows, start=1):
         dicom = r["DICOM_ID"].strip()
         if not dicom:
             chk.fail("missing_value", "column 'DICOM_ID' is empty", i)
             continue
         if dicom not in sizes:
+            first[dicom] = i
+            chk.image_id(dicom, i)
             sizes[dicom] = size_for(path, image_sizes, dicom, row=i)
-            if pads is not None and dicom not in pads and not has_orig:
+            if pads is not None and dicom not in pads:
                 raise InputError(master_sheet_csv, f"no row for DICOM_ID {dicom!r} (used in {path}, row {i})")
         size = sizes[dicom]
-        v = chk.numbers(i, [(c, r[c]) for c in ("FPOGV", "FPOGS", "FPOGD")])
+        valid = chk.flag(i, "FPOGV", r["FPOGV"])
+        v = None if valid is None else chk.numbers(i, [(c, r[c]) for c in ("FPOGS", "FPOGD")])
         if v is None:
             continue
-        valid, t0, dur = v
+        t0, dur = v
         if valid == 0:
             chk.fail("invalid", "fixation marked invalid (FPOGV = 0)", i)
             continue
@@ -165,5 +186,5 @@ def load_egd_cxr(
         screen: dict[str, Any] = {"width": EGD_SCREEN[0], "height": EGD_SCREEN[1]}
         if pads is not None:
             screen.update(pads.get(dicom, {}))
-        chk.add([f for _, _, f in fixes.values()], dicom, "EGD", image_size=sizes[dicom], screen=screen)
+        chk.add([f for _, _, f in fixes.values()], dicom, "EGD", row=first[dicom], image_size=sizes[dicom], screen=screen)
     return coll

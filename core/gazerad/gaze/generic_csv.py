@@ -43,7 +43,7 @@ def load_generic_csv(
 
     Raises:
         InputError: bad ``columns``/``time_unit``, missing columns, an image unknown to
-            ``image_sizes``, or (strict) a bad row.
+            ``image_sizes``, an image id that is not a plain name, or (strict) a bad row.
     """
     p = Path(path)
     roles = dict(columns)
@@ -63,6 +63,7 @@ def load_generic_csv(
     chk = Checker(coll, p, strict)
     end_role = "t_end" if "t_end" in roles else "duration"
     groups: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
+    first: dict[tuple[str, str], int] = {}
     sizes: dict[str, tuple[int, int] | None] = {}
     for i, r in enumerate(rows, start=1):
         image = r[roles["image"]].strip()
@@ -71,8 +72,9 @@ def load_generic_csv(
             chk.fail("missing_value", f"column {roles['image']!r} is empty", i)
             continue
         if image not in sizes:
-            sizes[image] = size_for(p, image_sizes, image, row=i)
+            sizes[image] = size_for(p, image_sizes, chk.image_id(image, i), row=i)
         groups.setdefault((image, reader), [])
+        first.setdefault((image, reader), i)
         v = chk.numbers(i, [(roles[k], r[roles[k]]) for k in ("x", "y", "t_start", end_role)])
         if v is None:
             continue
@@ -82,5 +84,5 @@ def load_generic_csv(
         if chk.accept(i, x, y, t0, t1, sizes[image]):
             groups[(image, reader)].append((x, y, t0, t1))
     for (image, reader), fix in groups.items():
-        chk.add(fix, image, reader, image_size=sizes[image])
+        chk.add(fix, image, reader, row=first[(image, reader)], image_size=sizes[image])
     return coll

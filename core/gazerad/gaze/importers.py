@@ -26,7 +26,11 @@ Validation
 ----------
 Missing files or columns, malformed metadata and unknown ids always raise
 :class:`~gazerad.errors.InputError` naming the file (and the 1-based data row where there is
-one). Problems in single fixation rows depend on ``strict``:
+one); so do image and reading ids that are not plain names (every id passes
+:func:`gazerad.data.study.check_image_id` when its record is added to the collection),
+repeated REFLACX readings and repeated or missing EGD-CXR master-sheet rows. Numbers are
+read by one parser (``gazerad.gaze._checks.parse_float``: no ``1_0``). Problems in single
+fixation rows depend on ``strict``:
 
 * ``strict=True``: the first bad row raises :class:`InputError` naming file and row;
 * ``strict=False`` (default): the row is dropped and counted in ``collection.dropped``
@@ -35,14 +39,21 @@ one). Problems in single fixation rows depend on ``strict``:
   ``"missing_value"``   an empty or NaN field;
   ``"non_numeric"``     a field that is not a number;
   ``"negative_duration"`` a fixation ending before it starts (or a negative duration);
+  ``"implausible_time"`` times outside ``0 <= t_start <= t_end <= 24 h`` (the rule of
+  uploads, :data:`gazerad.gaze.store.MAX_SECONDS`);
   ``"outside_image"``   a point outside the image (``0 <= x < W``, ``0 <= y < H``; when the
   image size is unknown only ``x >= 0`` and ``y >= 0`` are checked);
   ``"invalid"``         a point the tracker marked invalid (EGD-CXR ``FPOGV == 0``);
+  ``"bad_flag"``        a 0/1 flag with another value (EGD-CXR ``FPOGV = 0.5``);
+  ``"bad_pixels_per_degree"`` a REFLACX angular-resolution value that is not a number in
+  ``(0, 10000]`` (the value is ignored, the fixation kept; empty values are ignored uncounted);
   ``"empty_record"``    a record left with no valid fixation (the record is not added);
   ``"discarded_reading"`` a REFLACX reading with ``eye_tracking_data_discarded`` true;
   ``"missing_file"``    a REFLACX reading folder without ``fixations.csv`` (or without
   ``gaze.csv`` when samples are requested: the record is kept, without samples);
-  ``"bad_metadata"``    a metadata row with an unusable image size (reading skipped);
+  ``"bad_metadata"``    a metadata row with an empty id, an unusable image size (not whole,
+  not positive, or over ``gazerad.io.xray.MAX_PIXELS`` pixels) or an
+  ``eye_tracking_data_discarded`` that is not a boolean spelling (reading skipped);
   ``"bad_sample"``      a raw sample with a non-numeric field (REFLACX ``gaze.csv``).
 """
 

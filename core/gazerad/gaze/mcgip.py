@@ -42,7 +42,7 @@ def _add_mcgip_record(
     image_id = image_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     if not image_id:
         raise InputError(chk.path, "empty image path", row=row)
-    size = size_for(chk.path, image_sizes, image_id, image_path, row=row)
+    size = size_for(chk.path, image_sizes, chk.image_id(image_id, row), image_path, row=row)
     dt = MCGIP_SAMPLE_DURATION if sample_duration is None else float(sample_duration)
     if not dt > 0:
         raise InputError(None, f"sample_duration must be > 0, got {sample_duration!r}")
@@ -67,6 +67,7 @@ def _add_mcgip_record(
         fix,
         image_id,
         "",
+        row=row,
         image_size=size if size is not None else (canvas, canvas),
         samples=np.asarray(samples, dtype=np.float64).reshape(-1, 3),
         screen={"label": label, "image_path": image_path, "canvas": canvas, "coords": "image" if size else "canvas"},

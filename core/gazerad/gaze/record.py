@@ -6,11 +6,14 @@ times are seconds from the start of the reading.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from gazerad.data.study import check_image_id
 
 __all__ = ["GazeRecord", "GazeCollection", "float_table"]
 
@@ -91,6 +94,8 @@ class GazeRecord:
 class GazeCollection(Mapping[str, list[GazeRecord]]):
     """Gaze records keyed by image id (several readers per image allowed).
 
+    Every reader adds through :meth:`add`, so every image id in a collection has passed the
+    one confinement check (:func:`gazerad.data.study.check_image_id`).
     Also carries import diagnostics: ``dropped`` counts points dropped per reason.
     """
 
@@ -104,7 +109,14 @@ class GazeCollection(Mapping[str, list[GazeRecord]]):
             c.add(r)
         return c
 
-    def add(self, record: GazeRecord) -> None:
+    def add(self, record: GazeRecord, source: str | os.PathLike | None = None, row: int | None = None) -> None:
+        """Add ``record``.
+
+        Raises:
+            InputError: its image id is not a plain name (``../x``, a path, ...), naming
+                ``source`` (default: the record's file) and ``row`` (where the id was read).
+        """
+        check_image_id(record.image_id, record.source if source is None else source, row)
         self._by_image.setdefault(record.image_id, []).append(record)
 
     def __getitem__(self, image_id: str) -> list[GazeRecord]:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from gazerad.data._table import read_rows
+from gazerad.data.study import check_image_id
 from gazerad.errors import InputError
-from gazerad.gaze._checks import MISSING_TEXT, Checker, PathLike, truthy
+from gazerad.gaze._checks import MISSING_TEXT, Checker, PathLike, image_size_of, parse_bool, parse_float
 from gazerad.gaze.record import GazeCollection, GazeRecord
 
 __all__ = ["load_reflacx", "read_reflacx_reading"]
@@ -47,15 +48,33 @@ def _reflacx_reader(row: dict[str, str]) -> str:
     return row["id"].strip()
 
 
-def _reflacx_size(row: dict[str, str]) -> tuple[int, int] | None:
-    """``(height, width)`` from a metadata row, ``None`` when unusable."""
+def _reflacx_size(row: dict[str, str]) -> tuple[int, int]:
+    """``(height, width)`` from a metadata row; ValueError (the problem) when unusable."""
     try:
-        w, h = float(row["image_size_x"]), float(row["image_size_y"])
-    except ValueError:
+        return image_size_of(row["image_size_y"], row["image_size_x"])
+    except ValueError as exc:
+        raise ValueError(f"image_size_x/y {row['image_size_x']!r} x {row['image_size_y']!r}: {exc}") from None
+
+
+def _reading_id(row: dict[str, str], meta: Path, i: int, seen: dict[str, str]) -> str:
+    """The row's reading id (``""`` when empty): a plain name (it names the reading's
+    folder), not listed before; ``seen`` maps the ids read so far to where they were."""
+    rid = row["id"].strip()
+    if rid:
+        check_image_id(rid, meta, i, what="reading id")
+        if rid in seen:
+            raise InputError(meta, f"reading id {rid!r} is listed twice (first in {seen[rid]})", row=i)
+        seen[rid] = f"{meta.name}, row {i}"
+    return rid
+
+
+def _discarded(row: dict[str, str], mchk: Checker, i: int) -> bool | None:
+    """``eye_tracking_data_discarded`` of a row; ``None`` (after fail) when not a boolean."""
+    try:
+        return parse_bool(row["eye_tracking_data_discarded"])
+    except ValueError as exc:
+        mchk.fail("bad_metadata", f"column 'eye_tracking_data_discarded': {exc}", i)
         return None
-    if not (math.isfinite(w) and math.isfinite(h)) or w <= 0 or h <= 0 or w != int(w) or h != int(h):
-        return None
-    return int(h), int(w)
 
 
 def _selected_images(images: Iterable[str] | PathLike | None) -> set[str] | None:
@@ -99,7 +118,12 @@ def load_reflacx(
     * ``reader_id`` is the ``radiologist`` column when present; otherwise it is derived from
       a reading id of the form ``P<phase><2-digit radiologist>R<n>`` as ``"R<radiologist>"``;
       otherwise it is the reading id itself.
-    * ``pixels_per_degree`` is the mean of both angular-resolution columns over all rows.
+    * ``pixels_per_degree`` is the mean of both angular-resolution columns over all rows;
+      a value outside ``(0, 10000]`` (the upload's bound) is counted
+      ``"bad_pixels_per_degree"`` and left out.
+    * ``eye_tracking_data_discarded`` must be a boolean spelling (``True``/``False``, ...):
+      anything else is a bad metadata row. Image sizes must be whole, positive and at most
+      ``gazerad.io.xray.MAX_PIXELS`` pixels.
     * ``screen`` holds ``{"reading_id", "split", "phase"}``.
     * Raw samples are not range-checked (the eye may leave the image); a sample with an
       empty timestamp or a non-numeric field is dropped (``"bad_sample"``).
@@ -113,7 +137,10 @@ def load_reflacx(
         include_discarded: keep readings flagged ``eye_tracking_data_discarded``.
 
     Raises:
-        InputError: no metadata file, missing columns, or (strict) any bad row/file.
+        InputError: no metadata file, missing columns, a reading id or image id that is not
+            a plain name (:func:`gazerad.data.study.check_image_id`: no ``../x``, no path),
+            a reading id listed twice (in one or two metadata files), or (strict) any bad
+            row/file; it names the file and row.
     """
     root = Path(main_data)
     if not root.is_dir():
@@ -123,30 +150,34 @@ def load_reflacx(
         raise InputError(root, "no metadata_phase_*.csv files (is this a REFLACX main_data folder?)")
     keep = _selected_images(images)
     coll = GazeCollection()
+    seen: dict[str, str] = {}
     for meta in files:
         _, rows = read_rows(meta, _META_REQUIRED)
         phase = meta.stem.rsplit("_", 1)[-1]
         mchk = Checker(coll, meta, strict)
         for i, row in enumerate(rows, start=1):
-            rid = row["id"].strip()
+            rid = _reading_id(row, meta, i, seen)
             if not rid:
                 mchk.fail("bad_metadata", "empty reading id", i)
                 continue
-            image_id = _reflacx_image_id(row)
+            image_id = mchk.image_id(_reflacx_image_id(row), i)
             if keep is not None and image_id not in keep and image_id.rsplit(".", 1)[0] not in keep:
                 continue
-            if truthy(row["eye_tracking_data_discarded"]) and not include_discarded:
+            discarded = _discarded(row, mchk, i)
+            if discarded is None:
+                continue
+            if discarded and not include_discarded:
                 coll.count_dropped("discarded_reading")
                 continue
-            size = _reflacx_size(row)
-            if size is None:
-                problem = f"image_size_x/y {row['image_size_x']!r} x {row['image_size_y']!r} is not a positive integer size"
-                mchk.fail("bad_metadata", problem, i)
+            try:
+                size = _reflacx_size(row)
+            except ValueError as exc:
+                mchk.fail("bad_metadata", str(exc), i)
                 continue
             rec = read_reflacx_reading(coll, root / rid, image_id, _reflacx_reader(row), size, with_samples, strict)
             if rec is not None:
                 rec.screen = {"reading_id": rid, "split": row.get("split", "").strip(), "phase": phase}
-                coll.add(rec)
+                coll.add(rec, source=meta, row=i)
     return coll
 
 
@@ -188,15 +219,9 @@ def read_reflacx_reading(
             fix.append(tuple(v))
     ppd = None
     if all(c in header for c in _PPD_COLUMNS):
-        vals = []
-        for r in rows:
-            for c in _PPD_COLUMNS:
-                try:
-                    vals.append(float(r[c]))
-                except ValueError:
-                    pass
-        vals = [v for v in vals if math.isfinite(v) and v > 0]
-        ppd = float(np.mean(vals)) if vals else None
+        vals = [chk.pixels_per_degree(i, c, r[c]) for i, r in enumerate(rows, start=1) for c in _PPD_COLUMNS]
+        ok = [v for v in vals if v is not None]
+        ppd = float(np.mean(ok)) if ok else None
     samples = None
     if with_samples:
         samples = _reflacx_samples(coll, folder / "gaze.csv", strict)
@@ -217,7 +242,7 @@ def _reflacx_samples(coll: GazeCollection, gpath: Path, strict: bool) -> np.ndar
                 vals.append(math.nan)
                 continue
             try:
-                vals.append(float(text))
+                vals.append(parse_float(text))
             except ValueError:
                 vals = None
                 chk.fail("bad_sample", f"column {c!r}: {text!r} is not a number", i)

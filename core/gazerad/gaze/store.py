@@ -25,7 +25,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from gazerad.data.study import check_image_id
 from gazerad.errors import InputError
+from gazerad.gaze._checks import MAX_PPD, MAX_SECONDS, TIME_RULE, image_size_of, ppd_ok, times_ok
 from gazerad.gaze.formats import CANONICAL as FORMAT
 from gazerad.gaze.formats import json_loads as _json_loads
 from gazerad.gaze.formats import sniff_gaze_file
@@ -35,6 +37,7 @@ from gazerad.io.confine import UnsafeName, confine, is_safe_name
 
 __all__ = [
     "FORMAT",
+    "MAX_SECONDS",
     "is_safe_id",
     "parse_gaze_upload",
     "write_gaze_json",
@@ -53,37 +56,106 @@ def default_pixels_per_degree(image_size: tuple[int, int]) -> float:
     return float(image_size[0]) / _DEFAULT_FIELD_DEG
 
 
-# the longest recording an upload may hold (seconds): times beyond are a unit error or an attack
-MAX_SECONDS = 24 * 3600.0
+# MAX_SECONDS (the longest recording, seconds) is gazerad.gaze._checks's, shared by every gaze reader
+
+
+def _check_fixations(path: Path, f: np.ndarray, image_size: tuple[int, int] | None, row: int | None = None) -> None:
+    """The content rule of every stored or uploaded recording: ``(N, 4)`` finite numbers,
+    times within :data:`~gazerad.gaze._checks.TIME_RULE`, points inside the ``(H, W)``
+    image (``x, y >= 0`` when its size is unknown). InputError naming ``path`` and ``row``."""
+    if f.ndim != 2 or f.shape[1] < 4:
+        raise InputError(path, "each fixation needs x, y, t_start, t_end", row=row)
+    fin = np.isfinite(f[:, :4]).all(axis=1)
+    if not fin.all():
+        i = int(np.argmin(fin))
+        raise InputError(path, f"fixation {i + 1} holds a value that is not a finite number: {f[i, :4].tolist()}", row=row)
+    t_bad = ~times_ok(f[:, 2], f[:, 3])
+    if t_bad.any():
+        i = int(np.argmax(t_bad))
+        raise InputError(path, f"fixation {i + 1} times ({f[i, 2]:g} .. {f[i, 3]:g} s) must satisfy {TIME_RULE}", row=row)
+    h, w = image_size if image_size is not None else (np.inf, np.inf)
+    bad = ~((f[:, 0] >= 0) & (f[:, 0] < w) & (f[:, 1] >= 0) & (f[:, 1] < h))
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = f"the {w} x {h} image" if image_size is not None else "the image (x, y >= 0)"
+        raise InputError(path, f"fixation {i + 1} at (x={f[i, 0]:.1f}, y={f[i, 1]:.1f}) lies outside {where}", row=row)
+
+
+def _check_ppd(path: Path, v: object, row: int | None = None) -> float | None:
+    """``v`` (``None``: not given) as a pixels-per-degree figure in ``(0, MAX_PPD]``."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not ppd_ok(float(v)):
+        raise InputError(path, f"pixels_per_degree must be a positive finite number up to {MAX_PPD:g}, got {v!r}", row=row)
+    return float(v)
+
+
+def _fixation_table(path: Path, value: object, row: int) -> np.ndarray:
+    """A canonical record's ``fixations``: a list of ``[x, y, t_start, t_end]`` numbers."""
+    rows = value if isinstance(value, list) else None
+    if rows is None or not all(isinstance(q, list) and len(q) == 4 and all(type(v) in (int, float) for v in q) for q in rows):
+        raise InputError(path, "'fixations' must be a list of [x, y, t_start, t_end] numbers", row=row)
+    try:
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+    except OverflowError:
+        raise InputError(path, "'fixations' holds a number too large for a float", row=row) from None
+
+
+def _image_size(path: Path, value: object, row: int) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, list) or len(value) != 2:
+            raise ValueError(f"must be [H, W], got {value!r}")
+        return image_size_of(*value)
+    except ValueError as exc:
+        raise InputError(path, f"'image_size' {exc}", row=row) from None
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputError(path, "is not a file" if path.exists() else "file does not exist")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, "is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _canonical_record(path: Path, image_id: str, r: object, k: int) -> GazeRecord:
+    """Record ``k`` (1-based) of a canonical file, checked by :func:`_check_fixations`."""
+    if not isinstance(r, dict) or "fixations" not in r:
+        raise InputError(path, "each record needs a 'fixations' list of [x, y, t_start, t_end]", row=k)
+    reader = r.get("reader_id", "")
+    if not isinstance(reader, str):
+        raise InputError(path, f"'reader_id' must be text, got {type(reader).__name__}", row=k)
+    fix = _fixation_table(path, r["fixations"], k)
+    size = _image_size(path, r.get("image_size"), k)
+    _check_fixations(path, fix, size, row=k)
+    ppd = _check_ppd(path, r.get("pixels_per_degree"), k)
+    fmt = r.get("source_format")
+    try:
+        return GazeRecord(
+            image_id=image_id,
+            reader_id=reader,
+            fixations=fix,
+            image_size=size,
+            pixels_per_degree=ppd,
+            source=str(path),
+            screen={"source_format": fmt} if isinstance(fmt, str) else None,
+        )
+    except ValueError as exc:
+        raise InputError(path, f"bad record: {exc}", row=k) from None
 
 
 def _records_from_canonical(path: Path) -> list[GazeRecord]:
-    obj = _json_loads(path, path.read_text(encoding="utf-8-sig"))
+    obj = _json_loads(path, _read_text(path))
     if not isinstance(obj, dict) or obj.get("version") != _VERSION or not isinstance(obj.get("records"), list):
         raise InputError(path, f"GazeRad gaze JSON must have version {_VERSION} and a 'records' list")
-    out = []
-    for k, r in enumerate(obj["records"], start=1):
-        if not isinstance(r, dict) or "fixations" not in r:
-            raise InputError(path, "each record needs a 'fixations' list of [x, y, t_start, t_end]", row=k)
-        reader = r.get("reader_id", "")
-        if not isinstance(reader, str):
-            raise InputError(path, f"'reader_id' must be text, got {type(reader).__name__}", row=k)
-        try:
-            fix = np.asarray(r["fixations"], dtype=np.float64)
-            out.append(
-                GazeRecord(
-                    image_id=str(obj.get("image_id", "")),
-                    reader_id=reader,
-                    fixations=fix,
-                    image_size=tuple(r["image_size"]) if r.get("image_size") else None,
-                    pixels_per_degree=float(r["pixels_per_degree"]) if r.get("pixels_per_degree") else None,
-                    source=str(path),
-                    screen={"source_format": r["source_format"]} if isinstance(r.get("source_format"), str) else None,
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            raise InputError(path, f"bad record: {exc}", row=k) from None
-    return out
+    image_id = obj.get("image_id")
+    image_id = "" if image_id is None else check_image_id(image_id, path)
+    return [_canonical_record(path, image_id, r, k) for k, r in enumerate(obj["records"], start=1)]
 
 
 def _load_any(path: Path, fmt: str, image_id: str, image_size: tuple[int, int], reader: str) -> list[GazeRecord]:
@@ -181,8 +253,7 @@ def parse_gaze_upload(
         raise InputError(p, f"cannot read gaze ({fmt}): {exc}") from None
     except RecursionError:
         raise InputError(p, f"cannot read gaze ({fmt}): nested too deeply") from None
-    if pixels_per_degree is not None and not (np.isfinite(pixels_per_degree) and 0 < pixels_per_degree <= 1e4):
-        raise InputError(p, f"pixels_per_degree must be a positive finite number up to 10000, got {pixels_per_degree!r}")
+    _check_ppd(p, pixels_per_degree)
     h, w = int(image_size[0]), int(image_size[1])
     out = []
     for k, r in enumerate(recs):
@@ -191,22 +262,8 @@ def parse_gaze_upload(
             continue
         if r.image_size is not None and tuple(r.image_size) != (h, w):
             raise InputError(p, f"recorded on a {r.image_size[1]} x {r.image_size[0]} image, but the image is {w} x {h} (W x H)")
-        if f.ndim != 2 or f.shape[1] < 4:
-            raise InputError(p, "each fixation needs x, y, t_start, t_end")
-        fin = np.isfinite(f[:, :4]).all(axis=1)
-        if not fin.all():
-            i = int(np.argmin(fin))
-            raise InputError(p, f"fixation {i + 1} holds a value that is not a finite number: {f[i, :4].tolist()}")
-        t_bad = (f[:, 2] < 0) | (f[:, 3] > MAX_SECONDS) | (f[:, 3] < f[:, 2])
-        if t_bad.any():
-            i = int(np.argmax(t_bad))
-            raise InputError(p, f"fixation {i + 1} times ({f[i, 2]:g} .. {f[i, 3]:g} s) must satisfy 0 <= t_start <= t_end <= {MAX_SECONDS:g}")
-        if r.pixels_per_degree is not None and not (np.isfinite(r.pixels_per_degree) and 0 < r.pixels_per_degree <= 1e4):
-            raise InputError(p, f"pixels_per_degree must be a positive finite number up to 10000, got {r.pixels_per_degree!r}")
-        bad = ~((f[:, 0] >= 0) & (f[:, 0] < w) & (f[:, 1] >= 0) & (f[:, 1] < h))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise InputError(p, f"fixation {i + 1} at (x={f[i, 0]:.1f}, y={f[i, 1]:.1f}) lies outside the {w} x {h} image")
+        _check_fixations(p, f, (h, w))
+        _check_ppd(p, r.pixels_per_degree)
         ppd = pixels_per_degree or r.pixels_per_degree or default_pixels_per_degree((h, w))
         rid = reader_id or r.reader_id or (f"upload{k + 1}" if len(recs) > 1 else "upload")
         if len(rid) > 128 or not rid.isprintable():
@@ -236,12 +293,13 @@ def write_gaze_json(path: str | os.PathLike, image_id: str, records: Iterable[Ga
 
 
 def read_gaze_json(path: str | os.PathLike) -> list[GazeRecord]:
-    """Records of a canonical gaze JSON file."""
-    p = Path(path)
-    try:
-        return _records_from_canonical(p)
-    except json.JSONDecodeError as e:
-        raise InputError(p, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+    """Records of a canonical gaze JSON file, with the checks of an upload
+    (:func:`_check_fixations`, pixels per degree, image size and id).
+
+    Raises:
+        InputError: naming the file (and the 1-based record as row) for anything else.
+    """
+    return _records_from_canonical(Path(path))
 
 
 # one rule for every name from a request: gazerad.io.confine

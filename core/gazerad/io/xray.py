@@ -32,13 +32,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from gazerad.errors import MissingDecoderError, XRayReadError
+from gazerad.io.limits import MAX_PIXELS  # re-exported: gazerad.io.xray.MAX_PIXELS
 
 __all__ = ["SUPPORTED_SUFFIXES", "MAX_PIXELS", "read_xray", "detect_format", "LoadXRay", "LoadXRayd"]
 
-# the largest image read: 2**26 pixels (an 8192 x 8192 film; detectors are at most ~4300 x
-# 4300, mammograms ~4000 x 5600). Checked from the header before any pixel is decoded, so a
-# few hundred bytes declaring 30000 x 30000 pixels cannot make the reader allocate gigabytes.
-MAX_PIXELS = 1 << 26
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".png": "png",
