@@ -364,6 +364,15 @@ def test_mcgip_csv_unsafe_and_malformed(tmp_path: Path) -> None:
     f.write_text("a/L/i.png;0;[(900, 900)]\na/L/j.png;0;[('a', 2), (3, 4)]\n")
     c = load_mcgip_csv(f)
     assert c.images == ["j.png"] and c.dropped == {"outside_image": 1, "empty_record": 1, "non_numeric": 1}
+    f.write_text("a/Normal/;0;[(1, 2)]\n")  # a folder: its name is no image id
+    with pytest.raises(InputError) as e:
+        load_mcgip_csv(f)
+    _assert_error(e, f, 1, "names a folder, not an image file")
+    f.write_text("a/COVID/i.png;0;[(1, 2)]\na/Normal/i.png;0;[(3, 4)]\na/COVID/i.png;0;[(5, 6)]\n")
+    with pytest.raises(InputError, match=r"image 'i.png' has two labels: 'COVID' \(a/COVID/i.png\) and 'Normal' \(a/Normal/i.png\)"):
+        load_mcgip_csv(f)
+    f.write_text("a/COVID/i.png;0;[(1, 2)]\na/COVID/i.png;1;[(5, 6)]\n")  # two viewings of one image: fine
+    assert len(load_mcgip_csv(f)["i.png"]) == 2
 
 
 def test_mcgip_json(tmp_path: Path) -> None:

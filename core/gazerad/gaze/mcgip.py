@@ -39,7 +39,9 @@ def _add_mcgip_record(
     sample_duration: float | None,
 ) -> None:
     """One viewing's points as pseudo-fixations (rules of :func:`load_mcgip_csv`), added to ``chk.coll``."""
-    image_id = image_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if image_path.endswith(("/", "\\")):
+        raise InputError(chk.path, f"image path {image_path!r} names a folder, not an image file", row=row)
+    image_id = image_path.replace("\\", "/").rsplit("/", 1)[-1]
     if not image_id:
         raise InputError(chk.path, "empty image path", row=row)
     size = size_for(chk.path, image_sizes, chk.image_id(image_id, row), image_path, row=row)
@@ -141,6 +143,18 @@ def load_mcgip_csv(
             raise InputError(p, "field 2 is not a Python list literal [(x, y), ...]", row=row) from None
         image_path = rec[0].strip()
         _add_mcgip_record(chk, row, points, image_path, _parent_label(image_path), canvas, image_sizes, sample_duration)
+    return _one_label_per_image(coll, p)
+
+
+def _one_label_per_image(coll: GazeCollection, path: Path) -> GazeCollection:
+    """``coll`` when no image id comes with two labels (the same file name under two class
+    folders would otherwise give one image two ground truths)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for r in coll.records():
+        label, where = r.screen["label"], r.screen["image_path"]
+        first = seen.setdefault(r.image_id, (label, where))
+        if first[0] != label:
+            raise InputError(path, f"image {r.image_id!r} has two labels: {first[0]!r} ({first[1]}) and {label!r} ({where})")
     return coll
 
 
@@ -189,4 +203,4 @@ def load_mcgip_json(
             img = str(o.get("img") or f.stem)
             label = str(o["gt"]) if o.get("gt") is not None else _parent_label(img)
             _add_mcgip_record(chk, k, o["gaze"], img, label, canvas, image_sizes, sample_duration)
-    return coll
+    return _one_label_per_image(coll, root)
