@@ -255,6 +255,12 @@ def test_check_says_when_gaze_gives_nothing_to_use(trees: dict, studies: Path, t
     fix.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
     rep = check_dataset(root, gaze=egd)
     assert any("1 fixations lie outside their image" in pr and "(99999," in pr for pr in rep["problems"]), rep["problems"]
+    assert not any("dropped as faulty" in pr for pr in rep["problems"])
+    rows = full.splitlines()  # times in a wrong unit: most fixations past 24 h
+    rows[1:] = [",".join(c if k not in (4, 5) else f"{float(c) * 1e5:g}" for k, c in enumerate(r.split(","))) for r in rows[1:]]
+    fix.write_text("\n".join(rows) + "\n")
+    rep = check_dataset(root, gaze=egd)
+    assert any("more fixations were dropped as faulty (implausible_time" in pr for pr in rep["problems"]), rep["problems"]
     other = tmp_path / "other"  # readings of images of another data set
     nih = nih_tree(studies, other / "nih", missing=0)
     fix.write_text(full)

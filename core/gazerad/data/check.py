@@ -24,6 +24,9 @@ from gazerad.errors import InputError
 
 __all__ = ["check_dataset", "format_report"]
 
+# drop reasons of single fixations that mean a faulty row (not the tracker's own "invalid")
+_FIXATION_FAULTS = {"missing_value", "non_numeric", "negative_duration", "implausible_time", "outside_image", "bad_flag"}
+
 PathLike = str | os.PathLike
 _SHOW = 5  # names shown per problem
 
@@ -223,6 +226,11 @@ def _check_gaze(
         problems.append(f"gaze: {src} has no usable reading" + (f" (dropped: {dropped})" if dropped else ""))
     elif len(outside) == len(images):
         problems.append(f"gaze: none of the {len(images)} images {src} reads is in the data set, e.g. {outside[:3]}")
+    bad_rows = {k: v for k, v in coll.dropped.items() if k in _FIXATION_FAULTS}
+    kept = sum(len(r.fixations) for r in coll.records())
+    if sum(bad_rows.values()) > kept:  # most rows unusable: a unit or column mix-up, not noise
+        why = ", ".join(f"{k} {v}" for k, v in sorted(bad_rows.items()))
+        problems.append(f"gaze: more fixations were dropped as faulty ({why}) than kept ({kept}): wrong units or columns?")
     off = []
     for r in coll.records():
         sz = (sizes or {}).get(image_id_of(r.image_id))
