@@ -77,6 +77,23 @@ def test_transforms_in_compose(tmp_path):
         LoadXRayd(keys="missing")({"image": str(p)})
 
 
+def test_a_monai_dataloader_batches_any_mix_of_formats(tmp_path):
+    """The transforms' metadata had None (spacing, VOI of a PNG) and format-dependent keys:
+    MONAI's collate refused every batch."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose, ScaleIntensityd
+
+    Image.fromarray(ASYM).save(tmp_path / "a.png")
+    write_dicom_xray(tmp_path / "b.dcm", ASYM, spacing=(0.2, 0.3))
+    files = [{"image": str(tmp_path / n)} for n in ("a.png", "b.dcm")]
+    batch = next(iter(DataLoader(Dataset(files, Compose([LoadXRayd(keys="image"), ScaleIntensityd(keys="image")])), batch_size=2)))
+    assert tuple(batch["image"].shape) == (2, 1, 3, 5)
+    sp = batch["image"].meta["spacing"]
+    assert np.isnan(float(sp[0][0])) and float(sp[0][1]) == pytest.approx(0.2) and float(sp[1][1]) == pytest.approx(0.3)
+    assert list(batch["image"].meta["voi_applied"]) == ["none", "none"]
+    assert read_xray(tmp_path / "a.png")[1]["spacing"] is None  # read_xray's own dict keeps None
+
+
 @pytest.mark.parametrize("bits", [10, 12, 16])
 def test_dicom_monochrome2_bits(tmp_path, bits):
     stored = (ASYM.astype(np.int64) * (2**bits - 1) // 4000).astype(np.uint16)

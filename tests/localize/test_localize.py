@@ -122,6 +122,51 @@ def test_bad_class_index_is_rejected() -> None:
         cam(_blobs_everywhere(2), class_idx=[0, 1, 2])
 
 
+def _hooks(net: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) for m in net.modules())
+
+
+@pytest.mark.parametrize("cam_cls", [BatchGradCAM, BatchGradCAMpp])
+def test_cams_leave_no_hooks_and_no_graph(cam_cls) -> None:
+    """MONAI's hooks stayed on the model (two more per CAM built: a served model gathered them
+    with every request); the maps carried the autograd graph; under no_grad nothing worked."""
+    from monai.networks.nets import resnet10
+
+    from gazerad.kacl.evaluate import class_cams
+
+    net = resnet10(spatial_dims=2, n_input_channels=1, num_classes=3).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with cam_cls(net, ["layer2", "layer3"]) as cam:
+        assert _hooks(net) == 4
+        ref = cam(x, class_idx=[1, 2])
+        with torch.no_grad():  # how evaluation code runs
+            again = cam(x, class_idx=[1, 2])
+            layers = cam.maps(x, class_idx=[1, 2])
+    assert _hooks(net) == 0
+    assert not ref.requires_grad and all(not m.requires_grad for m in layers)
+    torch.testing.assert_close(again, ref)
+    masks, boxes = maps_to_rois(ref)  # the next step takes numpy: no graph in the way; (B, 1, H, W) as CAMs give
+    assert masks.shape == (2, 64, 64) and len(boxes) == 2
+    assert torch.equal(maps_to_rois(ref[:, 0])[0], masks)
+    with pytest.raises(ValueError, match=r"maps must be a \(B, H, W\) or \(B, 1, H, W\) batch"):
+        maps_to_rois(ref[0, 0])
+    for _ in range(5):
+        class_cams(net, x, [[0], [1, 2]], ["layer3"])
+    assert _hooks(net) == 0 and all(p.grad is None for p in net.parameters())
+    with pytest.raises(RuntimeError, match="hooks were removed"):
+        cam(x, class_idx=[1, 2])
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        cam_cls(net, "layer3")(x, class_idx=[1, 2])
+
+
+def test_an_inplace_layer_gets_its_flag_back() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with BatchGradCAM(net, "1") as cam:
+        assert net[1].inplace is False  # a full backward hook cannot follow an in-place op
+        assert cam(torch.randn(2, 1, 8, 8), class_idx=[0, 2]).shape == (2, 1, 8, 8)
+    assert net[1].inplace is True
+
+
 def _gauss(shape, cy, cx, sigma, amp):
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     return amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))

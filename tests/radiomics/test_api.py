@@ -97,6 +97,10 @@ def test_extract_tensor_on_a_batch_matches_list_api() -> None:
     empty[1] = False
     with pytest.raises(InputError, match="sample 1.*empty"):
         torch_features(img, empty)
+    # MONAI's channel-first batches (what CAMs and transforms give) read the same
+    torch.testing.assert_close(ex.extract_tensor(img[:, None], msk[:, None]), torch.from_numpy(a), rtol=0, atol=0)
+    with pytest.raises(InputError, match=r"image must be a \(B, H, W\) or \(B, 1, H, W\) batch, got shape \(2, 2, 64, 64\)"):
+        ex.extract_tensor(img[:2, None].expand(2, 2, 64, 64), msk[:2, None].expand(2, 2, 64, 64))
 
 
 def test_standardizer_fit_transform_and_state(tmp_path: Path) -> None:

@@ -17,6 +17,10 @@ Metadata keys (``dict`` from :func:`read_xray`, ``MetaTensor.meta`` from the tra
 ``spatial_shape`` (``(H, W)``), ``spacing`` (``(row_mm, col_mm)`` or ``None``),
 ``photometric`` (``MONOCHROME1``/``MONOCHROME2``, ``MONOCHROME2`` for non-DICOM),
 ``bits_stored``, ``modality`` (DICOM only), ``voi_applied``, and MONAI's ``affine``.
+In the transforms' ``MetaTensor.meta`` every key is always there and none is ``None``
+(:data:`TRANSFORM_META_DEFAULTS`: spacing ``(nan, nan)`` when unknown, ``voi_applied``
+``"none"``, empty ``modality`` / ``converted_from`` / ``spacing_note``), so a MONAI
+``DataLoader`` batches any mix of PNG, DICOM, NIfTI and NRRD files.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from monai.transforms import MapTransform, Transform
 from gazerad.errors import MissingDecoderError, XRayReadError
 from gazerad.io.limits import MAX_PIXELS  # re-exported: gazerad.io.xray.MAX_PIXELS
 
-__all__ = ["SUPPORTED_SUFFIXES", "MAX_PIXELS", "read_xray", "detect_format", "LoadXRay", "LoadXRayd"]
+__all__ = ["SUPPORTED_SUFFIXES", "MAX_PIXELS", "TRANSFORM_META_DEFAULTS", "read_xray", "detect_format", "LoadXRay", "LoadXRayd"]
 
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
@@ -359,6 +363,16 @@ def _voi_window_range(ds: Any) -> tuple[float, float]:
     return 0.0, float(2**bits - 1)
 
 
+# what the transforms' MetaTensor.meta holds where read_xray has None or no such key
+TRANSFORM_META_DEFAULTS: dict[str, Any] = {
+    "spacing": (float("nan"), float("nan")),
+    "voi_applied": "none",
+    "modality": "",
+    "converted_from": "",
+    "spacing_note": "",
+}
+
+
 def _to_metatensor(image: np.ndarray, meta: dict[str, Any]):
     import torch
     from monai.data import MetaTensor
@@ -366,7 +380,8 @@ def _to_metatensor(image: np.ndarray, meta: dict[str, Any]):
     affine = np.eye(3)
     if meta.get("spacing"):
         affine[0, 0], affine[1, 1] = meta["spacing"]
-    out_meta = dict(meta)
+    # one key set with no None in it, so that MONAI's collate batches any mix of formats
+    out_meta = {**TRANSFORM_META_DEFAULTS, **{k: v for k, v in meta.items() if v is not None}}
     out_meta["original_channel_dim"] = "no_channel"
     return MetaTensor(torch.from_numpy(image[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=out_meta)
 

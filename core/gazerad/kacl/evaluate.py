@@ -72,16 +72,16 @@ def class_cams(
         ``{layer: per image {class: (S, S) map in [0, 1]}}``.
     """
     layers = list(dict.fromkeys(layers))
-    cam = make_cam(model, layers, cam_method)
     pairs = [(i, c) for i, cs in enumerate(requests) for c in cs]
     out: dict[str, list[dict[int, np.ndarray]]] = {layer: [{} for _ in requests] for layer in layers}
-    for b0 in range(0, len(pairs), batch):
-        chunk = pairs[b0 : b0 + batch]
-        per_layer = cam.maps(images[[i for i, _ in chunk]].to(device), class_idx=[c for _, c in chunk])
-        for layer, m in zip(layers, per_layer):
-            m = m[:, 0].detach().float().cpu().numpy()
-            for (i, c), mp in zip(chunk, m):
-                out[layer][i][c] = mp
+    with make_cam(model, layers, cam_method) as cam:  # the hooks come off the model afterwards
+        for b0 in range(0, len(pairs), batch):
+            chunk = pairs[b0 : b0 + batch]
+            per_layer = cam.maps(images[[i for i, _ in chunk]].to(device), class_idx=[c for _, c in chunk])
+            for layer, m in zip(layers, per_layer):
+                m = m[:, 0].float().cpu().numpy()
+                for (i, c), mp in zip(chunk, m):
+                    out[layer][i][c] = mp
     model.zero_grad(set_to_none=True)
     return out
 

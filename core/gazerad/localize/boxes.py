@@ -138,11 +138,17 @@ def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
 
 
 def maps_to_rois(maps: torch.Tensor, threshold: float = 0.5, blur: int = 5) -> tuple[torch.Tensor, list[Box]]:
-    """ROI mask of each map of a ``(B, H, W)`` batch: the best box (whole image if none).
+    """ROI mask of each map of a ``(B, H, W)`` batch (or the CAMs' ``(B, 1, H, W)``): the
+    best box (whole image if none).
 
     Returns:
         ``(B, H, W)`` bool masks on the maps' device and the ``B`` chosen boxes.
     """
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be a (B, H, W) or (B, 1, H, W) batch, got shape {tuple(maps.shape)}")
+    maps = maps.detach()
     b, h, w = maps.shape
     masks = np.zeros((b, h, w), bool)
     chosen = []

@@ -32,7 +32,49 @@ def normalize_maps(x: Tensor) -> Tensor:
 
 
 class _PerSampleHooks(ModelWithHooks):
-    """MONAI's hooked model, scoring one class per sample."""
+    """MONAI's hooked model, scoring one class per sample, with removable hooks.
+
+    MONAI's ``ModelWithHooks`` registers its hooks without keeping the handles (and turns
+    in-place activations off for good), so every CAM built on a model left two more hooks
+    on it, each holding its last activations: a served model gathered hooks with every
+    request. Here the handles are kept and :meth:`remove` takes the hooks off and restores
+    the ``inplace`` flags.
+    """
+
+    def __init__(self, nn_module: nn.Module, target_layer_names: str | Sequence[str], register_forward: bool = True, register_backward: bool = True) -> None:
+        self.model = nn_module
+        self.target_layers = tuple([target_layer_names] if isinstance(target_layer_names, str) else target_layer_names)
+        self.gradients: dict[str, Tensor] = {}
+        self.activations: dict[str, Tensor] = {}
+        self.score: Tensor | None = None
+        self.class_idx = None
+        self.register_backward, self.register_forward = register_backward, register_forward
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._inplace: list[nn.Module] = []
+        modules = dict(nn_module.named_modules())
+        missing = [t for t in self.target_layers if t not in modules]
+        if missing:
+            raise ValueError(f"target layer {missing[0]!r} not found in the model")
+        for name in self.target_layers:
+            mod = modules[name]
+            if register_backward:
+                if mod.__dict__.get("inplace"):  # a full backward hook cannot follow an in-place op
+                    mod.__dict__["inplace"] = False
+                    self._inplace.append(mod)
+                self.handles.append(mod.register_full_backward_hook(self.backward_hook(name)))
+            if register_forward:
+                self.handles.append(mod.register_forward_hook(self.forward_hook(name)))
+
+    def remove(self) -> None:
+        """Take this CAM's hooks off the model (and give in-place layers their flag back)."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        for mod in self._inplace:
+            mod.__dict__["inplace"] = True
+        self._inplace.clear()
+        self.activations.clear()
+        self.gradients.clear()
 
     def class_score(self, logits: Tensor, class_idx) -> Tensor:  # type: ignore[override]
         idx = torch.as_tensor(class_idx, device=logits.device, dtype=torch.long)
@@ -46,9 +88,35 @@ class _PerSampleHooks(ModelWithHooks):
 
 
 class _PerSample:
+    """Use as a context manager (or call :meth:`remove`) so the model is left without hooks::
+
+    with BatchGradCAM(model, "layer3") as cam:
+        maps = cam(x, class_idx=labels)       # (B, 1, H, W), detached, in [0, 1]
+    """
+
     def __init__(self, nn_module: nn.Module, target_layers: str | Sequence[str], **kwargs) -> None:
         hooked = _PerSampleHooks(nn_module, target_layers, register_forward=True, register_backward=True)
         super().__init__(hooked, target_layers, postprocessing=normalize_maps, **kwargs)  # type: ignore[call-arg]
+
+    def remove(self) -> None:
+        """Take the hooks off the model; the CAM cannot be used afterwards."""
+        self.nn_module.remove()
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _run(self, fn):  # type: ignore[no-untyped-def]
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("Grad-CAM needs autograd: call it outside torch.inference_mode()")
+        if not self.nn_module.handles:
+            raise RuntimeError("this CAM's hooks were removed: make a new one")
+        with warnings.catch_warnings(), torch.enable_grad():  # under torch.no_grad() too
+            # torch warns that the input needs no gradient: expected here
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            return fn()
 
     def __call__(self, x: Tensor, class_idx: int | Sequence[int] | Tensor | None = None, layer_idx: int = -1, retain_graph: bool = False) -> Tensor:  # type: ignore[override]
         """Maps for a batch.
@@ -65,9 +133,8 @@ class _PerSample:
         """
         if class_idx is not None and not isinstance(class_idx, int):
             class_idx = torch.as_tensor(class_idx, dtype=torch.long, device=x.device)
-        with warnings.catch_warnings():  # torch warns that the input needs no gradient: expected here
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            return super().__call__(x, class_idx=class_idx, layer_idx=layer_idx, retain_graph=retain_graph)  # type: ignore[misc]
+        call = super().__call__  # type: ignore[misc]
+        return self._run(lambda: call(x, class_idx=class_idx, layer_idx=layer_idx, retain_graph=retain_graph)).detach()
 
     def maps(self, x: Tensor, class_idx: int | Sequence[int] | Tensor | None = None) -> list[Tensor]:
         """The maps of *every* target layer from one forward and one backward pass.
@@ -81,10 +148,9 @@ class _PerSample:
         """
         if class_idx is not None and not isinstance(class_idx, int):
             class_idx = torch.as_tensor(class_idx, dtype=torch.long, device=x.device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            _, actis, grads = self.nn_module(x, class_idx=class_idx)
-        return [self._upsample_and_post_process(self.layer_map(a, g), x) for a, g in zip(actis, grads)]
+        _, actis, grads = self._run(lambda: self.nn_module(x, class_idx=class_idx))
+        with torch.no_grad():
+            return [self._upsample_and_post_process(self.layer_map(a, g), x).detach() for a, g in zip(actis, grads)]
 
     def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[no-untyped-def]
         _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
@@ -126,11 +192,8 @@ class BatchGradCAMpp(_PerSample, GradCAMpp):
 
 def make_cam(model: nn.Module, target_layer: str | Sequence[str], method: str = "gradcam") -> BatchGradCAM:
     """``"gradcam"`` or ``"gradcampp"`` on ``model``'s ``target_layer`` (a dotted module name,
-    or several: :meth:`BatchGradCAM.maps` then gives each one's map from one pass)."""
-    names = dict(model.named_modules())
-    missing = [t for t in ([target_layer] if isinstance(target_layer, str) else target_layer) if t not in names]
-    if missing:
-        raise ValueError(f"target layer {missing[0]!r} not found in the model")
+    or several: :meth:`BatchGradCAM.maps` then gives each one's map from one pass). Use it in
+    a ``with`` block, or call ``remove()``, to take its hooks off the model afterwards."""
     if method == "gradcam":
         return BatchGradCAM(model, target_layer)
     if method in ("gradcampp", "gradcam++"):

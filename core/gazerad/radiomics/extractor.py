@@ -79,6 +79,15 @@ class FeatureTable:
             raise
 
 
+def channel_squeezed(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``(B, H, W)`` from ``(B, H, W)`` or MONAI's channel-first ``(B, 1, H, W)``."""
+    if x.ndim == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.ndim != 3:
+        raise InputError(None, f"{what} must be a (B, H, W) or (B, 1, H, W) batch, got shape {tuple(x.shape)}")
+    return x
+
+
 def _check_batch(image: torch.Tensor, mask: torch.Tensor, names: Sequence[str] | None) -> None:
     if image.ndim != 3 or mask.shape != image.shape:
         raise InputError(None, f"expected image and mask of the same shape (B, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
@@ -135,8 +144,11 @@ def torch_features(
     """Torch-backend features of a batch.
 
     Args:
-        image: ``(B, H, W)`` float tensor (any device; computed in float64).
-        mask: ``(B, H, W)`` bool/0-1 tensor.
+        image: ``(B, H, W)`` float tensor, or MONAI's channel-first ``(B, 1, H, W)`` (any
+            device; computed in float64). Intensities as pyradiomics sees them: with the
+            default ``bin_width`` 25 an image scaled to ``[0, 1]`` has one grey level; scale
+            it to ``0..255`` (as KACL does) or pick a bin width for its range.
+        mask: ``(B, H, W)`` or ``(B, 1, H, W)`` bool/0-1 tensor.
         bin_width: fixed bin width.
         classes: feature classes, any subset of :data:`FEATURE_CLASSES` (output in that order).
         spacing: pixel spacing ``(row, col)``.
@@ -146,6 +158,7 @@ def torch_features(
     Returns:
         ``(B, F)`` float64 tensor on the input's device.
     """
+    image, mask = channel_squeezed(image, "image"), channel_squeezed(mask, "mask")
     # the CPU fast paths: small torch ops, faster on one intra-op thread
     with single_torch_thread() if cpu_fast_path(image) else contextlib.nullcontext():
         return _torch_features(image, mask, bin_width, classes, spacing, names, check)
@@ -360,7 +373,8 @@ class RadiomicsExtractor:
         return FeatureTable(values, list(self.names), ids)
 
     def extract_tensor(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Torch backend on a ``(B, H, W)`` batch already on a device: ``(B, F)`` float64."""
+        """Torch backend on a ``(B, H, W)`` (or ``(B, 1, H, W)``) batch already on a device:
+        ``(B, F)`` float64 (``.float()`` it for a float32 network)."""
         return torch_features(image, mask, self.bin_width, self.classes, self.spacing)
 
 
