@@ -297,7 +297,7 @@ def test_bad_input_is_named(small, tmp_path):
     from gazerad.gaze.relation import Relation
 
     Relation(["x.png", "y.png"], np.eye(2), "moment").save(other)
-    with pytest.raises(ValueError, match="none of the .* training images is in this relation"):
+    with pytest.raises(ValueError, match="none of the .* images is in this relation"):
         pretrain(PretrainConfig(data=str(small["studies"]), out=str(tmp_path / "r"), relation=str(other), **TINY))
     with pytest.raises(ValueError, match="unknown framework 'swav'"):
         PretrainConfig(data="d", out="o", framework="swav")

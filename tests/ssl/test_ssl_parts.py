@@ -512,6 +512,24 @@ def test_positives_validation_and_device():
     assert pos.queue_mask(idx, torch.tensor([1, -1])).device == idx.device
 
 
+def test_positives_follow_the_data_sets_image_order():
+    """A relation over all images used by index for a split's images gave positives of the
+    wrong images, silently; with image_ids it is re-indexed to them."""
+    m = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.2, 1.0]], np.float32)
+    rel = Relation(["a", "b", "c"], m, "moment")
+    split = ["c", "x", "b", "a"]  # a training split in the data set's order, "x" without gaze
+    a = rel.aligned(split).toarray()
+    assert a[3, 2] == pytest.approx(0.9) and a[0, 2] == pytest.approx(0.2) and a[1, 1] == 1.0 and a[1, [0, 2, 3]].sum() == 0
+    pos = GazePositives(rel, threshold=0.5, image_ids=split)
+    mask = pos.batch_mask(torch.tensor([2, 3, 0]))  # b, a, c
+    assert mask.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    assert GazePositives(rel, threshold=0.5).batch_mask(torch.tensor([0, 1])).tolist() == [[False, True], [True, False]]  # the relation's own rows
+    with pytest.raises(ValueError, match="none of the 2 images is in this relation"):
+        rel.aligned(["y", "z"])
+    with pytest.raises(ValueError, match="image_ids needs a gazerad.gaze.relation.Relation"):
+        GazePositives(m, image_ids=split)
+
+
 # ----------------------------------------------------------------------------- backbones
 
 

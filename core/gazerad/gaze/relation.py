@@ -78,6 +78,26 @@ class Relation:
             self._index = {k: i for i, k in enumerate(self.image_ids)}
             return self._index[image_id]
 
+    def aligned(self, ids: Sequence[str]) -> sp.csr_matrix:
+        """The relation re-indexed to ``ids`` (a data set's order, e.g. its training split)
+        as an ``(len(ids), len(ids))`` CSR matrix: entry ``[i, j]`` relates ``ids[i]`` and
+        ``ids[j]``. Images without a row here relate to nothing but themselves (diagonal 1).
+
+        Raises:
+            ValueError: no image of ``ids`` is in the relation (a relation of another data set).
+        """
+        if self.matrix is None:
+            raise ValueError("relation has no matrix (an unmerged shard?): merge the shards first")
+        pos = {k: i for i, k in enumerate(self.image_ids)}
+        have = np.array([i for i, k in enumerate(ids) if k in pos], dtype=np.int64)
+        if have.size == 0:
+            raise ValueError(f"none of the {len(ids)} images is in this relation (ids like {list(ids[:2])}, the relation's like {self.image_ids[:2]})")
+        src = np.array([pos[ids[i]] for i in have], dtype=np.int64)
+        sub = sp.csr_matrix(self.matrix)[src][:, src].tocoo()
+        out = sp.coo_matrix((sub.data, (have[sub.row], have[sub.col])), shape=(len(ids), len(ids))).tocsr()
+        out.setdiag(1.0)
+        return out
+
     def dense(self) -> np.ndarray:
         """The full matrix as a dense array (beware of N at scale)."""
         return self.matrix.toarray() if self.is_sparse else np.asarray(self.matrix)

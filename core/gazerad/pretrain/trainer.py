@@ -37,26 +37,14 @@ __all__ = ["PretrainConfig", "pretrain", "load_config", "load_encoder", "align_r
 
 
 def align_relation(relation_path: str | os.PathLike, ids: list[str]):  # noqa: ANN201 - scipy csr
-    """The relation re-indexed to ``ids`` (rows/cols in dataset order) as a CSR matrix.
-
-    Images without a row in the relation relate to nothing but themselves. Fails when no
-    image of ``ids`` is in the relation (a relation of another data set).
-    """
-    import scipy.sparse as sp
-
+    """The relation file re-indexed to ``ids`` (:meth:`gazerad.gaze.relation.Relation.aligned`);
+    :class:`InputError` naming the file when none of ``ids`` is in it."""
     from gazerad.gaze.relation import load_relation
 
-    rel = load_relation(relation_path)
-    pos = {k: i for i, k in enumerate(rel.image_ids)}
-    have = np.array([i for i, k in enumerate(ids) if k in pos], dtype=np.int64)
-    if have.size == 0:
-        raise InputError(relation_path, f"none of the {len(ids)} training images is in this relation (ids like {ids[:2]})")
-    src = np.array([pos[ids[i]] for i in have], dtype=np.int64)
-    m = rel.matrix if rel.is_sparse else sp.csr_matrix(np.asarray(rel.matrix))
-    sub = sp.csr_matrix(m)[src][:, src].tocoo()
-    out = sp.coo_matrix((sub.data, (have[sub.row], have[sub.col])), shape=(len(ids), len(ids))).tocsr()
-    out.setdiag(1.0)
-    return out
+    try:
+        return load_relation(relation_path).aligned(ids)
+    except ValueError as exc:
+        raise InputError(relation_path, str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------

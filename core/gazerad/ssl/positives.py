@@ -41,15 +41,24 @@ class GazePositives:
         threshold: in ``[0, 1]``; the authors use 0.95 (knee, mammography) or 0.7-0.9 (dental).
         drop_p: GzPT's drop probability in ``[0, 1]`` (authors' default 0.5; 0 = McGIP).
         seed: seed of the drop generator.
+        image_ids: the data set's image ids in the order its indices ``idx`` count (e.g.
+            the training split's); a :class:`~gazerad.gaze.relation.Relation` is then
+            re-indexed to them (:meth:`~gazerad.gaze.relation.Relation.aligned`). Without
+            it, ``idx`` are the relation's own rows, which is right only when the data set
+            lists the relation's images in the relation's order.
     """
 
-    def __init__(self, relation: Any, threshold: float = 0.5, drop_p: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, relation: Any, threshold: float = 0.5, drop_p: float = 0.0, seed: int | None = None, image_ids: Any = None) -> None:
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if not 0.0 <= float(drop_p) <= 1.0:
             raise ValueError(f"drop_p must be in [0, 1], got {drop_p}")
         self.threshold = float(threshold)
         self.drop_p = float(drop_p)
+        if image_ids is not None:
+            if not hasattr(relation, "aligned"):
+                raise ValueError("image_ids needs a gazerad.gaze.relation.Relation (it knows its images' ids)")
+            relation = relation.aligned(list(image_ids))
         self._matrix = self._as_matrix(relation)
         self.n = int(self._matrix.shape[0])
         if seed is None:
