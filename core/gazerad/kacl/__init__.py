@@ -12,7 +12,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
     {
         "KACLConfig": "config",
         "KACLModel": "model",
-        "ProjectionHead": "model",
+        "KACLProjectionHead": "model",
         "RadiomicsEncoder": "model",
         "cam_classes": "trainer",
         "evaluate_kacl": "evaluate",

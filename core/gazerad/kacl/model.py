@@ -16,13 +16,16 @@ from torch import Tensor, nn
 
 from gazerad.ssl import build_backbone
 
-__all__ = ["KACLModel", "ProjectionHead", "RadiomicsEncoder", "feature_layers"]
+__all__ = ["KACLModel", "KACLProjectionHead", "RadiomicsEncoder", "feature_layers"]
 
 
-class ProjectionHead(nn.Sequential):
-    """LayerNorm -> Linear -> GELU -> Linear: ``(B, in_dim)`` -> ``(B, out_dim)``."""
+class KACLProjectionHead(nn.Sequential):
+    """LayerNorm -> Linear -> GELU -> Linear: ``(B, in_dim)`` -> ``(B, out_dim)`` (KACL's
+    head; :class:`gazerad.ssl.ProjectionHead` is the contrastive frameworks' MLP head, with
+    ``(in_dim, hidden_dim, out_dim)`` in that order: the sizes here are keywords so the two
+    cannot be mixed up)."""
 
-    def __init__(self, in_dim: int, out_dim: int = 64, hidden_dim: int | None = None) -> None:
+    def __init__(self, in_dim: int, *, out_dim: int = 64, hidden_dim: int | None = None) -> None:
         hidden = hidden_dim or in_dim
         super().__init__(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
@@ -72,9 +75,9 @@ class KACLModel(nn.Module):
                 f"cam_layer {cam_layer!r} is not a feature layer of {backbone}; choose one of {', '.join(feature_layers(self.backbone)[:12])}, ..."
             )
         self.classifier = nn.Linear(fdim, n_classes)
-        self.image_head = ProjectionHead(fdim, proj_dim, hidden_dim=min(fdim, 512))
+        self.image_head = KACLProjectionHead(fdim, out_dim=proj_dim, hidden_dim=min(fdim, 512))
         self.radiomics_encoder = RadiomicsEncoder(n_features, dropout)
-        self.radiomics_head = ProjectionHead(n_features, proj_dim)
+        self.radiomics_head = KACLProjectionHead(n_features, out_dim=proj_dim)
 
     @property
     def cam_layer(self) -> str:
