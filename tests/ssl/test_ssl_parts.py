@@ -524,6 +524,8 @@ def test_positives_follow_the_data_sets_image_order():
     mask = pos.batch_mask(torch.tensor([2, 3, 0]))  # b, a, c
     assert mask.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
     assert GazePositives(rel, threshold=0.5).batch_mask(torch.tensor([0, 1])).tolist() == [[False, True], [True, False]]  # the relation's own rows
+    assert repr(rel) == "Relation(N=3, scheme='moment', dense)"
+    assert repr(Relation(["a", "b"], sp.csr_matrix(np.eye(2)), "moment")) == "Relation(N=2, scheme='moment', sparse, 2 stored entries)"
     with pytest.raises(ValueError, match="none of the 2 images is in this relation"):
         rel.aligned(["y", "z"])
     with pytest.raises(ValueError, match="image_ids needs a gazerad.gaze.relation.Relation"):

@@ -67,6 +67,15 @@ class Relation:
     params: dict[str, Any] = field(default_factory=dict)
     partial: dict[str, Any] | None = None
 
+    def __repr__(self) -> str:  # short: N may be 50,000 ids and a matrix
+        if self.matrix is None:
+            kind = "unmerged shard"
+        elif self.is_sparse:
+            kind = f"sparse, {self.matrix.nnz} stored entries"
+        else:
+            kind = "dense"
+        return f"Relation(N={len(self.image_ids)}, scheme={self.scheme!r}, {kind})"
+
     @property
     def is_sparse(self) -> bool:
         return sp.issparse(self.matrix)
