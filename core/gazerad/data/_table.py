@@ -12,6 +12,29 @@ from pathlib import Path
 from gazerad.errors import InputError
 
 
+def is_present_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is there as a file (``False`` when absent); a folder or a device in
+    its place is an :class:`InputError`."""
+    p = Path(path)
+    if p.is_file():
+        return True
+    if p.exists():
+        raise InputError(p, "is a folder, not a file" if p.is_dir() else "is not a regular file")
+    return False
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's content (a BOM dropped); :class:`InputError` naming the file when
+    it is not UTF-8 or cannot be read."""
+    p = Path(path)
+    try:
+        return p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(p, "is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot be read: {exc.strerror or exc}") from None
+
+
 def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
     """Read a CSV (or a gzip-compressed ``.csv.gz``) with a header; check ``required`` columns are present.
 
@@ -19,9 +42,7 @@ def read_rows(path: str | os.PathLike, required: list[str], delimiter: str = ","
         ``(header, rows)``; each row is a dict keyed by header (1-based data row = index + 1).
     """
     p = Path(path)
-    if p.is_dir():
-        raise InputError(p, "is a folder, not a file")
-    if not p.is_file():
+    if not is_present_file(p):
         raise InputError(p, "file does not exist")
     try:
         opener = gzip.open if p.suffix == ".gz" else open

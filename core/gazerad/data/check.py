@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gazerad.data._table import is_present_file
 from gazerad.errors import InputError
 
 __all__ = ["check_dataset", "format_report"]
@@ -166,9 +167,12 @@ def check_dataset(root: PathLike, gaze: PathLike | None = None, deep: bool = Fal
             problems.append(f"{len(both)} patients are in more than one split (leakage): {', '.join(both[:_SHOW])}")
 
     bpath = p / "BBox_List_2017.csv"
-    if bpath.exists() and not bpath.is_file():
-        problems.append(f"{bpath}: is a folder, not a file (no box is read)")
-    if bpath.is_file():
+    try:
+        boxed = is_present_file(bpath)
+    except InputError as exc:
+        problems.append(f"{exc} (no box is read)")
+        boxed = False
+    if boxed:
         from gazerad.data.nih import read_bbox_list
 
         rep["tables"].append(str(bpath))

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gazerad.data._table import read_rows, to_float
+from gazerad.data._table import is_present_file, read_rows, read_text, to_float
 from gazerad.data.study import (
     FINDINGS_COLUMN,
     IMAGES_DIR,
@@ -178,18 +178,9 @@ def open_study_folder(root: PathLike) -> StudyFolder:
     return StudyFolder(p)
 
 
-def _is_file(p: Path) -> bool:
-    """Whether ``p`` is there as a file; a folder (or a device) in its place is an error."""
-    if p.is_file():
-        return True
-    if p.exists():
-        raise InputError(p, "is a folder, not a file" if p.is_dir() else "is not a regular file")
-    return False
-
-
 def _table_file(root: Path, name: str, notes: list[str] | None = None) -> Path | None:
     """``root/name`` or else ``root/name.gz`` (the one read is said in ``notes`` when both are there)."""
-    found = [p for p in (root / name, root / f"{name}.gz") if _is_file(p)]
+    found = [p for p in (root / name, root / f"{name}.gz") if is_present_file(p)]
     if len(found) == 2 and notes is not None:
         notes.append(f"{name} and {name}.gz are both present: {name} is read")
     return found[0] if found else None
@@ -197,14 +188,8 @@ def _table_file(root: Path, name: str, notes: list[str] | None = None) -> Path |
 
 def _read_list(path: Path) -> list[str]:
     """The image names of an NIH split list: one per line (blank lines skipped)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(path, "is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
     names = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(read_text(path).splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
@@ -335,7 +320,7 @@ class LayoutFolder(StudyFolder):
         header, rows = read_rows(p, ["Image Index", FINDINGS_COLUMN, "Patient ID"])
         lists = {name: self.root / name for name in NIH_LISTS}
         official: dict[str, str] = {}
-        present = {name: _is_file(f) for name, f in lists.items()}
+        present = {name: is_present_file(f) for name, f in lists.items()}
         if all(present.values()):
             for name, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
                 for k, n in enumerate(_read_list(lists[name]), start=1):
@@ -506,7 +491,7 @@ def link_study_folder(root: PathLike, out: PathLike, gaze: PathLike | None = Non
         w.writerow([files[name], "|".join(t.findings[k]) or "No Finding", *(m.get(c, "") for c in meta_cols), t.splits[k], *t.labels[k].tolist()])
     labels_text, boxes_text = buf.getvalue(), None
     bpath = folder.root / "BBox_List_2017.csv"
-    if _is_file(bpath):
+    if is_present_file(bpath):
         from gazerad.data.nih import read_bbox_list
 
         buf = io.StringIO()
